@@ -1,0 +1,134 @@
+//! sha256 and blake3 in one pass, computed while the bytes stream.
+
+use std::io::{self, Read, Write};
+
+use sha2::{Digest, Sha256};
+
+/// Size and checksums of a byte stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    pub size: u64,
+    pub sha256: String,
+    pub blake3: String,
+}
+
+/// Both hashers and a byte count, fed by whatever passes through.
+#[derive(Clone, Default)]
+pub struct Hasher {
+    sha256: Sha256,
+    blake3: blake3::Hasher,
+    size: u64,
+}
+
+impl Hasher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn update(&mut self, buf: &[u8]) {
+        self.sha256.update(buf);
+        self.blake3.update(buf);
+        self.size += buf.len() as u64;
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn finish(self) -> Digests {
+        Digests {
+            size: self.size,
+            sha256: hex(&self.sha256.finalize()),
+            blake3: self.blake3.finalize().to_hex().to_string(),
+        }
+    }
+}
+
+/// Lower-case hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// A writer that hashes every byte it passes on to `inner`.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Hasher,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(),
+        }
+    }
+
+    pub fn bytes_written(&self) -> u64 {
+        self.hasher.size()
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// The inner writer and the digests of what was written.
+    pub fn finish(self) -> (W, Digests) {
+        (self.inner, self.hasher.finish())
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Hashes everything a reader yields.
+pub fn hash_reader(mut r: impl Read) -> io::Result<Digests> {
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(h.finish()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_vectors() {
+        let d = hash_reader(&b"abc"[..]).unwrap();
+        assert_eq!(d.size, 3);
+        assert_eq!(d.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(d.blake3, "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
+    }
+
+    #[test]
+    fn writer_hashes_what_it_writes() {
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(b"ab").unwrap();
+        w.write_all(b"c").unwrap();
+        let (out, d) = w.finish();
+        assert_eq!(out, b"abc");
+        assert_eq!(d, hash_reader(&b"abc"[..]).unwrap());
+    }
+}

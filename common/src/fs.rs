@@ -1,0 +1,267 @@
+//! Durable, atomic file writing: never a partial file under a final name.
+//!
+//! Write to a temp name in the same directory, fsync, rename without
+//! replacing, fsync the directory. A failed fsync is reported, never retried:
+//! after a failed fsync the page cache may already have dropped the data.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Marks temporary names: `.<name>.pgb-tmp.<pid>.<n>`. A later run holding
+/// the repository lock may remove leftovers carrying it.
+pub const TEMP_MARK: &str = ".pgb-tmp.";
+
+/// Sets the process umask to 077: files 0600, directories 0700.
+pub fn set_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A temp name next to `path` that no other process or call uses.
+pub fn temp_path_for(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}{TEMP_MARK}{}.{n}", std::process::id()))
+}
+
+/// fsync a directory, so a rename or create inside it is durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let d = File::open(dir).ctx("open directory", dir)?;
+    d.sync_all().ctx("fsync directory", dir)
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Renames `from` to `to` only if `to` does not exist (files or directories).
+pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags};
+    match renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EEXIST) => Err(Error::io(
+            "rename",
+            to,
+            io::Error::new(io::ErrorKind::AlreadyExists, "already exists, not overwritten"),
+        )),
+        // Filesystems without RENAME_NOREPLACE: a hard link fails if the
+        // target exists; files only.
+        Err(nix::errno::Errno::EINVAL) if from.is_file() => {
+            fs::hard_link(from, to).ctx("link", to)?;
+            fs::remove_file(from).ctx("remove", from)
+        }
+        Err(e) => Err(Error::io("rename", to, io::Error::from(e))),
+    }
+}
+
+/// A file being written under a temp name, published by [`AtomicFile::commit`].
+/// Dropped without commit, the temp file is removed.
+pub struct AtomicFile {
+    file: Option<File>,
+    temp: PathBuf,
+    target: PathBuf,
+}
+
+impl AtomicFile {
+    /// Creates the temp file for `target` (mode 0600, never an existing file).
+    pub fn create(target: impl AsRef<Path>) -> Result<AtomicFile> {
+        let target = target.as_ref().to_path_buf();
+        let temp = temp_path_for(&target);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .ctx("create", &temp)?;
+        Ok(AtomicFile {
+            file: Some(file),
+            temp,
+            target,
+        })
+    }
+
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("file used after commit")
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        let f = self.file.take().expect("committed twice");
+        f.sync_all().ctx("fsync", &self.temp)
+    }
+
+    /// fsync, rename to the target unless it exists, fsync the directory.
+    pub fn commit(mut self) -> Result<()> {
+        self.sync()?;
+        rename_noreplace(&self.temp, &self.target)?;
+        self.temp = PathBuf::new();
+        fsync_dir(parent_of(&self.target))
+    }
+
+    /// fsync, rename over the target (for sidecars, which hold the latest
+    /// record), fsync the directory.
+    pub fn commit_replace(mut self) -> Result<()> {
+        self.sync()?;
+        fs::rename(&self.temp, &self.target).ctx("rename", &self.target)?;
+        self.temp = PathBuf::new();
+        fsync_dir(parent_of(&self.target))
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file().flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Writes `bytes` to `target` atomically; `replace` allows an existing target
+/// to be replaced (sidecars), otherwise an existing target is an error.
+pub fn write_atomic(target: &Path, bytes: &[u8], replace: bool) -> Result<()> {
+    let mut f = AtomicFile::create(target)?;
+    f.write_all(bytes).ctx("write", f.temp_path().to_path_buf())?;
+    if replace {
+        f.commit_replace()
+    } else {
+        f.commit()
+    }
+}
+
+/// A directory being filled under a temp name, published whole by
+/// [`AtomicDir::commit`]. Dropped without commit, it is removed.
+pub struct AtomicDir {
+    temp: PathBuf,
+    target: PathBuf,
+}
+
+impl AtomicDir {
+    pub fn create(target: impl AsRef<Path>) -> Result<AtomicDir> {
+        let target = target.as_ref().to_path_buf();
+        let temp = temp_path_for(&target);
+        fs::DirBuilder::new().mode(0o700).create(&temp).ctx("create directory", &temp)?;
+        Ok(AtomicDir { temp, target })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.temp
+    }
+
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// fsyncs every file in the directory and the directory, renames it to
+    /// the target unless that exists, fsyncs the parent.
+    pub fn commit(mut self) -> Result<()> {
+        for entry in fs::read_dir(&self.temp).ctx("read directory", &self.temp)? {
+            let entry = entry.ctx("read directory", &self.temp)?;
+            let p = entry.path();
+            if entry.file_type().ctx("stat", &p)?.is_file() {
+                File::open(&p).and_then(|f| f.sync_all()).ctx("fsync", &p)?;
+            }
+        }
+        fsync_dir(&self.temp)?;
+        rename_noreplace(&self.temp, &self.target)?;
+        self.temp = PathBuf::new();
+        fsync_dir(parent_of(&self.target))
+    }
+}
+
+impl Drop for AtomicDir {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.temp);
+        }
+    }
+}
+
+/// Creates `dir` and its missing parents with mode 0700, fsyncing each new
+/// directory's parent.
+pub fn create_dir_all_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = parent_of(dir);
+    if parent != dir {
+        create_dir_all_durable(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => fsync_dir(parent),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(Error::io("create directory", dir, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn commit_publishes_and_never_overwrites() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("a.dump");
+        write_atomic(&target, b"one", false).unwrap();
+        let e = write_atomic(&target, b"two", false).unwrap_err().to_string();
+        assert!(e.contains("already exists"), "{e}");
+        assert_eq!(fs::read(&target).unwrap(), b"one");
+        write_atomic(&target, b"three", true).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"three");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "no temp left behind");
+    }
+
+    #[test]
+    fn dropped_file_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("a.dump");
+        {
+            let mut f = AtomicFile::create(&target).unwrap();
+            f.write_all(b"partial").unwrap();
+            assert_eq!(fs::metadata(f.temp_path()).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn directories_publish_whole_or_not_at_all() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("base");
+        let a = AtomicDir::create(&target).unwrap();
+        fs::write(a.path().join("base.tar"), b"x").unwrap();
+        assert!(!target.exists());
+        a.commit().unwrap();
+        assert_eq!(fs::read(target.join("base.tar")).unwrap(), b"x");
+        {
+            let b = AtomicDir::create(d.path().join("other")).unwrap();
+            fs::write(b.path().join("f"), b"x").unwrap();
+        }
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,25 @@
+//! Shared parts of the pgb tools: the `pgb.v1` record contract, JSON-lines
+//! I/O, exit statuses, durable file writing, streaming digests, repository
+//! locks, connection-string redaction and running PostgreSQL programs.
+//!
+//! Re-exported flat, so a tool writes `pgb_common::AtomicFile`.
+
+pub mod conninfo;
+pub mod digest;
+pub mod error;
+pub mod exit;
+pub mod fs;
+pub mod jsonl;
+pub mod lock;
+pub mod pg;
+pub mod record;
+pub mod term;
+
+pub use conninfo::{redact, split_password};
+pub use digest::{Digests, HashingWriter};
+pub use error::{Error, IoContext, Result};
+pub use exit::ExitStatus;
+pub use fs::{fsync_dir, rename_noreplace, set_umask, AtomicFile};
+pub use jsonl::{Input, RecordReader, RecordWriter};
+pub use lock::RepoLock;
+pub use record::{Artifact, FileEntry, Kind, SCHEMA};
