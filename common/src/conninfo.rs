@@ -42,7 +42,12 @@ fn parse_pairs(s: &str) -> Vec<Pair> {
             i += 1;
         }
         if i >= b.len() || b[i] != b'=' {
-            out.push(Pair { key, value: String::new(), start, end: i });
+            out.push(Pair {
+                key,
+                value: String::new(),
+                start,
+                end: i,
+            });
             continue;
         }
         i += 1;
@@ -96,7 +101,10 @@ pub fn quote_value(v: &str) -> String {
 /// Splits a URI into (before userinfo, userinfo, rest) when it has userinfo.
 fn uri_userinfo(s: &str) -> Option<(usize, usize)> {
     let scheme_end = s.find("://")? + 3;
-    let authority_end = s[scheme_end..].find(['/', '?']).map(|i| scheme_end + i).unwrap_or(s.len());
+    let authority_end = s[scheme_end..]
+        .find(['/', '?'])
+        .map(|i| scheme_end + i)
+        .unwrap_or(s.len());
     let at = s[scheme_end..authority_end].rfind('@')? + scheme_end;
     Some((scheme_end, at))
 }
@@ -147,7 +155,10 @@ pub fn split_password(s: &str) -> (String, Option<String>) {
         }
     }
     out.push_str(&s[last..]);
-    (out.split_whitespace().collect::<Vec<_>>().join(" "), password)
+    (
+        out.split_whitespace().collect::<Vec<_>>().join(" "),
+        password,
+    )
 }
 
 /// The value of `key` in a keyword/value conninfo, if present.
@@ -155,7 +166,11 @@ pub fn get(s: &str, key: &str) -> Option<String> {
     if is_uri(s) {
         return None;
     }
-    parse_pairs(s).into_iter().rev().find(|p| p.key == key).map(|p| p.value)
+    parse_pairs(s)
+        .into_iter()
+        .rev()
+        .find(|p| p.key == key)
+        .map(|p| p.value)
 }
 
 /// A connection string fit for messages: any password replaced by `***`.
@@ -185,7 +200,8 @@ pub fn redact(s: &str) -> String {
             }
             n
         } else {
-            v.find(|c: char| c.is_whitespace() || c == '&' || c == '"').unwrap_or(v.len())
+            v.find(|c: char| c.is_whitespace() || c == '&' || c == '"')
+                .unwrap_or(v.len())
         };
         out.push_str("***");
         rest = &after[eq + 1 + skipped_ws + vlen..];
@@ -197,7 +213,9 @@ pub fn redact(s: &str) -> String {
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         result.push_str(head);
-        let end = tail.find(|c: char| c == '/' || c == '?' || c.is_whitespace()).unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| c == '/' || c == '?' || c.is_whitespace())
+            .unwrap_or(tail.len());
         let authority = &tail[..end];
         match (authority.rfind('@'), authority.find(':')) {
             (Some(at), Some(colon)) if colon < at => {
@@ -283,10 +301,19 @@ mod tests {
     #[test]
     fn redacts_everywhere() {
         let cases = [
-            ("host=a password=hunter2 dbname=b", "host=a password=*** dbname=b"),
+            (
+                "host=a password=hunter2 dbname=b",
+                "host=a password=*** dbname=b",
+            ),
             ("password='a b\\' c' x", "password=*** x"),
-            ("could not connect: postgresql://u:hunter2@h/db failed", "could not connect: postgresql://u:***@h/db failed"),
-            ("postgresql://h/db?password=hunter2&x=1", "postgresql://h/db?password=***&x=1"),
+            (
+                "could not connect: postgresql://u:hunter2@h/db failed",
+                "could not connect: postgresql://u:***@h/db failed",
+            ),
+            (
+                "postgresql://h/db?password=hunter2&x=1",
+                "postgresql://h/db?password=***&x=1",
+            ),
             ("PASSWORD=hunter2", "PASSWORD=***"),
             ("no secrets here", "no secrets here"),
         ];
@@ -299,7 +326,10 @@ mod tests {
 
     #[test]
     fn reads_keys() {
-        assert_eq!(get("host=a dbname='my db'", "dbname").as_deref(), Some("my db"));
+        assert_eq!(
+            get("host=a dbname='my db'", "dbname").as_deref(),
+            Some("my db")
+        );
         assert_eq!(get("host=a", "dbname"), None);
     }
 }

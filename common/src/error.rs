@@ -70,7 +70,12 @@ impl fmt::Display for Error {
         match self {
             Error::Usage(m) => write!(f, "usage: {m}"),
             Error::Io { op, path, source } => {
-                write!(f, "{op}: {}: {}", path.display(), crate::error::io_cause(source))
+                write!(
+                    f,
+                    "{op}: {}: {}",
+                    path.display(),
+                    crate::error::io_cause(source)
+                )
             }
             Error::Input { source, line, msg } => write!(f, "{source}: line {line}: {msg}"),
             Error::Child {
@@ -129,7 +134,10 @@ mod tests {
             "/mnt/nas/pg/x.dump",
             io::Error::from_raw_os_error(28),
         );
-        assert_eq!(e.to_string(), "copy: /mnt/nas/pg/x.dump: No space left on device");
+        assert_eq!(
+            e.to_string(),
+            "copy: /mnt/nas/pg/x.dump: No space left on device"
+        );
     }
 
     #[test]

@@ -66,6 +66,9 @@ mod tests {
     fn worst_prefers_the_more_serious() {
         assert_eq!(ExitStatus::Ok.worst(ExitStatus::No), ExitStatus::No);
         assert_eq!(ExitStatus::Error.worst(ExitStatus::No), ExitStatus::Error);
-        assert_eq!(ExitStatus::Error.worst(ExitStatus::Locked), ExitStatus::Locked);
+        assert_eq!(
+            ExitStatus::Error.worst(ExitStatus::Locked),
+            ExitStatus::Locked
+        );
     }
 }

@@ -25,7 +25,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A temp name next to `path` that no other process or call uses.
 pub fn temp_path_for(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     path.with_file_name(format!(".{name}{TEMP_MARK}{}.{n}", std::process::id()))
 }
@@ -51,7 +54,10 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
         Err(nix::errno::Errno::EEXIST) => Err(Error::io(
             "rename",
             to,
-            io::Error::new(io::ErrorKind::AlreadyExists, "already exists, not overwritten"),
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "already exists, not overwritten",
+            ),
         )),
         // Filesystems without RENAME_NOREPLACE: a hard link fails if the
         // target exists; files only.
@@ -146,7 +152,8 @@ impl Drop for AtomicFile {
 /// to be replaced (sidecars), otherwise an existing target is an error.
 pub fn write_atomic(target: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     let mut f = AtomicFile::create(target)?;
-    f.write_all(bytes).ctx("write", f.temp_path().to_path_buf())?;
+    f.write_all(bytes)
+        .ctx("write", f.temp_path().to_path_buf())?;
     if replace {
         f.commit_replace()
     } else {
@@ -165,7 +172,10 @@ impl AtomicDir {
     pub fn create(target: impl AsRef<Path>) -> Result<AtomicDir> {
         let target = target.as_ref().to_path_buf();
         let temp = temp_path_for(&target);
-        fs::DirBuilder::new().mode(0o700).create(&temp).ctx("create directory", &temp)?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&temp)
+            .ctx("create directory", &temp)?;
         Ok(AtomicDir { temp, target })
     }
 
@@ -229,12 +239,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let target = d.path().join("a.dump");
         write_atomic(&target, b"one", false).unwrap();
-        let e = write_atomic(&target, b"two", false).unwrap_err().to_string();
+        let e = write_atomic(&target, b"two", false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("already exists"), "{e}");
         assert_eq!(fs::read(&target).unwrap(), b"one");
         write_atomic(&target, b"three", true).unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"three");
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "no temp left behind");
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp left behind"
+        );
     }
 
     #[test]
@@ -244,7 +260,10 @@ mod tests {
         {
             let mut f = AtomicFile::create(&target).unwrap();
             f.write_all(b"partial").unwrap();
-            assert_eq!(fs::metadata(f.temp_path()).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(f.temp_path()).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
     }
@@ -264,4 +283,33 @@ mod tests {
         }
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
     }
+}
+
+/// Removes temp files and directories left in `dir` by killed runs (names
+/// carrying [`TEMP_MARK`]). Call only while holding the repository lock, so
+/// no live writer's temp is touched. Returns what was removed.
+pub fn remove_leftover_temps(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(Error::io("read directory", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.ctx("read directory", dir)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.contains(TEMP_MARK)) {
+            continue;
+        }
+        let p = entry.path();
+        let ft = entry.file_type().ctx("stat", &p)?;
+        if ft.is_dir() {
+            fs::remove_dir_all(&p).ctx("remove leftover", &p)?;
+        } else {
+            fs::remove_file(&p).ctx("remove leftover", &p)?;
+        }
+        removed.push(p);
+    }
+    Ok(removed)
 }

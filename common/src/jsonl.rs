@@ -30,13 +30,17 @@ pub enum Input {
 impl Input {
     pub fn raw(&self) -> &str {
         match self {
-            Input::Artifact { raw, .. } | Input::Error { raw, .. } | Input::Other { raw, .. } => raw,
+            Input::Artifact { raw, .. } | Input::Error { raw, .. } | Input::Other { raw, .. } => {
+                raw
+            }
         }
     }
 
     pub fn line(&self) -> usize {
         match self {
-            Input::Artifact { line, .. } | Input::Error { line, .. } | Input::Other { line, .. } => *line,
+            Input::Artifact { line, .. }
+            | Input::Error { line, .. }
+            | Input::Other { line, .. } => *line,
         }
     }
 }
@@ -71,18 +75,21 @@ impl<R: BufRead> RecordReader<R> {
     /// Parses one line of text as a record.
     pub fn parse_line(&self, text: &str) -> Result<Input> {
         let line = self.line;
-        let v: Value = serde_json::from_str(text).map_err(|e| self.bad(format!("malformed JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| self.bad(format!("malformed JSON: {e}")))?;
         let obj = v.as_object().ok_or_else(|| self.bad("not a JSON object"))?;
         match obj.get("schema").and_then(Value::as_str) {
             Some(SCHEMA) => {}
-            Some(other) => return Err(self.bad(format!("unknown schema {other:?} (expected {SCHEMA:?})"))),
+            Some(other) => {
+                return Err(self.bad(format!("unknown schema {other:?} (expected {SCHEMA:?})")))
+            }
             None => return Err(self.bad("not a pgb record (no \"schema\" field)")),
         }
         let raw = text.to_string();
         match obj.get("type").and_then(Value::as_str) {
             Some("artifact") => {
-                let artifact: Artifact =
-                    serde_json::from_value(v).map_err(|e| self.bad(format!("invalid artifact record: {e}")))?;
+                let artifact: Artifact = serde_json::from_value(v)
+                    .map_err(|e| self.bad(format!("invalid artifact record: {e}")))?;
                 Ok(Input::Artifact {
                     line,
                     raw,
@@ -111,7 +118,9 @@ impl<R: BufRead> Iterator for RecordReader<R> {
             }
             self.line += 1;
             if self.buf.last() != Some(&b'\n') {
-                return Some(Err(self.bad("last line has no newline: the producer was cut off")));
+                return Some(Err(
+                    self.bad("last line has no newline: the producer was cut off")
+                ));
             }
             self.buf.pop();
             if self.buf.last() == Some(&b'\r') {
@@ -155,7 +164,8 @@ impl<W: Write> RecordWriter<W> {
 
     /// Serialises and writes one record.
     pub fn write<T: serde::Serialize>(&mut self, record: &T) -> Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(|e| Error::msg(format!("encode record: {e}")))?;
+        let mut line =
+            serde_json::to_vec(record).map_err(|e| Error::msg(format!("encode record: {e}")))?;
         line.push(b'\n');
         self.write_bytes(&line)
     }
@@ -240,12 +250,18 @@ mod tests {
         let mut w = RecordWriter::new(Vec::new(), "buf");
         w.write(&json!({"a": 1})).unwrap();
         w.forward("{\"b\":2}").unwrap();
-        assert_eq!(String::from_utf8(w.into_inner()).unwrap(), "{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!(
+            String::from_utf8(w.into_inner()).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n"
+        );
     }
 
     #[test]
     fn writer_reports_a_full_disk() {
-        let f = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
         let mut w = RecordWriter::new(f, "stdout");
         let e = w.write(&json!({"a": 1})).unwrap_err().to_string();
         assert_eq!(e, "write: stdout: No space left on device");

@@ -14,6 +14,7 @@ pub mod lock;
 pub mod pg;
 pub mod record;
 pub mod term;
+pub mod wal;
 
 pub use conninfo::{redact, split_password};
 pub use digest::{Digests, HashingWriter};

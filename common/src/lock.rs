@@ -63,7 +63,9 @@ mod tests {
         let e = RepoLock::acquire(d.path(), None).err().unwrap();
         assert!(matches!(e, Error::Locked(_)));
         let t0 = Instant::now();
-        let e = RepoLock::acquire(d.path(), Some(Duration::from_millis(300))).err().unwrap();
+        let e = RepoLock::acquire(d.path(), Some(Duration::from_millis(300)))
+            .err()
+            .unwrap();
         assert!(matches!(e, Error::Locked(_)) && t0.elapsed() >= Duration::from_millis(300));
         drop(first);
         RepoLock::acquire(d.path(), None).unwrap();

@@ -43,8 +43,12 @@ struct Passfile {
 impl Passfile {
     fn new(password: &str) -> Result<Passfile> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let dir = std::env::temp_dir().join(format!("pgb-pass.{}.{}", std::process::id(), unique()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir).ctx("create", &dir)?;
+        let dir =
+            std::env::temp_dir().join(format!("pgb-pass.{}.{}", std::process::id(), unique()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .ctx("create", &dir)?;
         let path = dir.join("pgpass");
         let escaped = password.replace('\\', "\\\\").replace(':', "\\:");
         let mut f = std::fs::OpenOptions::new()
@@ -53,7 +57,8 @@ impl Passfile {
             .mode(0o600)
             .open(&path)
             .ctx("create", &path)?;
-        f.write_all(format!("*:*:*:*:{escaped}\n").as_bytes()).ctx("write", &path)?;
+        f.write_all(format!("*:*:*:*:{escaped}\n").as_bytes())
+            .ctx("write", &path)?;
         Ok(Passfile { dir, path })
     }
 }
@@ -150,8 +155,16 @@ impl Conn {
             c.arg("-U").arg(u);
         }
         if with_db {
-            if let Some(d) = &self.dbname {
-                c.arg("-d").arg(d);
+            // pg_dumpall and pg_basebackup take only a connection string
+            // here; every libpq program understands one.
+            match &self.dbname {
+                Some(d) if conninfo::is_conninfo(d) => {
+                    c.arg("-d").arg(d);
+                }
+                Some(d) => {
+                    c.arg("-d").arg(format!("dbname={}", quote_value(d)));
+                }
+                None => {}
             }
         }
         if let Some(pf) = &self.passfile {
@@ -224,7 +237,10 @@ pub fn spawn(mut cmd: Command, what: &str) -> Result<Running> {
             format!("{what}: start"),
             cmd.get_program(),
             if e.kind() == std::io::ErrorKind::NotFound {
-                std::io::Error::new(e.kind(), "not found (install the PostgreSQL client programs or set --pg-bindir)")
+                std::io::Error::new(
+                    e.kind(),
+                    "not found (install the PostgreSQL client programs or set --pg-bindir)",
+                )
             } else {
                 e
             },
@@ -250,8 +266,15 @@ impl Running {
 
     /// Waits; a non-zero status is an error quoting the child's stderr.
     pub fn wait(mut self) -> Result<String> {
-        let status = self.child.wait().ctx(&format!("{}: wait", self.what), &self.program)?;
-        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let status = self
+            .child
+            .wait()
+            .ctx(&format!("{}: wait", self.what), &self.program)?;
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
         if status.success() {
             Ok(stderr)
         } else {
@@ -292,8 +315,16 @@ pub fn program_version(bindir: Option<&Path>, name: &str) -> Result<String> {
     let mut c = Command::new(program_path(bindir, name));
     c.arg("--version").stdin(Stdio::null());
     let out = output(c, &format!("{name} --version"))?;
-    let text = String::from_utf8_lossy(&out);
-    Ok(text.split_whitespace().last().unwrap_or("").to_string())
+    Ok(parse_version(&String::from_utf8_lossy(&out)))
+}
+
+/// `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` -> `15.18`.
+pub fn parse_version(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    match words.iter().position(|w| *w == "(PostgreSQL)") {
+        Some(i) if i + 1 < words.len() => words[i + 1].to_string(),
+        _ => words.get(2).or(words.last()).unwrap_or(&"").to_string(),
+    }
 }
 
 /// A psql session kept open for several queries (one transaction can span
@@ -311,11 +342,21 @@ const FIELD_SEP: char = '\u{1f}';
 impl Psql {
     pub fn start(conn: &Conn, what: &str) -> Result<Psql> {
         let mut c = conn.command("psql", true);
-        c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-P", "pager=off", "-F"])
-            .arg(OsString::from(FIELD_SEP.to_string()))
-            .env("PGAPPNAME", "pgb")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
+        c.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-P",
+            "pager=off",
+            "-F",
+        ])
+        .arg(OsString::from(FIELD_SEP.to_string()))
+        .env("PGAPPNAME", "pgb")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
         let mut running = spawn(c, what)?;
         let stdin = running.take_stdin();
         let stdout = BufReader::new(running.take_stdout());
@@ -332,7 +373,11 @@ impl Psql {
         match self.running.take() {
             Some(r) => match r.wait() {
                 Err(e) => e,
-                Ok(stderr) => Error::msg(format!("{}: psql ended early: {}", self.what, stderr.trim())),
+                Ok(stderr) => Error::msg(format!(
+                    "{}: psql ended early: {}",
+                    self.what,
+                    stderr.trim()
+                )),
             },
             None => Error::msg(format!("{}: psql session already closed", self.what)),
         }
@@ -341,8 +386,17 @@ impl Psql {
     /// Runs one SQL statement and returns its rows, fields split. Values must
     /// not contain newlines.
     pub fn query(&mut self, sql: &str) -> Result<Vec<Vec<String>>> {
-        let script = format!("{}\n\\echo {}\n", sql.trim_end().trim_end_matches(';').to_string() + ";", self.marker);
-        if self.stdin.write_all(script.as_bytes()).and_then(|_| self.stdin.flush()).is_err() {
+        let script = format!(
+            "{}\n\\echo {}\n",
+            sql.trim_end().trim_end_matches(';').to_string() + ";",
+            self.marker
+        );
+        if self
+            .stdin
+            .write_all(script.as_bytes())
+            .and_then(|_| self.stdin.flush())
+            .is_err()
+        {
             return Err(self.failed());
         }
         let mut rows = Vec::new();
@@ -397,9 +451,16 @@ mod tests {
 
     #[test]
     fn password_moves_from_argv_to_a_private_passfile() {
-        let c = Conn::new(&ConnArgs::default(), Some("host=db password=hunter2 dbname=app")).unwrap();
+        let c = Conn::new(
+            &ConnArgs::default(),
+            Some("host=db password=hunter2 dbname=app"),
+        )
+        .unwrap();
         let cmd = c.command("pg_dump", true);
-        let argv: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let argv: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert!(!argv.join(" ").contains("hunter2"), "{argv:?}");
         let pf = cmd
             .get_envs()
@@ -410,10 +471,39 @@ mod tests {
         let text = std::fs::read_to_string(&pf).unwrap();
         assert_eq!(text, "*:*:*:*:hunter2\n");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&pf).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&pf).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         drop(cmd);
         drop(c);
-        assert!(!Path::new(&pf).exists(), "passfile removed with the connection");
+        assert!(
+            !Path::new(&pf).exists(),
+            "passfile removed with the connection"
+        );
+    }
+
+    #[test]
+    fn versions_are_the_number_after_postgresql() {
+        assert_eq!(
+            parse_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"),
+            "15.18"
+        );
+        assert_eq!(
+            parse_version("pg_basebackup (PostgreSQL) 17devel"),
+            "17devel"
+        );
+    }
+
+    #[test]
+    fn plain_names_become_connection_strings() {
+        let c = Conn::new(&ConnArgs::default(), Some("app db")).unwrap();
+        let argv: Vec<String> = c
+            .command("pg_basebackup", true)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(argv, ["-d", "dbname='app db'"]);
     }
 
     #[test]
@@ -427,7 +517,14 @@ mod tests {
     fn a_failing_child_is_quoted_and_redacted() {
         let mut c = Command::new("sh");
         c.args(["-c", "echo 'FATAL: password=hunter2 rejected' >&2; exit 3"]);
-        let e = spawn(c, "dump database app").unwrap().wait().unwrap_err().to_string();
-        assert_eq!(e, "dump database app: sh exited with status 3: FATAL: password=*** rejected");
+        let e = spawn(c, "dump database app")
+            .unwrap()
+            .wait()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "dump database app: sh exited with status 3: FATAL: password=*** rejected"
+        );
     }
 }

@@ -137,7 +137,12 @@ pub fn sidecar_for(artifact: &std::path::Path) -> std::path::PathBuf {
 
 /// An error record (`"type": "error"`): a tool failed on an artifact or could
 /// not produce one. `artifact` is the record as it was, when there was one.
-pub fn error_record(tool: &str, message: &str, artifact: Option<&Value>, context: Map<String, Value>) -> Value {
+pub fn error_record(
+    tool: &str,
+    message: &str,
+    artifact: Option<&Value>,
+    context: Map<String, Value>,
+) -> Value {
     let mut m = Map::new();
     m.insert("schema".into(), SCHEMA.into());
     m.insert("type".into(), "error".into());
@@ -145,7 +150,10 @@ pub fn error_record(tool: &str, message: &str, artifact: Option<&Value>, context
     m.insert("message".into(), message.into());
     m.insert(
         "time".into(),
-        chrono::Local::now().fixed_offset().to_rfc3339_opts(chrono::SecondsFormat::Secs, false).into(),
+        chrono::Local::now()
+            .fixed_offset()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+            .into(),
     );
     for (k, v) in context {
         m.insert(k, v);
@@ -187,6 +195,9 @@ mod tests {
     #[test]
     fn sidecar_sits_next_to_the_artifact() {
         let a: Artifact = serde_json::from_value(sample()).unwrap();
-        assert_eq!(a.sidecar(), std::path::Path::new("/r/main/logical/app/a.dump.zst.pgb.json"));
+        assert_eq!(
+            a.sidecar(),
+            std::path::Path::new("/r/main/logical/app/a.dump.zst.pgb.json")
+        );
     }
 }

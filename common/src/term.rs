@@ -53,3 +53,58 @@ mod tests {
         assert_eq!(super::human_bytes(3 << 30), "3.0 GiB");
     }
 }
+
+/// A byte counter drawn on stderr once a second while work runs, only when
+/// [`progress_wanted`]; the line is cleared when dropped.
+pub struct Progress {
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    pub fn new(label: impl Into<String>) -> Progress {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let bytes = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = progress_wanted().then(|| {
+            let (bytes, stop, label) = (bytes.clone(), stop.clone(), label.into());
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    let n = bytes.load(Ordering::Relaxed);
+                    let secs = start.elapsed().as_secs_f64().max(0.001);
+                    eprint!(
+                        "\r\x1b[K{}: {label}: {} ({}/s)",
+                        tool(),
+                        human_bytes(n),
+                        human_bytes((n as f64 / secs) as u64)
+                    );
+                }
+                eprint!("\r\x1b[K");
+            })
+        });
+        Progress {
+            bytes,
+            stop,
+            thread,
+        }
+    }
+
+    /// Adds `n` bytes to the count shown.
+    pub fn add(&self, n: u64) {
+        self.bytes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

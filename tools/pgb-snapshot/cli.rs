@@ -1,0 +1,154 @@
+//! Command-line interface of pgb-snapshot. Uses only clap, std and
+//! pgb_common, so the man-page generator can include it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use pgb_common::pg::ConnArgs;
+
+/// Take PostgreSQL backups that carry their own evidence.
+///
+/// Logical dumps (pg_dump custom format, one artifact per database), globals
+/// (pg_dumpall --globals-only) and physical base backups (pg_basebackup),
+/// streamed to the repository with sha256 and blake3 computed on the way,
+/// published atomically, each with a `.pgb.json` sidecar, and printed as one
+/// pgb.v1 JSON record per artifact on stdout.
+#[derive(Parser, Debug)]
+#[command(
+    name = "pgb-snapshot",
+    version,
+    disable_help_flag = true,
+    after_help = "Connections follow libpq: -h/-p/-U/-d, the PG* environment variables and ~/.pgpass.\n\
+                  See pgb-snapshot(1) for the repository layout and how to restore each format."
+)]
+pub struct Args {
+    /// Dump this database: a name or a connection string (repeatable)
+    #[arg(short = 'd', long = "dbname", value_name = "DBNAME|CONNINFO")]
+    pub dbname: Vec<String>,
+
+    /// Dump every database that accepts connections, except templates, one
+    /// artifact each
+    #[arg(short = 'a', long = "all-databases")]
+    pub all_databases: bool,
+
+    /// Dump roles, memberships and tablespaces (pg_dumpall --globals-only)
+    /// into their own artifact
+    #[arg(short = 'g', long = "globals")]
+    pub globals: bool,
+
+    /// Take a physical base backup with pg_basebackup (tar, WAL streamed in,
+    /// backup_manifest with SHA256 checksums)
+    #[arg(long = "physical")]
+    pub physical: bool,
+
+    /// Repository directory the artifacts are written under
+    #[arg(short = 'o', long = "out", value_name = "DIR", env = "PGB_REPO")]
+    pub out: PathBuf,
+
+    /// Cluster label used in the layout and records [default: the server's
+    /// cluster_name, else its system identifier]
+    #[arg(long = "cluster", value_name = "LABEL", env = "PGB_CLUSTER")]
+    pub cluster: Option<String>,
+
+    /// Compression: zstd[:LEVEL] streams pg_dump's uncompressed output
+    /// through multi-threaded zstd (fast; restore with `zstd -dc FILE |
+    /// pg_restore ...`); pg_dump[:LEVEL] uses pg_dump's own gzip (slower,
+    /// restorable by pg_restore directly); none stores it as is
+    #[arg(
+        short = 'Z',
+        long = "compress",
+        value_name = "METHOD[:LEVEL]",
+        default_value = "zstd:3"
+    )]
+    pub compress: String,
+
+    /// zstd worker threads [default: the number of CPUs]
+    #[arg(long = "threads", value_name = "N")]
+    pub threads: Option<u32>,
+
+    /// Skip the exact per-table row counts (for very large databases; the
+    /// counts read every table once more)
+    #[arg(long = "no-row-counts")]
+    pub no_row_counts: bool,
+
+    /// Database to connect to for --all-databases and metadata queries
+    #[arg(
+        long = "maintenance-db",
+        value_name = "DBNAME",
+        default_value = "postgres"
+    )]
+    pub maintenance_db: String,
+
+    /// Checkpoint mode for --physical: fast starts at once, spread waits for
+    /// the next regular checkpoint
+    #[arg(long = "checkpoint", value_enum, default_value_t = Checkpoint::Fast)]
+    pub checkpoint: Checkpoint,
+
+    /// Wait up to this many seconds for the repository lock held by another
+    /// run, instead of exiting with status 3 at once
+    #[arg(long = "lock-wait", value_name = "SECONDS")]
+    pub lock_wait: Option<u64>,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// Print help
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoint {
+    Fast,
+    Spread,
+}
+
+impl Checkpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Checkpoint::Fast => "fast",
+            Checkpoint::Spread => "spread",
+        }
+    }
+}
+
+/// The EXAMPLES section of the man page, in roff.
+#[allow(dead_code)]
+pub const EXAMPLES: &str = r#".PP
+Dump one database, the globals and a base backup into a repository:
+.PP
+.nf
+.RS 4
+pgb\-snapshot \-d appdb \-\-globals \-\-physical \-\-out /srv/backups/pg
+.RE
+.fi
+.PP
+Every database of a remote server, as user backup (password in ~/.pgpass):
+.PP
+.nf
+.RS 4
+pgb\-snapshot \-h db1.example.com \-U backup \-\-all\-databases \-o /srv/backups/pg
+.RE
+.fi
+.PP
+Restore a zstd dump (the default) with stock tools; pg_restore \-j needs a seekable file, so decompress first for a parallel restore:
+.PP
+.nf
+.RS 4
+zstd \-dc appdb\-20261121T020000Z.dump.zst | pg_restore \-d appdb_restored
+zstd \-d appdb\-20261121T020000Z.dump.zst \-o /tmp/appdb.dump && pg_restore \-j 4 \-d appdb_restored /tmp/appdb.dump
+.RE
+.fi
+.PP
+Restore the globals, then a physical backup into an empty data directory:
+.PP
+.nf
+.RS 4
+zstd \-dc globals\-20261121T020000Z.sql.zst | psql \-d postgres
+zstd \-dc base.tar.zst | tar \-x \-C $PGDATA
+zstd \-dc pg_wal.tar.zst | tar \-x \-C $PGDATA/pg_wal
+.RE
+.fi
+.PP
+Repository layout: CLUSTER/logical/DBNAME/DBNAME\-TIMESTAMP.dump.zst, CLUSTER/globals/CLUSTER\-TIMESTAMP.sql.zst, CLUSTER/physical/CLUSTER\-TIMESTAMP/ (base.tar.zst, one OID.tar.zst per tablespace, pg_wal.tar.zst, backup_manifest), each with a .pgb.json sidecar beside it; TIMESTAMP is UTC. Nothing is ever overwritten.
+"#;

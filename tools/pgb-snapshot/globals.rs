@@ -1,0 +1,74 @@
+//! Globals: roles, memberships and tablespaces, from pg_dumpall
+//! --globals-only, in their own artifact.
+
+use std::process::Stdio;
+use std::time::Instant;
+
+use pgb_common::error::{Error, Result};
+use pgb_common::pg::{self, Conn};
+use pgb_common::record::{Artifact, Compression, Kind};
+use pgb_common::term::Progress;
+use pgb_common::AtomicFile;
+
+use crate::compress::store;
+use crate::run::{artifact, file_entry, now, session, stamp, write_sidecar, Ctx, Taken};
+
+pub fn dump(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
+    let started = Instant::now();
+    let created = now();
+    let (psql, info) = session(server, "connect for globals")?;
+    psql.close()?;
+    let cluster = info.label(ctx.cluster.as_deref());
+    let dir = ctx.dir(&cluster, Kind::Globals, None)?;
+    let file_name = match ctx.zstd() {
+        Some(_) => format!("{cluster}-{}.sql.zst", stamp(&created)),
+        None => format!("{cluster}-{}.sql", stamp(&created)),
+    };
+    let target = dir.join(&file_name);
+    let file = AtomicFile::create(&target)?;
+    let what = "dump globals";
+    let mut cmd = server.command("pg_dumpall", true);
+    cmd.args(["--globals-only", "-w", "-l", &info.database])
+        .stdout(Stdio::piped());
+    let mut child = pg::spawn(cmd, what)?;
+    let stored = store(
+        child.take_stdout(),
+        file,
+        ctx.zstd(),
+        &Progress::new("globals"),
+    );
+    let dumped = child.wait();
+    let (file, digests) = stored.map_err(|e| Error::msg(format!("{what}: {e}")))?;
+    dumped?;
+    file.commit()?;
+    let version = pg::program_version(server.args().pg_bindir.as_deref(), "pg_dumpall")?;
+    let mut a = artifact(
+        ctx,
+        Taken {
+            kind: Kind::Globals,
+            name: &cluster,
+            info: &info,
+            cluster: &cluster,
+            created,
+            location: &target,
+            files: vec![file_entry(&file_name, digests)],
+            started,
+        },
+        ("pg_dumpall", &version),
+    );
+    a.format = Some("sql".into());
+    a.compression = Some(match ctx.zstd() {
+        Some((l, _)) => Compression {
+            algorithm: "zstd".into(),
+            level: Some(l),
+            by: "pgb".into(),
+        },
+        None => Compression {
+            algorithm: "none".into(),
+            level: None,
+            by: "pgb".into(),
+        },
+    });
+    write_sidecar(&a)?;
+    Ok(a)
+}
