@@ -1,1 +1,6 @@
+//! Integration tests: the tools as users run them, against real PostgreSQL.
+
 mod util;
+
+mod man;
+mod snapshot;

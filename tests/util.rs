@@ -1,1 +1,418 @@
+//! Test harness: throwaway PostgreSQL clusters made by initdb in a temp dir
+//! (as the `postgres` user when the tests run as root, since initdb and
+//! postgres refuse root), each with its own socket directory, so tests run in
+//! parallel without clashing; torn down when dropped, even after a failed
+//! assertion.
 
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Directory of the PostgreSQL server programs: `PGB_TEST_PG_BINDIR`, else
+/// the newest `/usr/lib/postgresql/N/bin`, else whatever PATH has.
+pub fn pg_bindir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(d) = std::env::var_os("PGB_TEST_PG_BINDIR") {
+            return PathBuf::from(d);
+        }
+        let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+                let bin = e.path().join("bin");
+                bin.join("initdb").exists().then_some((v, bin))
+            })
+            .collect();
+        found.sort();
+        match found.pop() {
+            Some((_, bin)) => bin,
+            None => {
+                let out = Command::new("sh")
+                    .args(["-c", "command -v initdb"])
+                    .output()
+                    .expect("sh");
+                let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                assert!(
+                    !p.is_empty(),
+                    "initdb not found: install the PostgreSQL server (apt-get install postgresql)"
+                );
+                Path::new(&p).parent().unwrap().to_path_buf()
+            }
+        }
+    })
+}
+
+pub fn pg_bin(name: &str) -> PathBuf {
+    pg_bindir().join(name)
+}
+
+/// A command run as the cluster owner: `postgres` when we are root.
+fn as_owner(program: impl AsRef<OsStr>) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A temp dir the cluster owner can use, removed when dropped.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let t = tempfile::Builder::new()
+            .prefix(&format!("pgb-{tag}."))
+            .tempdir()
+            .unwrap();
+        let path = t.keep();
+        if is_root() {
+            let pg = nix::unistd::User::from_name("postgres")
+                .unwrap()
+                .expect("a postgres user");
+            nix::unistd::chown(&path, Some(pg.uid), Some(pg.gid)).unwrap();
+        }
+        Scratch { path }
+    }
+
+    /// A subdirectory owned by the cluster owner.
+    pub fn owned_dir(&self, name: &str) -> PathBuf {
+        let p = self.path.join(name);
+        run(as_owner("mkdir").arg("-p").arg(&p));
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+#[derive(Default)]
+pub struct Options {
+    /// Turn on WAL archiving into `<scratch>/archive` with this command
+    /// (`%p`, `%f` as PostgreSQL substitutes them); `None`: a plain cp.
+    pub archive: bool,
+    pub archive_command: Option<String>,
+    /// Lines put first in pg_hba.conf.
+    pub hba_first: Vec<String>,
+    pub extra_conf: Vec<String>,
+}
+
+/// A running throwaway cluster.
+pub struct Cluster {
+    pub scratch: Scratch,
+    pub data: PathBuf,
+    pub socket: PathBuf,
+    pub port: u16,
+    pub archive: Option<PathBuf>,
+}
+
+impl Cluster {
+    pub fn new() -> Cluster {
+        Self::with(Options::default())
+    }
+
+    pub fn with(opts: Options) -> Cluster {
+        let scratch = Scratch::new("cluster");
+        let data = scratch.path.join("data");
+        let socket = scratch.owned_dir("sock");
+        run(as_owner(pg_bin("initdb"))
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "-N",
+                "-D",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null()));
+        let port = 5432;
+        let mut conf = vec![
+            "listen_addresses = ''".to_string(),
+            format!("unix_socket_directories = '{}'", socket.display()),
+            format!("port = {port}"),
+            "wal_level = replica".into(),
+            "max_wal_senders = 4".into(),
+            "shared_buffers = 32MB".into(),
+            "fsync = off".into(),
+            "synchronous_commit = off".into(),
+            "log_min_messages = warning".into(),
+        ];
+        let archive =
+            (opts.archive || opts.archive_command.is_some()).then(|| scratch.owned_dir("archive"));
+        if let Some(a) = &archive {
+            conf.push("archive_mode = on".into());
+            let cmd = opts
+                .archive_command
+                .clone()
+                .unwrap_or_else(|| format!("test ! -f {0}/%f && cp %p {0}/%f", a.display()));
+            conf.push(format!("archive_command = '{}'", cmd.replace('\'', "''")));
+        }
+        conf.extend(opts.extra_conf.iter().cloned());
+        append(&data.join("postgresql.conf"), &conf.join("\n"));
+        if !opts.hba_first.is_empty() {
+            let hba = data.join("pg_hba.conf");
+            let old = fs::read_to_string(&hba).unwrap();
+            write_as_owner(&hba, &format!("{}\n{old}", opts.hba_first.join("\n")));
+        }
+        let c = Cluster {
+            scratch,
+            data,
+            socket,
+            port,
+            archive,
+        };
+        c.start();
+        c
+    }
+
+    pub fn start(&self) {
+        run(as_owner(pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.scratch.path.join("server.log"))
+            .args(["-w", "-t", "60", "start"])
+            .stdout(Stdio::null()));
+    }
+
+    pub fn stop(&self) {
+        let _ = as_owner(pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// The environment that points libpq programs at this cluster.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PGHOST", self.socket.display().to_string()),
+            ("PGPORT", self.port.to_string()),
+            ("PGUSER", "postgres".into()),
+            ("PGDATABASE", "postgres".into()),
+        ]
+    }
+
+    /// A command for one of our binaries, pointed at this cluster.
+    pub fn tool(&self, name: &str) -> Command {
+        let mut c = Command::new(bin(name));
+        c.envs(self.env())
+            .env("PGB_PG_BINDIR", pg_bindir())
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// A PostgreSQL client program pointed at this cluster.
+    pub fn pg(&self, name: &str) -> Command {
+        let mut c = Command::new(pg_bin(name));
+        c.envs(self.env()).stdin(Stdio::null());
+        c
+    }
+
+    /// Runs SQL (one or several statements) in `db`; returns psql's
+    /// unaligned, tuples-only output.
+    /// Statements run one by one (not in one transaction), as psql -f does.
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        let mut child = self
+            .pg("psql")
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                db,
+                "-f",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(sql.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "psql -d {db} failed on:\n{sql}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end()
+            .to_string()
+    }
+
+    /// Fills database `appdb` with something worth backing up: several
+    /// tables (300,000 rows in one), a sequence, a view, pg_trgm from contrib,
+    /// a non-superuser owner, a grant, a second tablespace and an identifier
+    /// that needs quoting.
+    pub fn load_sample(&self) {
+        let ts = self.scratch.owned_dir("tblspc");
+        self.sql(
+            "postgres",
+            &format!(
+                "CREATE ROLE app_owner LOGIN; CREATE ROLE reporter NOLOGIN;
+                 CREATE TABLESPACE extra OWNER app_owner LOCATION '{}';
+                 CREATE DATABASE appdb OWNER app_owner;",
+                ts.display()
+            ),
+        );
+        self.sql(
+            "appdb",
+            "CREATE EXTENSION pg_trgm;
+             SET ROLE app_owner;
+             CREATE SCHEMA app;
+             CREATE TABLE app.accounts (id bigserial PRIMARY KEY, name text NOT NULL,
+                 balance numeric(12,2) NOT NULL, note text);
+             INSERT INTO app.accounts (name, balance, note)
+                  SELECT 'acct ' || g, (g % 10000) / 3.0, md5(g::text) || md5((g * 7)::text)
+                    FROM generate_series(1, 300000) g;
+             CREATE TABLE app.orders (id int PRIMARY KEY, account_id bigint REFERENCES app.accounts,
+                 placed date) TABLESPACE extra;
+             INSERT INTO app.orders SELECT g, g, date '2026-01-01' + (g % 300) FROM generate_series(1, 5000) g;
+             CREATE TABLE app.empty_table (x int);
+             CREATE SCHEMA \"Mixed Case\";
+             CREATE TABLE \"Mixed Case\".\"Odd Table\" (v text);
+             INSERT INTO \"Mixed Case\".\"Odd Table\" VALUES ('a'), ('b'), ('c');
+             CREATE SEQUENCE app.invoice_no;
+             SELECT setval('app.invoice_no', 42);
+             CREATE VIEW app.rich AS SELECT id, name FROM app.accounts WHERE balance > 3000;
+             CREATE INDEX accounts_name_trgm ON app.accounts USING gin (name gin_trgm_ops);
+             GRANT USAGE ON SCHEMA app TO reporter;
+             GRANT SELECT ON app.rich TO reporter;
+             RESET ROLE;
+             ANALYZE;",
+        );
+    }
+
+    pub fn server_log(&self) -> String {
+        fs::read_to_string(self.scratch.path.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+    writeln!(f, "\n{text}").unwrap();
+}
+
+fn write_as_owner(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    if is_root() {
+        let pg = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+        nix::unistd::chown(path, Some(pg.uid), Some(pg.gid)).unwrap();
+    }
+}
+
+/// Path of one of our binaries.
+pub fn bin(name: &str) -> PathBuf {
+    let p = match name {
+        "pgb-snapshot" => env!("CARGO_BIN_EXE_pgb-snapshot"),
+        other => panic!("unknown binary {other}"),
+    };
+    PathBuf::from(p)
+}
+
+/// The JSON records a tool printed on stdout; every line must be one.
+pub fn records(stdout: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(stdout).expect("stdout is UTF-8");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "stdout ends without a newline: {text:?}"
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON record ({e}): {l}")))
+        .collect()
+}
+
+/// Every file below `dir` (relative paths), sorted; the lock file excluded.
+pub fn files_below(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = walk(dir)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| p.strip_prefix(dir).unwrap().to_string_lossy().into_owned())
+        .filter(|p| p != ".pgb.lock")
+        .collect();
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// `sha256sum` and `b3sum` of a file, as the stock tools print them.
+pub fn stock_sums(path: &Path) -> (String, String) {
+    let first = |prog: &str| {
+        let out = run(Command::new(prog).arg(path));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    (first("sha256sum"), first("b3sum"))
+}

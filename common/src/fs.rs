@@ -152,8 +152,7 @@ impl Drop for AtomicFile {
 /// to be replaced (sidecars), otherwise an existing target is an error.
 pub fn write_atomic(target: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     let mut f = AtomicFile::create(target)?;
-    f.write_all(bytes)
-        .ctx("write", f.temp_path().to_path_buf())?;
+    f.write_all(bytes).ctx("write", f.temp_path())?;
     if replace {
         f.commit_replace()
     } else {
