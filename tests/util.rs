@@ -292,44 +292,17 @@ impl Cluster {
     /// Fills database `appdb` with something worth backing up: several
     /// tables (300,000 rows in one), a sequence, a view, pg_trgm from contrib,
     /// a non-superuser owner, a grant, a second tablespace and an identifier
-    /// that needs quoting.
+    /// that needs quoting: `scripts/sample-data.sql`, shared with the demo.
     pub fn load_sample(&self) {
         let ts = self.scratch.owned_dir("tblspc");
-        self.sql(
-            "postgres",
-            &format!(
-                "CREATE ROLE app_owner LOGIN; CREATE ROLE reporter NOLOGIN;
-                 CREATE TABLESPACE extra OWNER app_owner LOCATION '{}';
-                 CREATE DATABASE appdb OWNER app_owner;",
-                ts.display()
-            ),
-        );
-        self.sql(
-            "appdb",
-            "CREATE EXTENSION pg_trgm;
-             SET ROLE app_owner;
-             CREATE SCHEMA app;
-             CREATE TABLE app.accounts (id bigserial PRIMARY KEY, name text NOT NULL,
-                 balance numeric(12,2) NOT NULL, note text);
-             INSERT INTO app.accounts (name, balance, note)
-                  SELECT 'acct ' || g, (g % 10000) / 3.0, md5(g::text) || md5((g * 7)::text)
-                    FROM generate_series(1, 300000) g;
-             CREATE TABLE app.orders (id int PRIMARY KEY, account_id bigint REFERENCES app.accounts,
-                 placed date) TABLESPACE extra;
-             INSERT INTO app.orders SELECT g, g, date '2026-01-01' + (g % 300) FROM generate_series(1, 5000) g;
-             CREATE TABLE app.empty_table (x int);
-             CREATE SCHEMA \"Mixed Case\";
-             CREATE TABLE \"Mixed Case\".\"Odd Table\" (v text);
-             INSERT INTO \"Mixed Case\".\"Odd Table\" VALUES ('a'), ('b'), ('c');
-             CREATE SEQUENCE app.invoice_no;
-             SELECT setval('app.invoice_no', 42);
-             CREATE VIEW app.rich AS SELECT id, name FROM app.accounts WHERE balance > 3000;
-             CREATE INDEX accounts_name_trgm ON app.accounts USING gin (name gin_trgm_ops);
-             GRANT USAGE ON SCHEMA app TO reporter;
-             GRANT SELECT ON app.rich TO reporter;
-             RESET ROLE;
-             ANALYZE;",
-        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sample-data.sql");
+        run(self
+            .pg("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-v"])
+            .arg(format!("tblspc={}", ts.display()))
+            .arg("-f")
+            .arg(script)
+            .stdout(Stdio::null()));
     }
 
     pub fn server_log(&self) -> String {
