@@ -9,10 +9,32 @@ mod snapshot_cli;
 
 use clap::CommandFactory;
 
-/// Renders a tool's page: clap's sections, then EXAMPLES, EXIT STATUS and
-/// SEE ALSO written by hand.
-fn render(cmd: clap::Command, examples: &str) -> Vec<u8> {
-    let man = clap_mangen::Man::new(cmd.clone())
+/// One tool's man page: its clap definition plus hand-written sections.
+struct Page {
+    bin: &'static str,
+    cmd: fn() -> clap::Command,
+    examples: &'static str,
+    /// The ENVIRONMENT section, when the tool reads variables.
+    environment: Option<&'static str>,
+    see_also: &'static str,
+}
+
+/// Every tool's page. A new tool adds its `cli.rs` as a module above and a
+/// line here.
+fn pages() -> Vec<Page> {
+    vec![Page {
+        bin: "pgb-snapshot",
+        cmd: snapshot_cli::Args::command,
+        examples: snapshot_cli::EXAMPLES,
+        environment: Some(LIBPQ_ENVIRONMENT),
+        see_also: "\\fBpg_dump\\fR(1), \\fBpg_basebackup\\fR(1), \\fBpg_restore\\fR(1)",
+    }]
+}
+
+/// Renders a tool's page: clap's sections, then EXAMPLES, EXIT STATUS,
+/// ENVIRONMENT and SEE ALSO written by hand.
+fn render(page: &Page) -> Vec<u8> {
+    let man = clap_mangen::Man::new((page.cmd)())
         .section("1")
         .manual("pgb manual");
     let mut out = Vec::new();
@@ -22,20 +44,20 @@ fn render(cmd: clap::Command, examples: &str) -> Vec<u8> {
     man.render_description_section(&mut out).unwrap();
     man.render_options_section(&mut out).unwrap();
     out.extend_from_slice(b".SH EXAMPLES\n");
-    out.extend_from_slice(examples.as_bytes());
+    out.extend_from_slice(page.examples.as_bytes());
     out.extend_from_slice(b".SH \"EXIT STATUS\"\n");
     out.extend_from_slice(pgb_common::exit::EXIT_STATUS_MAN.as_bytes());
-    out.extend_from_slice(b".SH ENVIRONMENT\n");
-    out.extend_from_slice(ENVIRONMENT.as_bytes());
+    if let Some(env) = page.environment {
+        out.extend_from_slice(b".SH ENVIRONMENT\n");
+        out.extend_from_slice(env.as_bytes());
+    }
     out.extend_from_slice(b".SH \"SEE ALSO\"\n");
-    out.extend_from_slice(
-        b"\\fBpgb\\fR(7), \\fBpg_dump\\fR(1), \\fBpg_basebackup\\fR(1), \\fBpg_restore\\fR(1)\n",
-    );
+    out.extend_from_slice(format!("\\fBpgb\\fR(7), {}\n", page.see_also).as_bytes());
     man.render_version_section(&mut out).unwrap();
     out
 }
 
-const ENVIRONMENT: &str = r#".TP
+const LIBPQ_ENVIRONMENT: &str = r#".TP
 \fBPGHOST\fR, \fBPGPORT\fR, \fBPGUSER\fR, \fBPGDATABASE\fR, \fBPGPASSFILE\fR, \fBPGSERVICE\fR, ...
 Read by libpq in the PostgreSQL programs pgb runs, as they read them in pg_dump. Passwords belong in ~/.pgpass; a password given in a connection string is handed to the programs in a private, temporary passfile, never on their command line.
 .TP
@@ -43,20 +65,15 @@ Read by libpq in the PostgreSQL programs pgb runs, as they read them in pg_dump.
 Suppress the progress line drawn on stderr when it is a terminal.
 "#;
 
-fn pages() -> Vec<(&'static str, Vec<u8>)> {
-    vec![(
-        "pgb-snapshot.1",
-        render(snapshot_cli::Args::command(), snapshot_cli::EXAMPLES),
-    )]
-}
-
 #[test]
 fn man_pages_are_fresh() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
     let update = std::env::var_os("PGB_UPDATE_MAN").is_some();
     let mut stale = Vec::new();
-    for (name, text) in pages() {
-        let path = dir.join(name);
+    for page in pages() {
+        let name = format!("{}.1", page.bin);
+        let text = render(&page);
+        let path = dir.join(&name);
         if update {
             std::fs::write(&path, &text).unwrap();
         } else if std::fs::read(&path).ok().as_deref() != Some(&text[..]) {
