@@ -634,3 +634,25 @@ fn usage_errors_are_status_2() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+#[test]
+fn all_databases_gives_one_artifact_each_and_skips_templates() {
+    let c = Cluster::new();
+    c.sql("postgres", "CREATE DATABASE one; CREATE DATABASE \"two words\"; CREATE DATABASE closed ALLOW_CONNECTIONS false;");
+    let repo = Scratch::new("repo");
+    let (code, recs, err) = snapshot(&c, &repo.path, &["--all-databases", "-d", "one"]);
+    assert_eq!(code, 0, "{err}");
+    let mut dbs: Vec<&str> = recs
+        .iter()
+        .map(|r| r["database"].as_str().unwrap())
+        .collect();
+    dbs.sort();
+    assert_eq!(
+        dbs,
+        ["one", "postgres", "two words"],
+        "each once, no templates, no closed database"
+    );
+    for r in &recs {
+        assert_evidence(r);
+    }
+}
