@@ -3,6 +3,10 @@
 
 use std::path::Path;
 
+#[path = "../tools/pgb-verify/cli.rs"]
+#[allow(dead_code)]
+mod verify_cli;
+
 #[path = "../tools/pgb-snapshot/cli.rs"]
 #[allow(dead_code)]
 mod snapshot_cli;
@@ -22,13 +26,23 @@ struct Page {
 /// Every tool's page. A new tool adds its `cli.rs` as a module above and a
 /// line here.
 fn pages() -> Vec<Page> {
-    vec![Page {
-        bin: "pgb-snapshot",
-        cmd: snapshot_cli::Args::command,
-        examples: snapshot_cli::EXAMPLES,
-        environment: Some(LIBPQ_ENVIRONMENT),
-        see_also: "\\fBpg_dump\\fR(1), \\fBpg_basebackup\\fR(1), \\fBpg_restore\\fR(1)",
-    }]
+    vec![
+        Page {
+            bin: "pgb-snapshot",
+            cmd: snapshot_cli::Args::command,
+            examples: snapshot_cli::EXAMPLES,
+            environment: Some(LIBPQ_ENVIRONMENT),
+            see_also: "\\fBpg_dump\\fR(1), \\fBpg_basebackup\\fR(1), \\fBpg_restore\\fR(1)",
+        },
+        Page {
+            bin: "pgb-verify",
+            cmd: verify_cli::Args::command,
+            examples: verify_cli::EXAMPLES,
+            environment: None,
+            see_also:
+                "\\fBpgb\\-snapshot\\fR(1), \\fBpg_restore\\fR(1), \\fBpg_verifybackup\\fR(1)",
+        },
+    ]
 }
 
 /// Renders a tool's page: clap's sections, then EXAMPLES, EXIT STATUS,

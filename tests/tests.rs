@@ -4,3 +4,4 @@ mod util;
 
 mod man;
 mod snapshot;
+mod verify;

@@ -333,6 +333,7 @@ fn write_as_owner(path: &Path, text: &str) {
 pub fn bin(name: &str) -> PathBuf {
     let p = match name {
         "pgb-snapshot" => env!("CARGO_BIN_EXE_pgb-snapshot"),
+        "pgb-verify" => env!("CARGO_BIN_EXE_pgb-verify"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)

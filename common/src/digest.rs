@@ -110,6 +110,71 @@ pub fn hash_reader(mut r: impl Read) -> io::Result<Digests> {
     }
 }
 
+/// Like [`hash_reader`], with sha256 and blake3 computed on two threads
+/// while the next buffer is read, so the slower hash sets the pace instead of
+/// the sum of both. Used for re-reading large artifacts.
+pub fn hash_reader_parallel(mut r: impl Read) -> io::Result<Digests> {
+    use std::sync::mpsc::sync_channel;
+    use std::sync::Arc;
+    const BUF: usize = 1 << 20;
+    let (to_sha, sha_rx) = sync_channel::<Arc<Vec<u8>>>(4);
+    let (to_b3, b3_rx) = sync_channel::<Arc<Vec<u8>>>(4);
+    std::thread::scope(|s| {
+        let sha = s.spawn(move || {
+            let mut h = Sha256::new();
+            for buf in sha_rx {
+                h.update(&buf[..]);
+            }
+            hex(&h.finalize())
+        });
+        let b3 = s.spawn(move || {
+            let mut h = blake3::Hasher::new();
+            for buf in b3_rx {
+                h.update(&buf[..]);
+            }
+            h.finalize().to_hex().to_string()
+        });
+        let mut size = 0u64;
+        let read_result = loop {
+            let mut buf = vec![0u8; BUF];
+            let mut filled = 0;
+            let eof = loop {
+                match r.read(&mut buf[filled..]) {
+                    Ok(0) => break Ok(true),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == BUF {
+                            break Ok(false);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            buf.truncate(filled);
+            size += filled as u64;
+            let buf = Arc::new(buf);
+            if filled > 0 && (to_sha.send(buf.clone()).is_err() || to_b3.send(buf).is_err()) {
+                break Err(io::Error::other("hash thread stopped"));
+            }
+            match eof {
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        drop(to_sha);
+        drop(to_b3);
+        let sha256 = sha.join().expect("sha256 thread");
+        let blake3 = b3.join().expect("blake3 thread");
+        read_result.map(|_| Digests {
+            size,
+            sha256,
+            blake3,
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +190,19 @@ mod tests {
         assert_eq!(
             d.blake3,
             "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
+    }
+
+    #[test]
+    fn parallel_hashing_agrees() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        assert_eq!(
+            hash_reader_parallel(&data[..]).unwrap(),
+            hash_reader(&data[..]).unwrap()
+        );
+        assert_eq!(
+            hash_reader_parallel(&b""[..]).unwrap(),
+            hash_reader(&b""[..]).unwrap()
         );
     }
 

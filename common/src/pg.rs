@@ -174,6 +174,27 @@ impl Conn {
     }
 }
 
+/// Where the PostgreSQL server programs (initdb, pg_ctl, postgres) are:
+/// `given`, else the newest `/usr/lib/postgresql/N/bin` (Debian keeps them
+/// off PATH), else `None` (search PATH).
+pub fn server_bindir(given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(g) = given {
+        return Some(g.to_path_buf());
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, b)| b)
+}
+
 /// `bindir/name`, or `name` to be found on PATH.
 pub fn program_path(bindir: Option<&Path>, name: &str) -> PathBuf {
     match bindir {

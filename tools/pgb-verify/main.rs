@@ -1,0 +1,19 @@
+//! pgb-verify: prove backups restorable. See pgb-verify(1).
+
+mod checksums;
+mod cli;
+mod cluster;
+mod manifest;
+mod restore;
+mod run;
+mod structure;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    pgb_common::set_umask();
+    pgb_common::term::set_tool("pgb-verify");
+    run::run(cli::Args::parse()).into()
+}

@@ -1,0 +1,314 @@
+//! Real test restores of logical dumps: into a throwaway cluster (or
+//! `--target`), globals first, `pg_restore -j`, then every recorded table's
+//! exact row count compared, smoke queries run, and the time measured.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+use pgb_common::error::{Error, IoContext, Result};
+use pgb_common::pg::{self, quote_ident, quote_literal, Conn, ConnArgs};
+use pgb_common::record::{Artifact, Kind};
+use pgb_common::term::warn;
+use serde_json::Value;
+
+use crate::cluster::TempCluster;
+use crate::run::{file_path, open_plain, Ctx, Verdict};
+
+pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
+    match a.kind {
+        Kind::Logical => match logical(ctx, a) {
+            Ok(v) => v,
+            Err(e) => Verdict::fail(e.to_string()),
+        },
+        Kind::Physical => {
+            warn(format!(
+                "{}: physical restore tests are not implemented yet; use --manifest",
+                a.id
+            ));
+            Verdict::skip()
+        }
+        _ => Verdict::skip(),
+    }
+}
+
+/// Runs SQL through psql; returns its unaligned output.
+fn psql(conn: &Conn, sql: &str, what: &str) -> Result<String> {
+    let mut c = conn.command("psql", true);
+    c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
+    let out = pg::output(c, what)?;
+    Ok(String::from_utf8_lossy(&out).trim_end().to_string())
+}
+
+/// The newest globals artifact of the same cluster in the same repository.
+fn globals_for(a: &Artifact) -> Option<(PathBuf, Artifact)> {
+    let dir = Path::new(&a.repo).join(&a.cluster).join("globals");
+    let mut found: Vec<Artifact> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pgb.json"))
+        .filter_map(|e| serde_json::from_slice::<Artifact>(&std::fs::read(e.path()).ok()?).ok())
+        .filter(|g| g.kind == Kind::Globals)
+        .collect();
+    found.sort_by_key(|g| g.created);
+    let g = found.pop()?;
+    let f = g.files.first()?.clone();
+    Some((file_path(&g, &f), g))
+}
+
+fn logical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
+    let db = a.database.clone().unwrap_or_else(|| "restored".into());
+    let bindir = pg::server_bindir(ctx.args.pg_bindir.as_deref());
+    let client = ConnArgs {
+        pg_bindir: bindir.clone(),
+        ..ConnArgs::default()
+    };
+    // Where to restore: a throwaway cluster, or a scratch database on --target.
+    let (cluster, admin, scratch_db) = match &ctx.args.target {
+        Some(t) => {
+            let c = Conn::new(&client, Some(t))?;
+            (None, c, format!("pgb_verify_{}_{}", std::process::id(), db))
+        }
+        None => {
+            let tc = TempCluster::start(bindir.clone())?;
+            let args = ConnArgs {
+                host: Some(tc.socket.display().to_string()),
+                port: Some(tc.port.to_string()),
+                username: Some("postgres".into()),
+                pg_bindir: bindir.clone(),
+            };
+            let c = Conn::new(&args, Some("postgres"))?;
+            (Some(tc), c, db.clone())
+        }
+    };
+    let mut details = serde_json::Map::new();
+    let result = restore_and_compare(ctx, a, cluster.as_ref(), &admin, &scratch_db, &mut details);
+    if ctx.args.target.is_some() {
+        let drop = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&scratch_db)
+        );
+        if let Err(e) = psql(&admin, &drop, "drop the scratch database") {
+            warn(e.to_string());
+        }
+    }
+    drop(cluster);
+    let mut v = result?;
+    for (k, val) in details {
+        v.extra.insert(k, val);
+    }
+    Ok(v)
+}
+
+fn restore_and_compare(
+    ctx: &Ctx,
+    a: &Artifact,
+    cluster: Option<&TempCluster>,
+    admin: &Conn,
+    db: &str,
+    details: &mut serde_json::Map<String, Value>,
+) -> Result<Verdict> {
+    // Extensions the dump needs must be installable on the target.
+    let available = psql(
+        admin,
+        "SELECT name FROM pg_available_extensions",
+        "list extensions",
+    )?;
+    let available: std::collections::BTreeSet<&str> = available.lines().collect();
+    let missing: Vec<String> = a
+        .extra
+        .get("extensions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["name"].as_str())
+        .filter(|n| !available.contains(n))
+        .map(str::to_string)
+        .collect();
+    if !missing.is_empty() {
+        return Ok(Verdict::fail(format!(
+            "extensions the dump needs are not available on the target: {}",
+            missing.join(", ")
+        )));
+    }
+
+    let started = Instant::now();
+    let mut have_roles = cluster.is_none();
+    // Globals first, so owners and grantees exist (throwaway cluster only;
+    // tablespaces are left out: their locations belong to the source host).
+    if cluster.is_some() {
+        match globals_for(a) {
+            Some((path, g)) => {
+                let mut sql = String::new();
+                open_plain(&g, &path)?
+                    .read_to_string(&mut sql)
+                    .ctx("read", &path)?;
+                let filtered: String = sql
+                    .lines()
+                    .filter(|l| {
+                        !l.starts_with("CREATE TABLESPACE") && !l.starts_with("ALTER TABLESPACE")
+                    })
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                let mut c = admin.command("psql", true);
+                c.args(["-X", "-q", "-f", "-"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null());
+                let mut child = pg::spawn(c, "restore globals")?;
+                let mut stdin = child.take_stdin();
+                let _ = stdin.write_all(filtered.as_bytes());
+                drop(stdin);
+                child.wait()?;
+                details.insert("globals".into(), g.id.clone().into());
+                have_roles = true;
+            }
+            None => warn(format!(
+                "{}: no globals artifact in the repository: restoring without owners and grants",
+                a.id
+            )),
+        }
+    }
+
+    // pg_restore -j needs a seekable file: decompress next to the cluster.
+    let f = a
+        .files
+        .first()
+        .ok_or_else(|| Error::msg("the record lists no file"))?;
+    let src = file_path(a, f);
+    let plain_holder;
+    let plain = match (
+        a.compression
+            .as_ref()
+            .map(|c| (c.algorithm.as_str(), c.by.as_str())),
+        cluster,
+    ) {
+        (Some(("zstd", "pgb")), Some(tc)) => {
+            plain_holder = tc.scratch("dump");
+            decompress(a, &src, &plain_holder)?;
+            plain_holder.clone()
+        }
+        (Some(("zstd", "pgb")), None) => {
+            let t = std::env::temp_dir().join(format!("pgb-verify-dump.{}", std::process::id()));
+            decompress(a, &src, &t)?;
+            plain_holder = t;
+            plain_holder.clone()
+        }
+        _ => src.clone(),
+    };
+    let cleanup = Cleanup(if plain != src {
+        Some(plain.clone())
+    } else {
+        None
+    });
+
+    psql(
+        admin,
+        &format!("CREATE DATABASE {}", quote_ident(db)),
+        "create the restore database",
+    )?;
+    let target = admin.with_database(db)?;
+    let mut c = target.command("pg_restore", true);
+    c.arg("-j")
+        .arg(ctx.args.jobs.max(1).to_string())
+        .args(["--no-tablespaces", "--exit-on-error"])
+        .args(if have_roles {
+            &[][..]
+        } else {
+            &["--no-owner", "--no-acl"][..]
+        })
+        .arg(&plain)
+        .stdout(Stdio::null());
+    let restored = pg::spawn(c, &format!("restore {}", src.display())).and_then(|r| r.wait());
+    drop(cleanup);
+    let restore_ms = started.elapsed().as_millis() as u64;
+    details.insert("restore_ms".into(), restore_ms.into());
+    if let Err(e) = restored {
+        return Ok(Verdict::fail(e.to_string()));
+    }
+
+    let mut problems = Vec::new();
+    let mut compared = 0u64;
+    if let Some(counts) = &a.row_counts {
+        let tables: Vec<&String> = counts.keys().collect();
+        for chunk in tables.chunks(100) {
+            let sql = chunk
+                .iter()
+                .map(|t| format!("SELECT {}, count(*) FROM ONLY {t}", quote_literal(t)))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let mut cmd = target.command("psql", true);
+            cmd.args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-F",
+                "\t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                &sql,
+            ]);
+            let out = match pg::output(cmd, "count rows") {
+                Ok(o) => String::from_utf8_lossy(&o).into_owned(),
+                Err(e) => {
+                    problems.push(e.to_string());
+                    continue;
+                }
+            };
+            for line in out.lines() {
+                let Some((t, n)) = line.rsplit_once('\t') else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(u64::MAX);
+                compared += 1;
+                match counts.get(t) {
+                    Some(want) if *want == n => {}
+                    Some(want) => problems.push(format!(
+                        "table {t}: {n} rows after restore, {want} recorded"
+                    )),
+                    None => {}
+                }
+            }
+        }
+    }
+    details.insert("tables_compared".into(), compared.into());
+
+    if let Some(sql) = &ctx.args.sql {
+        let mut cmd = target.command("psql", true);
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(sql)
+            .stdout(Stdio::null());
+        if let Err(e) = pg::output(cmd, &format!("smoke queries {}", sql.display())) {
+            problems.push(e.to_string());
+        }
+    }
+    if let Some(rto) = ctx.rto {
+        if restore_ms > rto.as_millis() as u64 {
+            problems.push(format!(
+                "restore took {:.1} s, more than the RTO of {} s",
+                restore_ms as f64 / 1000.0,
+                rto.as_secs()
+            ));
+        }
+    }
+    Ok(Verdict::new(problems))
+}
+
+struct Cleanup(Option<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn decompress(a: &Artifact, src: &Path, dst: &Path) -> Result<()> {
+    let mut r = open_plain(a, src)?;
+    let mut out = std::fs::File::create(dst).ctx("create", dst)?;
+    std::io::copy(&mut r, &mut out).ctx("decompress", src)?;
+    Ok(())
+}
