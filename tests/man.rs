@@ -11,6 +11,18 @@ mod verify_cli;
 #[allow(dead_code)]
 mod snapshot_cli;
 
+#[path = "../tools/pgb-fixperms/cli.rs"]
+#[allow(dead_code)]
+pub(crate) mod fixperms_cli;
+
+#[path = "../tools/pgb-wal/cli.rs"]
+#[allow(dead_code)]
+mod wal_cli;
+
+#[path = "../tools/pgb-check-archive/cli.rs"]
+#[allow(dead_code)]
+mod check_archive_cli;
+
 use clap::CommandFactory;
 
 /// One tool's man page: its clap definition plus hand-written sections.
@@ -27,22 +39,69 @@ struct Page {
 /// line here.
 fn pages() -> Vec<Page> {
     vec![
-        Page {
-            bin: "pgb-snapshot",
-            cmd: snapshot_cli::Args::command,
-            examples: snapshot_cli::EXAMPLES,
-            environment: Some(LIBPQ_ENVIRONMENT),
-            see_also: "\\fBpg_dump\\fR(1), \\fBpg_basebackup\\fR(1), \\fBpg_restore\\fR(1)",
-        },
-        Page {
-            bin: "pgb-verify",
-            cmd: verify_cli::Args::command,
-            examples: verify_cli::EXAMPLES,
-            environment: None,
-            see_also:
-                "\\fBpgb\\-snapshot\\fR(1), \\fBpg_restore\\fR(1), \\fBpg_verifybackup\\fR(1)",
-        },
-    ]
+    Page {
+        bin: "pgb-check-archive",
+        cmd: check_archive_cli::Args::command,
+        examples: check_archive_cli::EXAMPLES,
+        environment: None,
+        see_also: "\\fBpgb\\-wal\\fR(1), \\fBpg_waldump\\fR(1), \\fBpg_controldata\\fR(1)",
+    },
+    Page {
+        bin: "pgb-wal",
+        cmd: wal_cli::Args::command,
+        examples: wal_cli::EXAMPLES,
+        environment: None,
+        see_also: "\\fBpgb\\-wal\\-push\\fR(1), \\fBpgb\\-wal\\-get\\fR(1), \\fBpgb\\-check\\-archive\\fR(1)",
+    },
+    Page {
+        bin: "pgb-wal-push",
+        cmd: || wal_sub("push"),
+        examples: wal_cli::EXAMPLES,
+        environment: None,
+        see_also: "\\fBpgb\\-wal\\fR(1), \\fBpgb\\-wal\\-get\\fR(1), \\fBpgb\\-check\\-archive\\fR(1)",
+    },
+    Page {
+        bin: "pgb-wal-get",
+        cmd: || wal_sub("get"),
+        examples: wal_cli::EXAMPLES,
+        environment: None,
+        see_also: "\\fBpgb\\-wal\\fR(1), \\fBpgb\\-wal\\-push\\fR(1)",
+    },
+    Page {
+        bin: "pgb-fixperms",
+        cmd: fixperms_cli::Args::command,
+        examples: fixperms_cli::EXAMPLES,
+        environment: None,
+        see_also: "\\fBchown\\fR(1), \\fBchmod\\fR(1), \\fBinitdb\\fR(1), \\fBpg_upgrade\\fR(1)",
+    },
+    Page {
+        bin: "pgb-snapshot",
+        cmd: snapshot_cli::Args::command,
+        examples: snapshot_cli::EXAMPLES,
+        environment: Some(LIBPQ_ENVIRONMENT),
+        see_also: "\\fBpg_dump\\fR(1), \\fBpg_basebackup\\fR(1), \\fBpg_restore\\fR(1)",
+    },
+    Page {
+        bin: "pgb-verify",
+        cmd: verify_cli::Args::command,
+        examples: verify_cli::EXAMPLES,
+        environment: None,
+        see_also: "\\fBpgb\\-snapshot\\fR(1), \\fBpg_restore\\fR(1), \\fBpg_verifybackup\\fR(1)",
+    }]
+}
+
+/// A subcommand of pgb-wal as a page of its own (`pgb-wal-push`), so its
+/// options are documented.
+fn wal_sub(name: &'static str) -> clap::Command {
+    let (page, bin) = match name {
+        "push" => ("pgb-wal-push", "pgb-wal push"),
+        _ => ("pgb-wal-get", "pgb-wal get"),
+    };
+    let cmd = wal_cli::Args::command();
+    let sub = cmd.find_subcommand(name).unwrap().clone();
+    sub.name(page)
+        .bin_name(bin)
+        .version(env!("CARGO_PKG_VERSION"))
 }
 
 /// Renders a tool's page: clap's sections, then EXAMPLES, EXIT STATUS,
@@ -103,6 +162,8 @@ fn man_pages_are_fresh() {
 #[test]
 fn clap_definitions_are_consistent() {
     snapshot_cli::Args::command().debug_assert();
+    wal_cli::Args::command().debug_assert();
+    check_archive_cli::Args::command().debug_assert();
 }
 
 #[test]

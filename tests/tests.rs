@@ -2,6 +2,9 @@
 
 mod util;
 
+mod check_archive;
+mod fixperms;
 mod man;
 mod snapshot;
 mod verify;
+mod wal;

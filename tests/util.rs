@@ -128,6 +128,8 @@ pub struct Options {
     /// Lines put first in pg_hba.conf.
     pub hba_first: Vec<String>,
     pub extra_conf: Vec<String>,
+    /// Extra initdb arguments (`-g` for group access).
+    pub initdb_args: Vec<String>,
 }
 
 /// A running throwaway cluster.
@@ -161,6 +163,7 @@ impl Cluster {
                 "-D",
             ])
             .arg(&data)
+            .args(&opts.initdb_args)
             .stdout(Stdio::null()));
         let port = 5432;
         let mut conf = vec![
@@ -333,6 +336,9 @@ fn write_as_owner(path: &Path, text: &str) {
 pub fn bin(name: &str) -> PathBuf {
     let p = match name {
         "pgb-snapshot" => env!("CARGO_BIN_EXE_pgb-snapshot"),
+        "pgb-wal" => env!("CARGO_BIN_EXE_pgb-wal"),
+        "pgb-check-archive" => env!("CARGO_BIN_EXE_pgb-check-archive"),
+        "pgb-fixperms" => env!("CARGO_BIN_EXE_pgb-fixperms"),
         "pgb-verify" => env!("CARGO_BIN_EXE_pgb-verify"),
         other => panic!("unknown binary {other}"),
     };

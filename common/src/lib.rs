@@ -15,6 +15,7 @@ pub mod pg;
 pub mod record;
 pub mod term;
 pub mod wal;
+pub mod walhdr;
 
 pub use conninfo::{redact, split_password};
 pub use digest::{Digests, HashingWriter};

@@ -1,0 +1,550 @@
+//! Drives one check: scan the archive, validate every segment, follow the
+//! timelines, find gaps and staleness, print the records and the metrics.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::time::SystemTime;
+
+use chrono::{DateTime, Local, SecondsFormat};
+use pgb_common::error::Result;
+use pgb_common::record::SCHEMA;
+use pgb_common::term::warn;
+use pgb_common::wal::{format_lsn, segment_name_for_segno};
+use pgb_common::walhdr::{
+    check_first_page, major_for_magic, parse_history, segno_of, valid_seg_size, HistoryEntry,
+    PageHeader, WalFile,
+};
+use pgb_common::{ExitStatus, RecordWriter};
+use serde_json::{json, Map, Value};
+
+use crate::cli::Args;
+use crate::scan::{scan, Listing};
+
+/// One thing wrong with the archive.
+pub struct Problem {
+    pub problem: &'static str,
+    pub file: String,
+    pub detail: String,
+    pub extra: Map<String, Value>,
+}
+
+impl Problem {
+    pub fn new(problem: &'static str, file: impl Into<String>, detail: impl Into<String>) -> Self {
+        Problem {
+            problem,
+            file: file.into(),
+            detail: detail.into(),
+            extra: Map::new(),
+        }
+    }
+
+    pub fn record(&self, archive: &str) -> Value {
+        let mut m = Map::new();
+        m.insert("schema".into(), SCHEMA.into());
+        m.insert("type".into(), "archive-problem".into());
+        m.insert("archive".into(), archive.into());
+        m.insert("problem".into(), self.problem.into());
+        m.insert("file".into(), self.file.clone().into());
+        m.insert("detail".into(), self.detail.clone().into());
+        for (k, v) in &self.extra {
+            m.insert(k.clone(), v.clone());
+        }
+        Value::Object(m)
+    }
+}
+
+/// A timeline as the archive holds it.
+pub struct Timeline {
+    pub tli: u32,
+    pub parent: Option<u32>,
+    pub switchpoint: Option<u64>,
+    pub segments: usize,
+    /// Contiguous runs of present segment numbers.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// What the check found.
+pub struct Analysis {
+    pub problems: Vec<Problem>,
+    pub seg_size: Option<u64>,
+    pub sysid: Option<u64>,
+    pub major: Option<u32>,
+    pub segments: usize,
+    pub compressed_segments: usize,
+    pub bad_segments: usize,
+    pub foreign_segments: usize,
+    pub gaps: usize,
+    pub missing_segments: u64,
+    pub timelines: Vec<Timeline>,
+    pub newest: Option<(String, SystemTime)>,
+    pub partial_files: usize,
+    pub backup_files: usize,
+    pub history_files: usize,
+    pub other_files: Vec<String>,
+    /// Segment base name (without .zst) -> no problem found in it.
+    pub good: HashMap<String, bool>,
+}
+
+fn most_common<T: Ord + Copy>(it: impl Iterator<Item = T>) -> Option<T> {
+    let mut counts: BTreeMap<T, usize> = BTreeMap::new();
+    for v in it {
+        *counts.entry(v).or_default() += 1;
+    }
+    // Highest count; the smallest value among equals, so the choice is stable.
+    counts
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(v, _)| *v)
+}
+
+fn base_name(name: &str) -> &str {
+    name.strip_suffix(".zst").unwrap_or(name)
+}
+
+pub fn analyze(
+    listing: Listing,
+    want_sysid: Option<u64>,
+    max_age: Option<u64>,
+    now: SystemTime,
+    archive: &str,
+) -> Analysis {
+    let mut problems = Vec::new();
+
+    // Parsed first pages of the segments.
+    let headers: Vec<Option<PageHeader>> = listing
+        .entries
+        .iter()
+        .map(|e| match (&e.kind, &e.data) {
+            (WalFile::Segment { .. }, Ok(page)) => PageHeader::parse(page),
+            _ => None,
+        })
+        .collect();
+    let sane = || {
+        headers
+            .iter()
+            .flatten()
+            .filter(|h| major_for_magic(h.magic).is_some())
+            .filter_map(|h| h.long)
+    };
+    let seg_size =
+        most_common(sane().map(|l| l.seg_size).filter(|s| valid_seg_size(*s))).map(u64::from);
+    let sysid = want_sysid.or_else(|| most_common(sane().map(|l| l.sysid)));
+    let magic = most_common(
+        headers
+            .iter()
+            .flatten()
+            .map(|h| h.magic)
+            .filter(|m| major_for_magic(*m).is_some()),
+    );
+    let major = magic.and_then(major_for_magic);
+
+    // Timeline history files.
+    let mut history: BTreeMap<u32, Vec<HistoryEntry>> = BTreeMap::new();
+    let mut history_files = 0;
+    let mut partial_files = 0;
+    let mut backup_files = 0;
+    for e in &listing.entries {
+        match e.kind {
+            WalFile::History { tli } => {
+                history_files += 1;
+                let parsed = match &e.data {
+                    Err(m) => Err(m.clone()),
+                    Ok(t) => std::str::from_utf8(t)
+                        .map_err(|_| "not UTF-8".to_string())
+                        .and_then(parse_history),
+                };
+                match parsed {
+                    Ok(h) if h.last().is_some_and(|l| l.parent_tli >= tli) => {
+                        problems.push(Problem::new(
+                            "bad-history",
+                            &e.name,
+                            format!(
+                                "lists timeline {} as a parent of timeline {tli}",
+                                h.last().unwrap().parent_tli
+                            ),
+                        ));
+                    }
+                    Ok(h) => {
+                        history.insert(tli, h);
+                    }
+                    Err(m) => problems.push(Problem::new("bad-history", &e.name, m)),
+                }
+            }
+            WalFile::Partial { .. } => partial_files += 1,
+            WalFile::Backup { .. } => backup_files += 1,
+            WalFile::Segment { .. } => {}
+        }
+    }
+
+    // Every segment.
+    let mut present: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+    let mut good = HashMap::new();
+    let mut segments = 0;
+    let mut compressed_segments = 0;
+    let mut bad_segments = 0;
+    let mut foreign_segments = 0;
+    let mut newest: Option<(String, SystemTime)> = None;
+    let mut seen_tlis = BTreeSet::new();
+    for (e, hdr) in listing.entries.iter().zip(&headers) {
+        let WalFile::Segment { tli, log, seg } = e.kind else {
+            continue;
+        };
+        segments += 1;
+        compressed_segments += e.zst as usize;
+        seen_tlis.insert(tli);
+        if let Some(m) = e.mtime {
+            if newest.as_ref().map_or(true, |(_, t)| m > *t) {
+                newest = Some((e.name.clone(), m));
+            }
+        }
+        let mut mine: Vec<Problem> = Vec::new();
+        let mut p = |problem, detail: String| mine.push(Problem::new(problem, &e.name, detail));
+        let segno = seg_size.and_then(|ss| segno_of(log, seg, ss));
+        if let (Some(ss), None) = (seg_size, segno) {
+            p(
+                "bad-name",
+                format!("no such segment number for {ss}-byte segments"),
+            );
+        }
+        if let Some(s) = segno {
+            present.entry(tli).or_default().insert(s);
+        }
+        match &e.data {
+            Err(m) => p("unreadable", m.clone()),
+            Ok(page) => {
+                match (e.size, seg_size) {
+                    (Some(0), _) => p("bad-size", "empty file (0 bytes)".into()),
+                    (Some(n), Some(ss)) if n != ss => p(
+                        "bad-size",
+                        format!(
+                            "{n} bytes, expected {ss}{}",
+                            if n < ss { " (truncated)" } else { "" }
+                        ),
+                    ),
+                    _ => {}
+                }
+                if !page.is_empty() && page.iter().all(|b| *b == 0) {
+                    p("zero", "zero-filled: the first page is all zeros".into());
+                } else if !page.is_empty() {
+                    match hdr {
+                        None => p(
+                            "bad-size",
+                            format!(
+                                "truncated: {} bytes, shorter than its page header",
+                                page.len()
+                            ),
+                        ),
+                        Some(h) => {
+                            if let (Some(ss), Some(s)) = (seg_size, segno) {
+                                let lower_ok = match history.get(&tli).and_then(|v| v.last()) {
+                                    Some(last) => {
+                                        s == last.switchpoint / ss
+                                            && history[&tli].iter().any(|x| x.parent_tli == h.tli)
+                                    }
+                                    // Without its history file (reported
+                                    // below), do not guess.
+                                    None => tli > 1,
+                                };
+                                for hp in check_first_page(h, tli, s, ss, lower_ok) {
+                                    p(hp.problem, hp.detail);
+                                }
+                            }
+                            if let (Some(m), Some(v)) = (magic, major) {
+                                if let Some(fv) = major_for_magic(h.magic) {
+                                    if h.magic != m {
+                                        p(
+                                            "bad-magic",
+                                            format!("WAL of PostgreSQL {fv} (magic {:04X}) in an archive of PostgreSQL {v}", h.magic),
+                                        );
+                                    }
+                                }
+                            }
+                            if let (Some(l), Some(want)) = (h.long, sysid) {
+                                if major_for_magic(h.magic).is_some() && l.sysid != want {
+                                    p(
+                                        "foreign",
+                                        format!(
+                                            "from another cluster: system identifier {}, expected {want}{}",
+                                            l.sysid,
+                                            if want_sysid.is_some() { " (--system-identifier)" } else { " (the archive's)" }
+                                        ),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if mine.iter().any(|p| p.problem == "foreign") {
+            foreign_segments += 1;
+        }
+        if !mine.is_empty() {
+            bad_segments += 1;
+        }
+        good.insert(base_name(&e.name).to_string(), mine.is_empty());
+        problems.extend(mine);
+    }
+
+    for &tli in seen_tlis.iter().filter(|t| **t > 1) {
+        if !history.contains_key(&tli) {
+            problems.push(Problem::new(
+                "missing-history",
+                format!("{tli:08X}.history"),
+                format!("timeline {tli} has segments but no history file"),
+            ));
+        }
+    }
+
+    // Continuity per timeline, following the history files.
+    let mut timelines = Vec::new();
+    let mut gaps = 0;
+    let mut missing_segments = 0;
+    if let Some(ss) = seg_size {
+        // Where each parent must reach: the segment before each switchpoint.
+        let mut must_reach: BTreeMap<u32, u64> = BTreeMap::new();
+        for h in history.values() {
+            for e in h {
+                if let Some(need) = (e.switchpoint / ss).checked_sub(1) {
+                    let v = must_reach.entry(e.parent_tli).or_insert(need);
+                    *v = (*v).max(need);
+                }
+            }
+        }
+        let empty = BTreeSet::new();
+        let tlis: BTreeSet<u32> = present.keys().copied().collect();
+        for tli in tlis {
+            let segs = present.get(&tli).unwrap_or(&empty);
+            let (Some(&first), Some(&last)) = (segs.first(), segs.last()) else {
+                continue;
+            };
+            let own = history.get(&tli).and_then(|h| h.last());
+            let mut lo = first;
+            if let Some(sw) = own {
+                // The timeline starts in the segment of its switchpoint, when
+                // the archive still holds its parent around there.
+                let begin = sw.switchpoint / ss;
+                let parent_covers = present
+                    .get(&sw.parent_tli)
+                    .and_then(|p| p.last())
+                    .is_some_and(|&pl| pl + 1 >= begin);
+                if parent_covers {
+                    lo = lo.min(begin);
+                }
+            }
+            let hi = must_reach
+                .get(&tli)
+                .map_or(last, |&r| if r >= first { r.max(last) } else { last });
+            let mut ranges = Vec::new();
+            let mut holes = Vec::new();
+            let mut run_start = None;
+            let mut prev: Option<u64> = None;
+            if lo < first {
+                holes.push((lo, first - 1));
+            }
+            for &s in segs {
+                match prev {
+                    Some(pv) if s == pv + 1 => {}
+                    Some(pv) => {
+                        ranges.push((run_start.unwrap(), pv));
+                        holes.push((pv + 1, s - 1));
+                        run_start = Some(s);
+                    }
+                    None => run_start = Some(s),
+                }
+                prev = Some(s);
+            }
+            ranges.push((run_start.unwrap(), last));
+            if hi > last {
+                holes.push((last + 1, hi));
+            }
+            for (a, b) in holes {
+                gaps += 1;
+                let n = b - a + 1;
+                missing_segments += n;
+                let fa = segment_name_for_segno(tli, a, ss);
+                let fb = segment_name_for_segno(tli, b, ss);
+                let mut pr = Problem::new(
+                    "gap",
+                    fa.clone(),
+                    format!("{n} segment(s) missing on timeline {tli}: {fa}..{fb}"),
+                );
+                pr.extra.insert("timeline".into(), tli.into());
+                pr.extra.insert("first".into(), fa.into());
+                pr.extra.insert("last".into(), fb.into());
+                pr.extra.insert("missing".into(), n.into());
+                problems.push(pr);
+            }
+            timelines.push(Timeline {
+                tli,
+                parent: own.map(|o| o.parent_tli),
+                switchpoint: own.map(|o| o.switchpoint),
+                segments: segs.len(),
+                ranges,
+            });
+        }
+    }
+
+    match (&newest, max_age) {
+        (None, _) => problems.push(Problem::new(
+            "empty",
+            archive,
+            "no WAL segment in the archive",
+        )),
+        (Some((name, t)), Some(max)) => {
+            let age = now
+                .duration_since(*t)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            if age > max as f64 {
+                problems.push(Problem::new(
+                    "stale",
+                    name.clone(),
+                    format!("the newest segment was archived {age:.0} s ago (--max-age {max})"),
+                ));
+            }
+        }
+        _ => {}
+    }
+
+    Analysis {
+        problems,
+        seg_size,
+        sysid,
+        major,
+        segments,
+        compressed_segments,
+        bad_segments,
+        foreign_segments,
+        gaps,
+        missing_segments,
+        timelines,
+        newest,
+        partial_files,
+        backup_files,
+        history_files,
+        other_files: listing.others,
+        good,
+    }
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    DateTime::<Local>::from(t)
+        .fixed_offset()
+        .to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+pub fn age_seconds(an: &Analysis, now: SystemTime) -> Option<f64> {
+    an.newest.as_ref().map(|(_, t)| {
+        now.duration_since(*t)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    })
+}
+
+fn summary(an: &Analysis, archive: &str, now: SystemTime) -> Value {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in &an.problems {
+        *counts.entry(p.problem).or_default() += 1;
+    }
+    let name = |tli: u32, s: u64| segment_name_for_segno(tli, s, an.seg_size.unwrap_or(1 << 24));
+    let timelines: Vec<Value> = an
+        .timelines
+        .iter()
+        .map(|t| {
+            json!({
+                "timeline": t.tli,
+                "parent": t.parent,
+                "switchpoint": t.switchpoint.map(format_lsn),
+                "segments": t.segments,
+                "first": name(t.tli, t.ranges.first().map_or(0, |r| r.0)),
+                "last": name(t.tli, t.ranges.last().map_or(0, |r| r.1)),
+            })
+        })
+        .collect();
+    let ranges: Vec<Value> = an
+        .timelines
+        .iter()
+        .flat_map(|t| {
+            t.ranges.iter().map(move |(a, b)| {
+                json!({"timeline": t.tli, "first": name(t.tli, *a), "last": name(t.tli, *b), "segments": b - a + 1})
+            })
+        })
+        .collect();
+    json!({
+        "schema": SCHEMA,
+        "type": "archive-summary",
+        "archive": archive,
+        "ok": an.problems.is_empty(),
+        "checked_at": rfc3339(now),
+        "segments": an.segments,
+        "compressed_segments": an.compressed_segments,
+        "bad_segments": an.bad_segments,
+        "foreign_segments": an.foreign_segments,
+        "gaps": an.gaps,
+        "missing_segments": an.missing_segments,
+        "problems": an.problems.len(),
+        "counts": counts,
+        "segment_size": an.seg_size,
+        "system_identifier": an.sysid.map(|s| s.to_string()),
+        "pg_version": an.major.map(|v| v.to_string()),
+        "timelines": timelines,
+        "ranges": ranges,
+        "partial_files": an.partial_files,
+        "backup_files": an.backup_files,
+        "history_files": an.history_files,
+        "other_files": an.other_files,
+        "newest_segment": an.newest.as_ref().map(|n| n.0.clone()),
+        "newest_mtime": an.newest.as_ref().map(|n| rfc3339(n.1)),
+        "age_seconds": age_seconds(an, now).map(|a| (a * 1000.0).round() / 1000.0),
+    })
+}
+
+pub fn run(args: Args) -> ExitStatus {
+    let now = SystemTime::now();
+    let archive = args.archive.display().to_string();
+    match check(&args, &archive, now) {
+        Ok((status, an)) => {
+            if let Some(p) = &args.prom {
+                if let Err(e) = crate::prom::write(p, &archive, Some(&an), now) {
+                    warn(e.to_string());
+                    return ExitStatus::Error;
+                }
+            }
+            status
+        }
+        Err(e) => {
+            warn(e.to_string());
+            if let Some(p) = &args.prom {
+                if let Err(e) = crate::prom::write(p, &archive, None, now) {
+                    warn(e.to_string());
+                }
+            }
+            e.exit_status()
+        }
+    }
+}
+
+fn check(args: &Args, archive: &str, now: SystemTime) -> Result<(ExitStatus, Analysis)> {
+    // Read and validate stdin before anything is printed.
+    let input = if args.backups {
+        Some(crate::backups::read_stdin()?)
+    } else {
+        None
+    };
+    let listing = scan(Path::new(&args.archive))?;
+    let mut an = analyze(listing, args.system_identifier, args.max_age, now, archive);
+    let mut out = RecordWriter::stdout();
+    for p in &an.problems {
+        out.write(&p.record(archive))?;
+    }
+    let mut status = ExitStatus::Ok;
+    if let Some(input) = input {
+        status = crate::backups::process(input, &mut an, archive, now, &mut out)?;
+    }
+    out.write(&summary(&an, archive, now))?;
+    if !an.problems.is_empty() {
+        status = status.worst(ExitStatus::No);
+    }
+    Ok((status, an))
+}
