@@ -656,3 +656,24 @@ fn all_databases_gives_one_artifact_each_and_skips_templates() {
         assert_evidence(r);
     }
 }
+
+#[test]
+fn physical_backup_with_postgresqls_own_gzip() {
+    let c = Cluster::new();
+    let repo = Scratch::new("repo");
+    let (code, recs, err) = snapshot(&c, &repo.path, &["--physical", "--compress", "pg_dump:1"]);
+    assert_eq!(code, 0, "{err}");
+    let a = &recs[0];
+    let names: Vec<&str> = a["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["backup_manifest", "base.tar.gz", "pg_wal.tar.gz"]);
+    assert_eq!(
+        a["compression"],
+        json!({"algorithm": "gzip", "level": 1, "by": "pg_basebackup"})
+    );
+    assert_evidence(a);
+}

@@ -64,7 +64,12 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     result?;
     let mut digests = streamed?;
 
-    // The WAL tar: compress (when asked) and hash in one read.
+    // The WAL tar: compress (when asked) and hash in one read. With gzip,
+    // pg_basebackup compressed it itself.
+    let wal_gz = dir.path().join("pg_wal.tar.gz");
+    if wal_gz.exists() {
+        digests.insert("pg_wal.tar.gz".into(), hash_file(&wal_gz)?);
+    }
     let wal_tar = dir.path().join("pg_wal.tar");
     if wal_tar.exists() {
         let (name, d) = match ctx.zstd() {
@@ -108,6 +113,7 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     }
     let wal = wal_range(&manifest, info.wal_segment_size)?;
     let label = backup_label(&dir.path().join(base_name(&digests)?))?;
+    let label = (!label.is_empty()).then_some(label);
     dir.commit()?;
 
     let version = pg::program_version(server.args().pg_bindir.as_deref(), "pg_basebackup")?;
@@ -148,7 +154,9 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
         },
     });
     a.wal = Some(wal);
-    a.extra.insert("backup_label".into(), label.into());
+    if let Some(label) = label {
+        a.extra.insert("backup_label".into(), label.into());
+    }
     a.extra.insert("checkpoint".into(), ctx.checkpoint.into());
     write_sidecar(&a)?;
     Ok(a)
@@ -276,6 +284,7 @@ fn backup_label(base: &PathBuf) -> Result<String> {
     let mut r: Box<dyn Read> = if name.ends_with(".zst") {
         Box::new(zstd::stream::read::Decoder::new(f).ctx("read", base)?)
     } else if name.ends_with(".gz") {
+        // gzip is pg_basebackup's; pgb has no gzip decoder: no label text.
         return Ok(String::new());
     } else {
         Box::new(f)
