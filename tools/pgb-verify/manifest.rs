@@ -83,6 +83,12 @@ pub fn check(a: &Artifact) -> Verdict {
     let mut members = 0u64;
     for f in &a.files {
         let name = f.name.as_str();
+        if name.ends_with(".tar.gz") {
+            problems.push(format!(
+                "{name}: gzip tars are not verified natively yet; use --compress zstd"
+            ));
+            continue;
+        }
         let Some(stem) = name
             .strip_suffix(".tar.zst")
             .or_else(|| name.strip_suffix(".tar"))
