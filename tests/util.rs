@@ -24,22 +24,9 @@ pub fn is_root() -> bool {
 pub fn pg_bindir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        if let Some(d) = std::env::var_os("PGB_TEST_PG_BINDIR") {
-            return PathBuf::from(d);
-        }
-        let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-                let bin = e.path().join("bin");
-                bin.join("initdb").exists().then_some((v, bin))
-            })
-            .collect();
-        found.sort();
-        match found.pop() {
-            Some((_, bin)) => bin,
+        let given = std::env::var_os("PGB_TEST_PG_BINDIR").map(PathBuf::from);
+        match pgb_common::pg::server_bindir(given.as_deref()) {
+            Some(bin) => bin,
             None => {
                 let out = Command::new("sh")
                     .args(["-c", "command -v initdb"])
