@@ -284,6 +284,20 @@ mod tests {
     }
 }
 
+/// Reads until `buf` is full or the stream ends; returns how much was read.
+pub fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Removes temp files and directories left in `dir` by killed runs (names
 /// carrying [`TEMP_MARK`]). Call only while holding the repository lock, so
 /// no live writer's temp is touched. Returns what was removed.

@@ -2,6 +2,7 @@
 //! the size and the first page of segments (decoded for .zst), the text of
 //! history files. Segments are read on several threads.
 
+use pgb_common::fs::read_full;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::Path;
@@ -132,37 +133,24 @@ fn open_noatime(path: &Path) -> io::Result<File> {
     }
 }
 
-fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// The segment's size and its first page.
 fn first_page(mut f: File, len: u64, zst: bool) -> io::Result<(Option<u64>, Vec<u8>)> {
     let mut page = vec![0u8; FIRST_PAGE];
     if !zst {
-        let n = fill(&mut f, &mut page)?;
+        let n = read_full(&mut f, &mut page)?;
         page.truncate(n);
         return Ok((Some(len), page));
     }
     // The frame header (at most 18 bytes) declares the content size when
     // the writer knew it (pgb-wal push always does).
     let mut head = [0u8; 18];
-    let n = fill(&mut f, &mut head)?;
+    let n = read_full(&mut f, &mut head)?;
     let size = zstd::zstd_safe::get_frame_content_size(&head[..n])
         .ok()
         .flatten();
     let chained = io::Cursor::new(head[..n].to_vec()).chain(f);
     let mut dec = zstd::stream::read::Decoder::new(chained)?;
-    let n = fill(&mut dec, &mut page)?;
+    let n = read_full(&mut dec, &mut page)?;
     page.truncate(n);
     Ok((size, page))
 }

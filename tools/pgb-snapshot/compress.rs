@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 
 use pgb_common::digest::{Digests, HashingWriter};
 use pgb_common::error::{Error, Result};
+use pgb_common::record::Compression;
 use pgb_common::term::Progress;
 use pgb_common::AtomicFile;
 
@@ -53,6 +54,24 @@ impl Method {
             _ => Err(Error::Usage(format!(
                 "--compress {s}: expected zstd[:LEVEL], pg_dump[:LEVEL] or none"
             ))),
+        }
+    }
+}
+
+impl Method {
+    /// The record's `compression`: zstd is pgb's own unless `zstd_by` says
+    /// the PostgreSQL program did it (pg_basebackup); gzip is always the
+    /// program's (`native_by`).
+    pub fn record(self, zstd_by: &str, native_by: &str) -> Compression {
+        let (algorithm, level, by) = match self {
+            Method::Zstd(l) => ("zstd", Some(l), zstd_by),
+            Method::Native(l) => ("gzip", Some(l), native_by),
+            Method::None => ("none", None, zstd_by),
+        };
+        Compression {
+            algorithm: algorithm.into(),
+            level,
+            by: by.into(),
         }
     }
 }

@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use pgb_common::error::{Error, Result};
 use pgb_common::pg::{self, Conn};
-use pgb_common::record::{Artifact, Compression, Kind};
+use pgb_common::record::{Artifact, Kind};
 use pgb_common::term::Progress;
 use pgb_common::AtomicFile;
 
-use crate::compress::store;
+use crate::compress::{store, Method};
 use crate::run::{artifact, file_entry, now, session, stamp, write_sidecar, Ctx, Taken};
 
 pub fn dump(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
@@ -57,18 +57,12 @@ pub fn dump(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
         ("pg_dumpall", &version),
     );
     a.format = Some("sql".into());
-    a.compression = Some(match ctx.zstd() {
-        Some((l, _)) => Compression {
-            algorithm: "zstd".into(),
-            level: Some(l),
-            by: "pgb".into(),
-        },
-        None => Compression {
-            algorithm: "none".into(),
-            level: None,
-            by: "pgb".into(),
-        },
-    });
+    // pg_dumpall has no compression of its own: pg_dump:N stores it plain.
+    let method = match ctx.method {
+        Method::Zstd(l) => Method::Zstd(l),
+        _ => Method::None,
+    };
+    a.compression = Some(method.record("pgb", "pgb"));
     write_sidecar(&a)?;
     Ok(a)
 }

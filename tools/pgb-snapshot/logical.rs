@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use pgb_common::error::{Error, Result};
 use pgb_common::pg::{self, quote_literal, Conn, Psql};
-use pgb_common::record::{Artifact, Compression, Kind};
+use pgb_common::record::{Artifact, Kind};
 use pgb_common::term::Progress;
 use pgb_common::{redact, AtomicFile};
 
@@ -99,23 +99,7 @@ pub fn dump(ctx: &Ctx, conn: &Conn, given: &str) -> Result<Artifact> {
         ("pg_dump", &version),
     );
     a.format = Some("pg_dump-custom".into());
-    a.compression = Some(match ctx.method {
-        Method::Zstd(l) => Compression {
-            algorithm: "zstd".into(),
-            level: Some(l),
-            by: "pgb".into(),
-        },
-        Method::Native(l) => Compression {
-            algorithm: "gzip".into(),
-            level: Some(l),
-            by: "pg_dump".into(),
-        },
-        Method::None => Compression {
-            algorithm: "none".into(),
-            level: None,
-            by: "pgb".into(),
-        },
-    });
+    a.compression = Some(ctx.method.record("pgb", "pg_dump"));
     if ctx.row_counts {
         a.row_counts = Some(counts);
     }

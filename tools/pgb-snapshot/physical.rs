@@ -16,7 +16,7 @@ use pgb_common::digest::{Digests, Hasher};
 use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::fs::AtomicDir;
 use pgb_common::pg::{self, Conn};
-use pgb_common::record::{Artifact, Compression, Kind, WalRange};
+use pgb_common::record::{Artifact, Kind, WalRange};
 use pgb_common::term::Progress;
 use pgb_common::wal::{parse_lsn, prev_segment_name, segment_name};
 use pgb_common::AtomicFile;
@@ -136,23 +136,7 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
         ("pg_basebackup", &version),
     );
     a.format = Some("pg_basebackup-tar".into());
-    a.compression = Some(match ctx.method {
-        Method::Zstd(l) => Compression {
-            algorithm: "zstd".into(),
-            level: Some(l),
-            by: "pg_basebackup".into(),
-        },
-        Method::Native(l) => Compression {
-            algorithm: "gzip".into(),
-            level: Some(l),
-            by: "pg_basebackup".into(),
-        },
-        Method::None => Compression {
-            algorithm: "none".into(),
-            level: None,
-            by: "pg_basebackup".into(),
-        },
-    });
+    a.compression = Some(ctx.method.record("pg_basebackup", "pg_basebackup"));
     a.wal = Some(wal);
     if let Some(label) = label {
         a.extra.insert("backup_label".into(), label.into());

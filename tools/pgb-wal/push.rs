@@ -1,5 +1,6 @@
 //! `pgb-wal push`: archive one WAL file durably into every archive.
 
+use pgb_common::fs::read_full;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -148,20 +149,6 @@ fn settle_existing(src: &Path, existing: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads until `buf` is full or the stream ends.
-fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// True when `archived` (decompressed when `zst`) holds the bytes of `src`.
 fn same_content(src: &Path, archived: &Path, zst: bool) -> Result<bool> {
     let mut a = File::open(src).ctx("open", src)?;
@@ -174,8 +161,8 @@ fn same_content(src: &Path, archived: &Path, zst: bool) -> Result<bool> {
     let mut ba = vec![0u8; 1 << 16];
     let mut bb = vec![0u8; 1 << 16];
     loop {
-        let na = fill(&mut a, &mut ba).ctx("read", src)?;
-        let nb = match fill(&mut b, &mut bb) {
+        let na = read_full(&mut a, &mut ba).ctx("read", src)?;
+        let nb = match read_full(&mut b, &mut bb) {
             Ok(n) => n,
             // A corrupt archived copy is not the same content.
             Err(_) if zst => return Ok(false),
