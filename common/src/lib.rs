@@ -5,6 +5,7 @@
 //! Re-exported flat, so a tool writes `pgb_common::AtomicFile`.
 
 pub mod conninfo;
+pub mod crypt;
 pub mod digest;
 pub mod error;
 pub mod exit;
@@ -12,6 +13,7 @@ pub mod fs;
 pub mod jsonl;
 pub mod lock;
 pub mod pg;
+pub mod prom;
 pub mod record;
 pub mod term;
 pub mod wal;
