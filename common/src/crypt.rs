@@ -258,7 +258,7 @@ mod tests {
         std::fs::write(&idf, format!("# test\n{secret}\n")).unwrap();
         std::fs::set_permissions(&idf, std::fs::Permissions::from_mode(0o600)).unwrap();
 
-        let rs = Recipients::load(&[public.clone()], &[]).unwrap();
+        let rs = Recipients::load(std::slice::from_ref(&public), &[]).unwrap();
         assert_eq!(rs.fingerprints(), vec![public.clone()]);
         let mut ct = Vec::new();
         let mut w = rs.encrypt(&mut ct).unwrap();
@@ -266,7 +266,7 @@ mod tests {
         w.finish().unwrap();
         assert!(looks_encrypted(&ct));
 
-        let ids = Identities::load(&[idf.clone()]).unwrap();
+        let ids = Identities::load(std::slice::from_ref(&idf)).unwrap();
         let mut pt = Vec::new();
         ids.decrypt(&ct[..]).unwrap().read_to_end(&mut pt).unwrap();
         assert_eq!(pt, b"hello world");

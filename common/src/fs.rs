@@ -228,6 +228,49 @@ pub fn create_dir_all_durable(dir: &Path) -> Result<()> {
     }
 }
 
+/// Reads until `buf` is full or the stream ends; returns how much was read.
+pub fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Removes temp files and directories left in `dir` by killed runs (names
+/// carrying [`TEMP_MARK`]). Call only while holding the repository lock, so
+/// no live writer's temp is touched. Returns what was removed.
+pub fn remove_leftover_temps(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(Error::io("read directory", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.ctx("read directory", dir)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.contains(TEMP_MARK)) {
+            continue;
+        }
+        let p = entry.path();
+        let ft = entry.file_type().ctx("stat", &p)?;
+        if ft.is_dir() {
+            fs::remove_dir_all(&p).ctx("remove leftover", &p)?;
+        } else {
+            fs::remove_file(&p).ctx("remove leftover", &p)?;
+        }
+        removed.push(p);
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,47 +325,4 @@ mod tests {
         }
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
     }
-}
-
-/// Reads until `buf` is full or the stream ends; returns how much was read.
-pub fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// Removes temp files and directories left in `dir` by killed runs (names
-/// carrying [`TEMP_MARK`]). Call only while holding the repository lock, so
-/// no live writer's temp is touched. Returns what was removed.
-pub fn remove_leftover_temps(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
-        Err(e) => return Err(Error::io("read directory", dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.ctx("read directory", dir)?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !(name.starts_with('.') && name.contains(TEMP_MARK)) {
-            continue;
-        }
-        let p = entry.path();
-        let ft = entry.file_type().ctx("stat", &p)?;
-        if ft.is_dir() {
-            fs::remove_dir_all(&p).ctx("remove leftover", &p)?;
-        } else {
-            fs::remove_file(&p).ctx("remove leftover", &p)?;
-        }
-        removed.push(p);
-    }
-    Ok(removed)
 }
