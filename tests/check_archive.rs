@@ -52,7 +52,12 @@ pub fn make_segments(c: &Cluster, dir: &Path, n: usize) -> Vec<String> {
 
 pub fn wait_archived(c: &Cluster, dir: &Path, name: &str) {
     let t0 = Instant::now();
-    while !dir.join(name).exists() && !dir.join(format!("{name}.zst")).exists() {
+    let archived = || {
+        ["", ".zst", ".age", ".zst.age"]
+            .iter()
+            .any(|s| dir.join(format!("{name}{s}")).exists())
+    };
+    while !archived() {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "{name} not archived in 60 s:\n{}",
@@ -62,13 +67,17 @@ pub fn wait_archived(c: &Cluster, dir: &Path, name: &str) {
     }
 }
 
-/// Segment file names in an archive (without .zst), sorted.
+/// Segment file names in an archive (without .zst or .age), sorted.
 pub fn segment_names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .map(|n| n.trim_end_matches(".zst").to_string())
+        .map(|n| {
+            n.trim_end_matches(".age")
+                .trim_end_matches(".zst")
+                .to_string()
+        })
         .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
         .collect();
     v.sort();
@@ -370,6 +379,25 @@ fn compressed_archive_staleness_and_metrics() {
         "{recs:?}"
     );
 
+    // Records cannot be written (stdout on a full disk): status 2.
+    let full = Command::new(bin("pgb-check-archive"))
+        .arg(&a.dir)
+        .stdout(
+            fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(full.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&full.stderr).contains("No space left"),
+        "{}",
+        String::from_utf8_lossy(&full.stderr)
+    );
+
     // An unreadable archive: status 2, and metrics saying so.
     let (code, recs, err) = check(
         &a.scratch.path.join("nope"),
@@ -435,6 +463,50 @@ fn backups_on_stdin_are_judged_restorable_or_not() {
     assert_eq!(broken["archive_check"]["missing"], json!([segs[5]]));
     assert!(problems(&recs).contains(&("backup-unrestorable".into(), segs[5].clone())));
     assert!(recs.contains(&note_value), "note forwarded");
+
+    // The same from a repository's sidecars: physical artifacts only, the
+    // sidecars left as they were.
+    let repo = a.scratch.path.join("repo");
+    let phys = repo.join("main/physical");
+    let logical = repo.join("main/logical/appdb");
+    fs::create_dir_all(&phys).unwrap();
+    fs::create_dir_all(&logical).unwrap();
+    let sidecar = |dir: &Path, name: &str, v: &Value| {
+        let p = dir.join(format!("{name}.pgb.json"));
+        fs::write(&p, serde_json::to_string_pretty(v).unwrap()).unwrap();
+        p
+    };
+    let good_sidecar = sidecar(&phys, "main-good", &artifact("good", &segs[1], &segs[3]));
+    sidecar(
+        &phys,
+        "main-broken",
+        &artifact("broken", &segs[4], &segs[6]),
+    );
+    let mut dump = artifact("dump", &segs[1], &segs[1]);
+    dump["kind"] = json!("logical");
+    sidecar(&logical, "appdb.dump.zst", &dump);
+    let before = fs::read(&good_sidecar).unwrap();
+    let (code, recs, err) = check(&a.dir, &["--repo", repo.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    let ids: Vec<&str> = recs
+        .iter()
+        .filter(|r| r["type"] == "artifact")
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["broken", "good"], "physical artifacts only");
+    assert_eq!(by_id("good")["archive_check"]["restorable"], true);
+    assert!(problems(&recs).contains(&("backup-unrestorable".into(), segs[5].clone())));
+    assert_eq!(
+        fs::read(&good_sidecar).unwrap(),
+        before,
+        "sidecar untouched"
+    );
+    // A malformed sidecar is an error naming it, before any record.
+    fs::write(phys.join("main-bad.pgb.json"), "{ nope").unwrap();
+    let (code, recs, err) = check(&a.dir, &["--repo", repo.to_str().unwrap()]);
+    assert_eq!(code, 2, "{recs:?}");
+    assert!(recs.is_empty(), "{recs:?}");
+    assert!(err.contains("main-bad.pgb.json"), "{err}");
 }
 
 /// Restores a base backup through `pgb-wal get`, which ends recovery on
@@ -516,4 +588,278 @@ fn promoted_restore_on_timeline_2_checks_clean() {
     let (code, recs, _) = check(&copy, &[]);
     assert_eq!(code, 1);
     assert!(problems(&recs).contains(&("missing-history".into(), "00000002.history".into())));
+}
+
+/// An age key pair made by `age-keygen`: (identity file, recipient).
+fn keypair(dir: &Path) -> (PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let id = dir.join("archive.key");
+    run(Command::new("age-keygen")
+        .arg("-o")
+        .arg(&id)
+        .stderr(Stdio::null()));
+    fs::set_permissions(&id, fs::Permissions::from_mode(0o600)).unwrap();
+    let text = fs::read_to_string(&id).unwrap();
+    let public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    (id, public)
+}
+
+#[test]
+fn encrypted_archive_is_counted_without_a_key_and_checked_with_one() {
+    let keys = Scratch::new("archivekeys");
+    let (id, public) = keypair(&keys.path);
+    let a = archiving_cluster(&format!("--compress zstd -r {public}"));
+    make_segments(&a.cluster, &a.dir, 6);
+    let segs = segment_names(&a.dir);
+    let n = segs.len();
+    let id_s = id.to_str().unwrap();
+
+    // Without the key: every segment present (continuity), none checked,
+    // none failed; the segment size must then be given.
+    let (code, recs, _) = check(&a.dir, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(problems(&recs)[0].0, "unknown-segment-size", "{recs:?}");
+    let (code, recs, err) = check(&a.dir, &["--segment-size", "1MB"]);
+    assert_eq!(code, 0, "{recs:?} {err}");
+    let s = summary(&recs);
+    assert_eq!(s["segments"], json!(n));
+    assert_eq!(s["encrypted_segments"], json!(n));
+    assert_eq!(s["unchecked_segments"], json!(n));
+    assert_eq!(s["checksum_files"], json!(n));
+    assert_eq!(s["other_files"], json!([]));
+    // With it: every first page decrypted and checked.
+    let (code, recs, err) = check(&a.dir, &["-i", id_s]);
+    assert_eq!(code, 0, "{recs:?} {err}");
+    let s = summary(&recs);
+    assert_eq!(s["unchecked_segments"], 0);
+    assert_eq!(s["segment_size"], 1 << 20);
+    assert!(s["system_identifier"].is_string());
+
+    let enc = |i: usize| format!("{}.zst.age", segs[i]);
+    // A deleted encrypted segment is a gap, key or not.
+    let gap = a.scratch.path.join("gap");
+    copy_dir(&a.dir, &gap);
+    fs::remove_file(gap.join(enc(2))).unwrap();
+    let (code, recs, _) = check(&gap, &["--segment-size", "1048576"]);
+    assert_eq!(code, 1);
+    assert!(
+        problems(&recs).contains(&("gap".into(), segs[2].clone())),
+        "{recs:?}"
+    );
+    assert_eq!(problems(&recs).len(), 1, "{recs:?}");
+    // Zero-filled: seen without the key (no age header).
+    let zero = a.scratch.path.join("zero");
+    copy_dir(&a.dir, &zero);
+    fs::write(zero.join(enc(5)), vec![0u8; 4096]).unwrap();
+    let (code, recs, _) = check(&zero, &["--segment-size", "1MB"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        problems(&recs),
+        [("unreadable".to_string(), enc(5))],
+        "{recs:?}"
+    );
+    // Renamed to another position: seen once decrypted.
+    let moved = a.scratch.path.join("moved");
+    copy_dir(&a.dir, &moved);
+    fs::remove_file(moved.join(enc(3))).unwrap();
+    fs::copy(moved.join(enc(1)), moved.join(enc(3))).unwrap();
+    let (code, recs, _) = check(&moved, &["-i", id_s]);
+    assert_eq!(code, 1);
+    assert!(
+        problems(&recs).contains(&("bad-pageaddr".into(), enc(3))),
+        "{recs:?}"
+    );
+    // Truncated ciphertext: named with the key.
+    let cut = a.scratch.path.join("cut");
+    copy_dir(&a.dir, &cut);
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(cut.join(enc(4)))
+        .unwrap();
+    f.set_len(300).unwrap();
+    let (code, recs, _) = check(&cut, &["-i", id_s]);
+    assert_eq!(code, 1);
+    assert!(
+        problems(&recs).iter().any(|(_, f)| f == &enc(4)),
+        "{recs:?}"
+    );
+    // A wrong key cannot decrypt anything: every segment is reported.
+    let other = Scratch::new("otherkey");
+    let (other_id, _) = keypair(&other.path);
+    let (code, recs, _) = check(&a.dir, &["-i", other_id.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(summary(&recs)["bad_segments"], json!(n));
+}
+
+/// -d: pg_stat_archiver and the server's WAL position beside the archive.
+#[test]
+fn server_view_with_dbname() {
+    let a = archiving_cluster("");
+    make_segments(&a.cluster, &a.dir, 3);
+    let prom = a.scratch.path.join("a.prom");
+    let with_server = |extra: &[&str]| {
+        let out = a
+            .cluster
+            .tool("pgb-check-archive")
+            .arg(&a.dir)
+            .args(["-d", "postgres", "--prom"])
+            .arg(&prom)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            records(&out.stdout),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, recs, err) = with_server(&["--max-behind", "0"]);
+    assert_eq!(code, 0, "{recs:?} {err}");
+    let s = summary(&recs);
+    let srv = &s["server"];
+    assert_eq!(srv["in_recovery"], false);
+    assert_eq!(srv["archive_mode"], "on");
+    assert_eq!(srv["segment_size"], 1 << 20);
+    assert_eq!(srv["system_identifier"], s["system_identifier"]);
+    assert_eq!(srv["segments_behind"], 0);
+    assert!(srv["archived_count"].as_u64().unwrap() >= 3);
+    assert_eq!(srv["last_archived_wal"], s["newest_segment"]);
+    assert_eq!(srv["failed_count"], 0);
+    let text = fs::read_to_string(&prom).unwrap();
+    assert!(
+        text.contains("pgb_archive_server_segments_behind{"),
+        "{text}"
+    );
+    assert!(text.contains("pgb_archive_server_last_archived_timestamp_seconds{"));
+
+    // A streaming standby answers with its receive position.
+    let s2 = Scratch::new("standby");
+    let data2 = s2.path.join("data");
+    run(a
+        .cluster
+        .pg("pg_basebackup")
+        .arg("-D")
+        .arg(&data2)
+        .args(["-R", "-X", "stream", "-c", "fast"]));
+    let sock2 = s2.owned_dir("sock");
+    let mut conf = fs::read_to_string(data2.join("postgresql.conf")).unwrap();
+    conf.push_str(&format!(
+        "\nunix_socket_directories = '{}'\narchive_mode = on\n",
+        sock2.display()
+    ));
+    fs::write(data2.join("postgresql.conf"), conf).unwrap();
+    if is_root() {
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&data2));
+    }
+    run(Command::new("chmod").arg("700").arg(&data2));
+    let standby = Cluster {
+        scratch: s2,
+        data: data2,
+        socket: sock2,
+        port: a.cluster.port,
+        archive: None,
+    };
+    standby.start();
+    let t0 = Instant::now();
+    while standby.sql("postgres", "SELECT count(*) FROM pg_stat_wal_receiver") != "1" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{}",
+            standby.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = standby
+        .tool("pgb-check-archive")
+        .arg(&a.dir)
+        .args(["-d", "postgres"])
+        .output()
+        .unwrap();
+    let recs = records(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{recs:?}");
+    let on_standby = &summary(&recs)["server"];
+    assert_eq!(on_standby["in_recovery"], true, "{on_standby}");
+    assert_eq!(on_standby["timeline"], 1);
+    assert_eq!(on_standby["segments_behind"], 0, "{on_standby}");
+    assert_eq!(on_standby["system_identifier"], srv["system_identifier"]);
+    drop(standby);
+
+    // The last archived file (after the base backup: a segment or its
+    // .backup file) removed from the archive.
+    let (_, recs, _) = with_server(&[]);
+    let srv = &summary(&recs)["server"];
+    let last = srv["last_archived_wal"].as_str().unwrap().to_string();
+    let kept = a.scratch.path.join("kept");
+    fs::rename(a.dir.join(&last), &kept).unwrap();
+    let (code, recs, _) = with_server(&[]);
+    assert_eq!(code, 1);
+    assert!(
+        problems(&recs).contains(&("archived-missing".into(), last.clone())),
+        "{recs:?}"
+    );
+    fs::rename(&kept, a.dir.join(&last)).unwrap();
+
+    // archive_command starts failing: the failure is newer than the last
+    // success, and finished segments pile up on the server.
+    a.cluster.sql(
+        "postgres",
+        "ALTER SYSTEM SET archive_command = 'false'; SELECT pg_reload_conf();",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    a.cluster.sql(
+        "postgres",
+        "INSERT INTO t VALUES (1); SELECT pg_switch_wal(); INSERT INTO t VALUES (2); SELECT pg_switch_wal();",
+    );
+    let t0 = Instant::now();
+    while a
+        .cluster
+        .sql("postgres", "SELECT failed_count FROM pg_stat_archiver")
+        == "0"
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{}",
+            a.cluster.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, recs, err) = with_server(&["--max-behind", "1"]);
+    assert_eq!(code, 1, "{err}");
+    let got: Vec<String> = problems(&recs).into_iter().map(|p| p.0).collect();
+    assert!(got.contains(&"archiver-failing".to_string()), "{got:?}");
+    assert!(got.contains(&"behind".to_string()), "{got:?}");
+    let srv = &summary(&recs)["server"];
+    assert!(srv["failed_count"].as_u64().unwrap() >= 1);
+    assert!(srv["segments_behind"].as_u64().unwrap() >= 2, "{srv}");
+    let text = fs::read_to_string(&prom).unwrap();
+    assert!(text.contains("pgb_archive_check_success{"), "{text}");
+    let failed = text
+        .lines()
+        .find(|l| l.starts_with("pgb_archive_server_failed_count{"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_ne!(failed.rsplit(' ').next(), Some("0"), "{failed}");
+    let line = format!(
+        "pgb_archive_check_success{{archive=\"{}\"}} 0",
+        a.dir.display()
+    );
+    assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    assert!(
+        text.contains("pgb_archive_server_last_failed_timestamp_seconds{"),
+        "{text}"
+    );
+
+    // An unreachable server: status 2, nothing judged.
+    let out = Command::new(bin("pgb-check-archive"))
+        .arg(&a.dir)
+        .args(["-d", "host=/nonexistent dbname=postgres"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

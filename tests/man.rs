@@ -19,9 +19,25 @@ pub(crate) mod fixperms_cli;
 #[allow(dead_code)]
 mod wal_cli;
 
+#[path = "../tools/pgb-prune/cli.rs"]
+#[allow(dead_code)]
+mod prune_cli;
+
+#[path = "../tools/pgb-ship/cli.rs"]
+#[allow(dead_code)]
+mod ship_cli;
+
+#[path = "../tools/pgb-restore/cli.rs"]
+#[allow(dead_code)]
+mod restore_cli;
+
 #[path = "../tools/pgb-check-archive/cli.rs"]
 #[allow(dead_code)]
 mod check_archive_cli;
+
+#[path = "../tools/pgb-encrypt/cli.rs"]
+#[allow(dead_code)]
+mod encrypt_cli;
 
 use clap::CommandFactory;
 
@@ -40,11 +56,18 @@ struct Page {
 fn pages() -> Vec<Page> {
     vec![
     Page {
+        bin: "pgb-encrypt",
+        cmd: encrypt_cli::Args::command,
+        examples: encrypt_cli::EXAMPLES,
+        environment: Some(encrypt_cli::ENVIRONMENT),
+        see_also: "\\fBage\\fR(1), \\fBage\\-keygen\\fR(1), \\fBpgb\\-snapshot\\fR(1), \\fBpgb\\-ship\\fR(1), \\fBpgb\\-verify\\fR(1)",
+    },
+    Page {
         bin: "pgb-check-archive",
         cmd: check_archive_cli::Args::command,
         examples: check_archive_cli::EXAMPLES,
-        environment: None,
-        see_also: "\\fBpgb\\-wal\\fR(1), \\fBpg_waldump\\fR(1), \\fBpg_controldata\\fR(1)",
+        environment: Some(LIBPQ_ENVIRONMENT),
+        see_also: "\\fBpgb\\-wal\\fR(1), \\fBpgb\\-metrics\\fR(7), \\fBpg_waldump\\fR(1), \\fBpg_controldata\\fR(1)",
     },
     Page {
         bin: "pgb-wal",
@@ -68,6 +91,20 @@ fn pages() -> Vec<Page> {
         see_also: "\\fBpgb\\-wal\\fR(1), \\fBpgb\\-wal\\-push\\fR(1)",
     },
     Page {
+        bin: "pgb-prune",
+        cmd: prune_cli::Args::command,
+        examples: prune_cli::EXAMPLES,
+        environment: None,
+        see_also: "\\fBpgb\\-verify\\fR(1), \\fBpgb\\-ship\\fR(1), \\fBpgb\\-check\\-archive\\fR(1), \\fBrestic\\-forget\\fR(1)",
+    },
+    Page {
+        bin: "pgb-ship",
+        cmd: ship_cli::Args::command,
+        examples: ship_cli::EXAMPLES,
+        environment: Some(ship_cli::ENVIRONMENT),
+        see_also: "\\fBpgb\\-snapshot\\fR(1), \\fBpgb\\-verify\\fR(1), \\fBpgb\\-prune\\fR(1), \\fBpgb\\fR(7), \\fBssh\\fR(1)",
+    },
+    Page {
         bin: "pgb-fixperms",
         cmd: fixperms_cli::Args::command,
         examples: fixperms_cli::EXAMPLES,
@@ -82,11 +119,18 @@ fn pages() -> Vec<Page> {
         see_also: "\\fBpg_dump\\fR(1), \\fBpg_basebackup\\fR(1), \\fBpg_restore\\fR(1)",
     },
     Page {
+        bin: "pgb-restore",
+        cmd: restore_cli::Args::command,
+        examples: restore_cli::EXAMPLES,
+        environment: Some(LIBPQ_ENVIRONMENT),
+        see_also: "\\fBpgb\\-wal\\fR(1), \\fBpgb\\-snapshot\\fR(1), \\fBpgb\\-verify\\fR(1), \\fBpg_restore\\fR(1), \\fBpg_ctl\\fR(1)",
+    },
+    Page {
         bin: "pgb-verify",
         cmd: verify_cli::Args::command,
         examples: verify_cli::EXAMPLES,
         environment: None,
-        see_also: "\\fBpgb\\-snapshot\\fR(1), \\fBpg_restore\\fR(1), \\fBpg_verifybackup\\fR(1)",
+        see_also: "\\fBpgb\\-snapshot\\fR(1), \\fBpgb\\-encrypt\\fR(1), \\fBpgb\\-ship\\fR(1), \\fBpgb\\-metrics\\fR(7), \\fBpg_restore\\fR(1), \\fBpg_verifybackup\\fR(1), \\fBage\\fR(1)",
     }]
 }
 
@@ -159,11 +203,69 @@ fn man_pages_are_fresh() {
     );
 }
 
+/// Shell completions for every binary (bash, zsh, fish), generated from the
+/// same clap definitions as the man pages and committed under completions/;
+/// `scripts/update-man` rewrites them too.
+#[test]
+fn completions_are_fresh() {
+    use clap_complete::Shell;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("completions");
+    let update = std::env::var_os("PGB_UPDATE_MAN").is_some();
+    let mut stale = Vec::new();
+    let mut expected = std::collections::BTreeSet::new();
+    // Pages of subcommands (pgb-wal-push) are not binaries.
+    let bins = pages()
+        .into_iter()
+        .filter(|p| !(p.cmd)().get_bin_name().is_some_and(|b| b.contains(' ')));
+    for page in bins {
+        for (shell, sub, file) in [
+            (Shell::Bash, "bash", page.bin.to_string()),
+            (Shell::Zsh, "zsh", format!("_{}", page.bin)),
+            (Shell::Fish, "fish", format!("{}.fish", page.bin)),
+        ] {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut (page.cmd)(), page.bin, &mut text);
+            let rel = format!("{sub}/{file}");
+            let path = dir.join(&rel);
+            if update {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            } else if std::fs::read(&path).ok().as_deref() != Some(&text[..]) {
+                stale.push(rel.clone());
+            }
+            expected.insert(rel);
+        }
+    }
+    // A completion left behind by a removed or renamed tool is stale too.
+    for sub in ["bash", "zsh", "fish"] {
+        for e in std::fs::read_dir(dir.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let rel = format!("{sub}/{}", e.file_name().to_string_lossy());
+            if !expected.contains(&rel) {
+                if update {
+                    std::fs::remove_file(e.path()).unwrap();
+                } else {
+                    stale.push(rel);
+                }
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "stale completions {stale:?}: run scripts/update-man and commit"
+    );
+}
+
 #[test]
 fn clap_definitions_are_consistent() {
     snapshot_cli::Args::command().debug_assert();
     wal_cli::Args::command().debug_assert();
     check_archive_cli::Args::command().debug_assert();
+    encrypt_cli::Args::command().debug_assert();
+    prune_cli::Args::command().debug_assert();
 }
 
 #[test]

@@ -1,10 +1,16 @@
 //! Integration tests: the tools as users run them, against real PostgreSQL.
 
+mod servers;
 mod util;
 
 mod check_archive;
+mod encrypt;
 mod fixperms;
 mod man;
+mod ops;
+mod prune;
+mod restore;
+mod ship;
 mod snapshot;
 mod verify;
 mod wal;

@@ -48,7 +48,7 @@ pub fn pg_bin(name: &str) -> PathBuf {
 }
 
 /// A command run as the cluster owner: `postgres` when we are root.
-fn as_owner(program: impl AsRef<OsStr>) -> Command {
+pub fn as_owner(program: impl AsRef<OsStr>) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
@@ -327,6 +327,10 @@ pub fn bin(name: &str) -> PathBuf {
         "pgb-check-archive" => env!("CARGO_BIN_EXE_pgb-check-archive"),
         "pgb-fixperms" => env!("CARGO_BIN_EXE_pgb-fixperms"),
         "pgb-verify" => env!("CARGO_BIN_EXE_pgb-verify"),
+        "pgb-encrypt" => env!("CARGO_BIN_EXE_pgb-encrypt"),
+        "pgb-restore" => env!("CARGO_BIN_EXE_pgb-restore"),
+        "pgb-prune" => env!("CARGO_BIN_EXE_pgb-prune"),
+        "pgb-ship" => env!("CARGO_BIN_EXE_pgb-ship"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)

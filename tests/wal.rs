@@ -25,12 +25,14 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// File names in `dir`, sorted, hidden temps included.
+/// File names in `dir`, sorted, hidden temps included, the lock file
+/// (`.pgb.lock`, held by each push) excluded.
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".pgb.lock")
         .collect();
     v.sort();
     v
@@ -50,6 +52,45 @@ fn noise(n: usize) -> Vec<u8> {
 }
 
 const SEG: &str = "000000010000000000000003";
+const SEG_SIZE: usize = 1 << 20;
+
+/// A 1 MB WAL segment named `name` (timeline 1): a real long page header
+/// (PostgreSQL 15's magic, xlp_pageaddr matching the name), then noise.
+fn segment(name: &str, sysid: u64) -> Vec<u8> {
+    let segno = u64::from_str_radix(&name[8..16], 16).unwrap() * 4096
+        + u64::from_str_radix(&name[16..], 16).unwrap();
+    let mut p = noise(SEG_SIZE);
+    p[..40].fill(0);
+    p[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    p[2..4].copy_from_slice(&0x0006u16.to_le_bytes()); // long header, removable
+    p[4..8].copy_from_slice(&1u32.to_le_bytes());
+    p[8..16].copy_from_slice(&(segno * SEG_SIZE as u64).to_le_bytes());
+    p[24..32].copy_from_slice(&sysid.to_le_bytes());
+    p[32..36].copy_from_slice(&(SEG_SIZE as u32).to_le_bytes());
+    p[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    p
+}
+
+/// An age key pair made by the reference `age-keygen`: (identity file,
+/// recipient).
+fn keypair(dir: &Path, tag: &str) -> (std::path::PathBuf, String) {
+    let id = dir.join(format!("{tag}.key"));
+    let out = run(Command::new("age-keygen").arg("-o").arg(&id));
+    let _ = out;
+    let text = fs::read_to_string(&id).unwrap();
+    let public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&id, fs::Permissions::from_mode(0o600)).unwrap();
+    (id, public)
+}
+
+/// The exit status `get` gives a real failure: above 125, so PostgreSQL
+/// aborts recovery instead of ending it.
+const FATAL: i32 = 255;
 
 #[test]
 fn push_follows_the_archive_command_contract() {
@@ -122,10 +163,11 @@ fn get_fetches_plain_and_compressed_and_tells_missing_from_failure() {
     for d in [&src_dir, &a, &dest] {
         fs::create_dir(d).unwrap();
     }
-    let bytes = noise(1 << 20);
     let plain = "000000010000000000000004";
+    let bytes = segment(plain, 42);
+    let zbytes = segment(SEG, 42);
     fs::write(src_dir.join(plain), &bytes).unwrap();
-    fs::write(src_dir.join(SEG), &bytes[..4096]).unwrap();
+    fs::write(src_dir.join(SEG), &zbytes).unwrap();
     assert_eq!(
         code(&wal(&[&"push", &src_dir.join(plain), &"--archive", &a])),
         0
@@ -150,7 +192,7 @@ fn get_fetches_plain_and_compressed_and_tells_missing_from_failure() {
     assert_eq!(fs::read(&target).unwrap(), bytes);
     let o = wal(&[&"get", &SEG, &target, &"--archive", &a]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(fs::read(&target).unwrap(), &bytes[..4096]);
+    assert_eq!(fs::read(&target).unwrap(), zbytes);
     assert_eq!(names(&dest), ["RECOVERYXLOG"], "no temp left");
 
     // Not in the archive: 1, which ends recovery normally.
@@ -158,25 +200,264 @@ fn get_fetches_plain_and_compressed_and_tells_missing_from_failure() {
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("not in the archive"));
 
-    // Real failures: 2. A missing archive directory must not look like the
-    // end of the archive; nor must a corrupt compressed file.
+    // Real failures: above 125, so PostgreSQL stops instead of ending
+    // recovery early. A missing archive directory must not look like the
+    // end of the archive; nor must a corrupt compressed file, a truncated
+    // or zero-filled segment, a segment under another's name, or a
+    // mistyped command line. --soft-fail turns them into 2.
+    let unmounted = s.path.join("unmounted");
+    let o = wal(&[&"get", &plain, &target, &"--archive", &unmounted]);
+    assert_eq!(code(&o), FATAL, "{}", stderr(&o));
     let o = wal(&[
         &"get",
         &plain,
         &target,
         &"--archive",
-        &s.path.join("unmounted"),
+        &unmounted,
+        &"--soft-fail",
     ]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let o = wal(&[&"get", &plain, &target]);
+    assert_eq!(code(&o), FATAL, "usage error: {}", stderr(&o));
+
     let z = a.join(format!("{SEG}.zst"));
     let mut zb = fs::read(&z).unwrap();
     let n = zb.len();
     zb.truncate(n / 2);
     fs::write(&z, zb).unwrap();
-    let o = wal(&[&"get", &SEG, &dest.join("x"), &"--archive", &a]);
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    type Mutilate<'a> = Box<dyn Fn(&Path) + 'a>;
+    let bad: [(&str, Mutilate); 3] = [
+        (SEG, Box::new(|_: &Path| {})),
+        (
+            "000000010000000000000005",
+            Box::new(|p: &Path| fs::write(p, vec![0u8; SEG_SIZE]).unwrap()),
+        ),
+        (
+            "000000010000000000000006",
+            Box::new(|p: &Path| fs::write(p, &bytes[..SEG_SIZE / 2]).unwrap()),
+        ),
+    ];
+    let renamed = "000000010000000000000007";
+    fs::copy(a.join(plain), a.join(renamed)).unwrap();
+    for (name, make) in bad {
+        make(&a.join(name));
+        let o = wal(&[&"get", &name, &dest.join("x"), &"--archive", &a]);
+        assert_eq!(code(&o), FATAL, "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains(name), "{}", stderr(&o));
+        assert!(!dest.join("x").exists());
+    }
+    let o = wal(&[&"get", &renamed, &dest.join("x"), &"--archive", &a]);
+    assert_eq!(code(&o), FATAL, "{}", stderr(&o));
+    assert!(stderr(&o).contains("pageaddr"), "{}", stderr(&o));
     assert!(!dest.join("x").exists());
     assert_eq!(names(&dest), ["RECOVERYXLOG"], "no temp left");
+}
+
+#[test]
+fn encrypted_push_and_get_interoperate_with_age() {
+    let s = Scratch::new("walage");
+    let (src_dir, a, dest) = (s.path.join("src"), s.path.join("a"), s.path.join("pg_wal"));
+    for d in [&src_dir, &a, &dest] {
+        fs::create_dir(d).unwrap();
+    }
+    let (id, public) = keypair(&s.path, "me");
+    let (other_id, _) = keypair(&s.path, "other");
+    let rfile = s.path.join("recipients.txt");
+    fs::write(&rfile, format!("# the backup key\n{public}\n")).unwrap();
+    let seg = src_dir.join(SEG);
+    let bytes = segment(SEG, 7);
+    fs::write(&seg, &bytes).unwrap();
+
+    // Compressed and encrypted: NAME.zst.age and NAME.sha256, and the
+    // reference age and zstd read it back.
+    let o = wal(&[
+        &"push",
+        &seg,
+        &"--archive",
+        &a,
+        &"-Z",
+        &"zstd",
+        &"-R",
+        &rfile,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let stored = a.join(format!("{SEG}.zst.age"));
+    assert_eq!(
+        names(&a),
+        [format!("{SEG}.sha256"), format!("{SEG}.zst.age")]
+    );
+    let out = run(Command::new("sh").arg("-c").arg(format!(
+        "age -d -i {} {} | zstd -dc",
+        id.display(),
+        stored.display()
+    )));
+    assert!(out.stdout == bytes, "age | zstd gives the segment back");
+    // The checksum file is sha256sum's format: the stored line checks.
+    let sums = fs::read_to_string(a.join(format!("{SEG}.sha256"))).unwrap();
+    assert!(
+        sums.starts_with(&format!("{}  {SEG}\n", stock_sums(&seg).0)),
+        "{sums}"
+    );
+    run(Command::new("sha256sum")
+        .args(["-c", "--ignore-missing", &format!("{SEG}.sha256")])
+        .current_dir(&a));
+
+    // PostgreSQL retrying after a crash (archived, not acknowledged): an
+    // identical re-push succeeds without the key.
+    let o = wal(&[
+        &"push",
+        &seg,
+        &"--archive",
+        &a,
+        &"-Z",
+        &"zstd",
+        &"-r",
+        &public,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("identical"), "{}", stderr(&o));
+    // Different content: refused, original and checksum file kept.
+    let mut other = bytes.clone();
+    other[700_000] ^= 1;
+    fs::write(&seg, &other).unwrap();
+    let before = fs::read(&stored).unwrap();
+    let o = wal(&[
+        &"push",
+        &seg,
+        &"--archive",
+        &a,
+        &"-Z",
+        &"zstd",
+        &"-r",
+        &public,
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("different content"), "{}", stderr(&o));
+    assert_eq!(fs::read(&stored).unwrap(), before);
+    fs::write(&seg, &bytes).unwrap();
+
+    // Without its checksum file, identity cannot be proven without the
+    // key: an error, nothing overwritten; with -i it is compared by
+    // decrypting, and the checksum file is written again.
+    fs::remove_file(a.join(format!("{SEG}.sha256"))).unwrap();
+    let o = wal(&[
+        &"push",
+        &seg,
+        &"--archive",
+        &a,
+        &"-Z",
+        &"zstd",
+        &"-r",
+        &public,
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot tell"), "{}", stderr(&o));
+    assert_eq!(fs::read(&stored).unwrap(), before);
+    let o = wal(&[
+        &"push",
+        &seg,
+        &"--archive",
+        &a,
+        &"-Z",
+        &"zstd",
+        &"-r",
+        &public,
+        &"-i",
+        &id,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        fs::read_to_string(a.join(format!("{SEG}.sha256"))).unwrap(),
+        sums
+    );
+    // A stale checksum file (of a push killed before its rename) that does
+    // not describe the stored file is not trusted.
+    let (l1, l2) = sums.trim_end().split_once('\n').unwrap();
+    let flipped = if l2.starts_with('0') { '1' } else { '0' };
+    fs::write(
+        a.join(format!("{SEG}.sha256")),
+        format!("{l1}\n{flipped}{}\n", &l2[1..]),
+    )
+    .unwrap();
+    let o = wal(&[&"push", &seg, &"--archive", &a, &"-r", &public]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    fs::write(a.join(format!("{SEG}.sha256")), &sums).unwrap();
+
+    // get: decrypts and decompresses with -i; without it, with the wrong
+    // key, or from an altered file: a real failure, nothing written.
+    let target = dest.join("RECOVERYXLOG");
+    let o = wal(&[&"get", &SEG, &target, &"--archive", &a, &"-i", &id]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(fs::read(&target).unwrap() == bytes);
+    fs::remove_file(&target).unwrap();
+    let o = wal(&[&"get", &SEG, &target, &"--archive", &a]);
+    assert_eq!(code(&o), FATAL, "{}", stderr(&o));
+    assert!(stderr(&o).contains("-i"), "{}", stderr(&o));
+    let o = wal(&[&"get", &SEG, &target, &"--archive", &a, &"-i", &other_id]);
+    assert_eq!(code(&o), FATAL, "{}", stderr(&o));
+    let mut altered = before.clone();
+    let k = altered.len() - 100;
+    altered[k] ^= 1;
+    fs::write(&stored, &altered).unwrap();
+    let o = wal(&[&"get", &SEG, &target, &"--archive", &a, &"-i", &id]);
+    assert_eq!(code(&o), FATAL, "{}", stderr(&o));
+    // A valid encryption of other content swapped in: age cannot tell (it
+    // does not authenticate the sender), the checksum file does.
+    let swapped = s.path.join("swapped");
+    fs::create_dir(&swapped).unwrap();
+    fs::write(&seg, &other).unwrap();
+    assert_eq!(
+        code(&wal(&[
+            &"push",
+            &seg,
+            &"--archive",
+            &swapped,
+            &"-Z",
+            &"zstd",
+            &"-r",
+            &public
+        ])),
+        0
+    );
+    fs::copy(swapped.join(format!("{SEG}.zst.age")), &stored).unwrap();
+    let o = wal(&[&"get", &SEG, &target, &"--archive", &a, &"-i", &id]);
+    assert_eq!(code(&o), FATAL, "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
+    assert!(!target.exists());
+    assert!(names(&dest).is_empty(), "no temp left: {:?}", names(&dest));
+
+    // A file encrypted by the reference age (no checksum file): get reads it.
+    let seg4 = "000000010000000000000004";
+    let b4 = segment(seg4, 7);
+    fs::write(src_dir.join(seg4), &b4).unwrap();
+    run(Command::new("age")
+        .args(["-r", &public, "-o"])
+        .arg(a.join(format!("{seg4}.age")))
+        .arg(src_dir.join(seg4)));
+    let o = wal(&[&"get", &seg4, &target, &"--archive", &a, &"-i", &id]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(fs::read(&target).unwrap() == b4);
+
+    // Refusals before anything is written: an empty recipients file, an
+    // identity file others can read. .history files stay plaintext.
+    let empty = s.path.join("empty.txt");
+    fs::write(&empty, "# nobody\n").unwrap();
+    let fresh = s.path.join("fresh");
+    fs::create_dir(&fresh).unwrap();
+    let o = wal(&[&"push", &seg, &"--archive", &fresh, &"-R", &empty]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("no recipients"), "{}", stderr(&o));
+    assert!(names(&fresh).is_empty(), "{:?}", names(&fresh));
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&other_id, fs::Permissions::from_mode(0o644)).unwrap();
+    let o = wal(&[&"get", &seg4, &target, &"--archive", &a, &"-i", &other_id]);
+    assert_eq!(code(&o), FATAL, "{}", stderr(&o));
+    assert!(stderr(&o).contains("0644"), "{}", stderr(&o));
+    let hist = src_dir.join("00000002.history");
+    fs::write(&hist, "1\t0/3000000\tno recovery target specified\n").unwrap();
+    let o = wal(&[&"push", &hist, &"--archive", &fresh, &"-r", &public]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(names(&fresh), ["00000002.history"]);
 }
 
 #[test]
@@ -204,80 +485,171 @@ fn a_real_cluster_archives_through_push() {
     assert_eq!(fs::metadata(&dest).unwrap().len(), 1 << 20);
 }
 
-/// A full disk at write or close: non-zero exit, no file under the final
-/// name, no temp left.
-#[test]
-fn push_to_a_full_disk_fails_and_leaves_nothing() {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
-    let s = Scratch::new("walfull");
-    let mnt = s.path.join("small");
-    fs::create_dir(&mnt).unwrap();
-    run(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
-        .arg(&mnt));
-    struct Umount<'a>(&'a Path);
-    impl Drop for Umount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
+/// Mounts a small tmpfs at `dir`; unmounted when dropped. `None` (with a
+/// message) where mounting is not permitted.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!(
+                "skipped: mounting a tmpfs is not permitted here (needs root or CAP_SYS_ADMIN)"
+            );
+            return None;
         }
+        Some(Tmpfs(dir.to_path_buf()))
     }
-    let _guard = Umount(&mnt);
-    let seg = s.path.join(SEG);
-    fs::write(&seg, noise(1 << 20)).unwrap();
-    let o = wal(&[&"push", &seg, &"--archive", &mnt]);
-    assert_ne!(code(&o), 0);
-    assert!(stderr(&o).contains("No space left"), "{}", stderr(&o));
-    assert!(names(&mnt).is_empty(), "{:?}", names(&mnt));
-    let o = wal(&[&"push", &seg, &"--archive", &mnt, &"-Z", &"zstd"]);
-    assert_ne!(code(&o), 0);
-    assert!(names(&mnt).is_empty(), "{:?}", names(&mnt));
 }
 
-/// Killed at any moment, a push leaves the final name absent or complete.
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A full disk at write or close: non-zero exit, no file under the final
+/// name, no temp left; plain, compressed and encrypted alike.
+#[test]
+fn push_to_a_full_disk_fails_and_leaves_nothing() {
+    let s = Scratch::new("walfull");
+    let mnt = s.path.join("small");
+    let Some(_guard) = Tmpfs::mount(&mnt, "512k") else {
+        return;
+    };
+    let seg = s.path.join(SEG);
+    fs::write(&seg, noise(1 << 20)).unwrap();
+    let (_, public) = keypair(&s.path, "k");
+    for extra in [
+        &[][..],
+        &["-Z", "zstd"][..],
+        &["-Z", "zstd", "-r", &public][..],
+    ] {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"push", &seg, &"--archive", &mnt];
+        for e in extra {
+            args.push(e);
+        }
+        let o = wal(&args);
+        assert_eq!(code(&o), 2, "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("No space left"), "{}", stderr(&o));
+        assert!(names(&mnt).is_empty(), "{extra:?}: {:?}", names(&mnt));
+    }
+}
+
+/// Polls until a push's temp file appears in `dir`.
+fn wait_for_temp(dir: &Path, child: &mut std::process::Child) -> String {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(n) = names(dir).into_iter().find(|n| n.contains(".pgb-tmp.")) {
+            return n;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "push ended before its temp file was seen"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(60), "no temp file");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Killed while writing, a push leaves no file under the final name (nor a
+/// checksum file); the next push succeeds and removes the stale temp.
 #[test]
 fn a_killed_push_leaves_no_partial_segment() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
     let s = Scratch::new("walkill");
-    let a = s.path.join("a");
-    fs::create_dir(&a).unwrap();
     let seg = s.path.join(SEG);
-    let bytes = noise(64 << 20);
+    // Incompressible and slow to compress at level 19: seconds of writing.
+    let bytes = noise(8 << 20);
     fs::write(&seg, &bytes).unwrap();
-    for delay in [0u64, 5, 20, 60] {
+    let (id, public) = keypair(&s.path, "k");
+    for (tag, enc) in [("zstd", &[][..]), ("age", &["-r", public.as_str()][..])] {
+        let a = s.path.join(tag);
+        fs::create_dir(&a).unwrap();
         let mut child = Command::new(bin("pgb-wal"))
             .arg("push")
             .arg(&seg)
             .arg("--archive")
             .arg(&a)
-            .args(["-Z", "zstd:1"])
+            .args(["-Z", "zstd:19"])
+            .args(enc)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
-        let _ = child.kill();
+        let pid = Pid::from_raw(child.id() as i32);
+        let temp = wait_for_temp(&a, &mut child);
+        kill(pid, Signal::SIGSTOP).unwrap();
+        kill(pid, Signal::SIGKILL).unwrap();
         let _ = child.wait();
-        let fin = a.join(format!("{SEG}.zst"));
-        if fin.exists() {
-            let out = run(Command::new("zstd").arg("-dc").arg(&fin));
-            assert!(
-                out.stdout == bytes,
-                "a partial segment under the final name"
-            );
-            fs::remove_file(&fin).unwrap();
+        assert_eq!(names(&a), [temp], "{tag}: only the temp is left");
+
+        // The next push (PostgreSQL retrying) succeeds and cleans up.
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"push", &seg, &"--archive", &a, &"-Z", &"zstd:1"];
+        for e in enc {
+            args.push(e);
         }
-        for n in names(&a) {
-            assert!(n.starts_with('.') && n.contains(".pgb-tmp."), "{n}");
-        }
+        let o = wal(&args);
+        assert_eq!(code(&o), 0, "{tag}: {}", stderr(&o));
+        assert!(stderr(&o).contains("killed push"), "{}", stderr(&o));
+        let got = names(&a);
+        assert!(got.iter().all(|n| !n.contains(".pgb-tmp.")), "{got:?}");
+        let o = wal(&[
+            &"get",
+            &SEG,
+            &s.path.join("back"),
+            &"--archive",
+            &a,
+            &"-i",
+            &id,
+        ]);
+        // Noise is no WAL: get refuses it after decoding it whole, which
+        // is enough to know the stored file decodes.
+        assert!(
+            stderr(&o).contains("no valid long page header"),
+            "{}",
+            stderr(&o)
+        );
+        let stored = a.join(format!(
+            "{SEG}.zst{}",
+            if enc.is_empty() { "" } else { ".age" }
+        ));
+        let out = if enc.is_empty() {
+            run(Command::new("zstd").arg("-dc").arg(&stored))
+        } else {
+            run(Command::new("sh").arg("-c").arg(format!(
+                "age -d -i {} {} | zstd -dc",
+                id.display(),
+                stored.display()
+            )))
+        };
+        assert!(out.stdout == bytes, "{tag}: the stored segment is whole");
     }
 }
 
 #[test]
 fn subcommand_help_lists_its_flags() {
     for (sub, flags) in [
-        ("push", &["--archive", "--compress"][..]),
-        ("get", &["--archive"][..]),
+        (
+            "push",
+            &[
+                "--archive",
+                "--compress",
+                "--recipient",
+                "--recipients-file",
+                "--identity",
+                "--lock-wait",
+            ][..],
+        ),
+        ("get", &["--archive", "--identity", "--soft-fail"][..]),
     ] {
         let o = wal(&[&sub, &"--help"]);
         assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -286,4 +658,124 @@ fn subcommand_help_lists_its_flags() {
             assert!(help.contains(f), "pgb-wal {sub} --help lacks {f}");
         }
     }
+}
+
+/// `pg_ctl start` as the cluster owner; true when the server came up.
+fn pg_ctl_start(data: &Path, log: &Path) -> bool {
+    let mut c = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(pg_bin("pg_ctl"));
+        c
+    } else {
+        Command::new(pg_bin("pg_ctl"))
+    };
+    c.arg("-D")
+        .arg(data)
+        .arg("-l")
+        .arg(log)
+        .args(["-w", "-t", "60", "start"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// A point-in-time restore through `pgb-wal get` that meets a zero-filled
+/// segment after the backup's end: PostgreSQL stops (get exits 255)
+/// instead of taking the bad segment for the end of the archive and
+/// promoting a database that silently lacks everything after it. With
+/// --soft-fail it does promote there: the danger the default avoids.
+#[test]
+fn recovery_stops_at_a_corrupt_segment_instead_of_ending_early() {
+    let a = archiving_cluster("");
+    make_segments(&a.cluster, &a.dir, 2);
+    let s2 = Scratch::new("pitr");
+    let base = s2.path.join("base");
+    run(a
+        .cluster
+        .pg("pg_basebackup")
+        .arg("-D")
+        .arg(&base)
+        .args(["-X", "none", "-c", "fast"]));
+    let after = make_segments(&a.cluster, &a.dir, 4);
+    a.cluster.stop();
+    // A segment written after the backup ended, so the backup itself is
+    // consistent before it.
+    let victim = after[2].clone();
+    fs::write(a.dir.join(&victim), vec![0u8; SEG_SIZE]).unwrap();
+
+    let wal = bin("pgb-wal");
+    let restore = |tag: &str, get_args: &str| -> (std::path::PathBuf, std::path::PathBuf) {
+        let data = s2.path.join(tag);
+        run(Command::new("cp").arg("-a").arg(&base).arg(&data));
+        let sock = s2.owned_dir(&format!("{tag}-sock"));
+        let mut text = fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        text.push_str(&format!(
+            "\nunix_socket_directories = '{}'\narchive_mode = off\n\
+             restore_command = '{} get %f %p --archive {} {get_args}'\n",
+            sock.display(),
+            wal.display(),
+            a.dir.display()
+        ));
+        fs::write(data.join("postgresql.conf"), text).unwrap();
+        fs::write(data.join("recovery.signal"), "").unwrap();
+        if is_root() {
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&data));
+        }
+        run(Command::new("chmod").arg("700").arg(&data));
+        (data, s2.path.join(format!("{tag}.log")))
+    };
+
+    // Default: the server refuses to go on.
+    let (data, log) = restore("strict", "");
+    let started = pg_ctl_start(&data, &log);
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !started,
+        "the server came up past a corrupt segment:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("{victim} is zero-filled")),
+        "pgb-wal's reason is in the server log:\n{text}"
+    );
+    assert!(text.contains("255"), "{text}");
+    assert!(
+        text.contains(&format!("restored log file \"{}\"", after[1])),
+        "replay got as far as the segment before:\n{text}"
+    );
+    assert!(!data.join("postmaster.pid").exists(), "{text}");
+    assert!(
+        !fs::read_dir(data.join("pg_wal"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".history")),
+        "no new timeline was created"
+    );
+
+    // --soft-fail: PostgreSQL takes the failure for the end of the archive
+    // and promotes with everything after the bad segment missing.
+    let (data, log) = restore("soft", "--soft-fail");
+    let started = pg_ctl_start(&data, &log);
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let c = Cluster {
+        scratch: Scratch::new("soft"),
+        data: data.clone(),
+        socket: s2.path.join("soft-sock"),
+        port: 5432,
+        archive: None,
+    };
+    assert!(started, "{text}");
+    let t0 = std::time::Instant::now();
+    while c.sql("postgres", "SELECT pg_is_in_recovery()") != "f" {
+        assert!(t0.elapsed() < Duration::from_secs(60), "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("selected new timeline ID: 2"),
+        "promoted early:\n{text}"
+    );
 }

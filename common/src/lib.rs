@@ -4,18 +4,23 @@
 //!
 //! Re-exported flat, so a tool writes `pgb_common::AtomicFile`.
 
+pub mod cluster;
 pub mod conninfo;
 pub mod crypt;
+pub mod dest;
 pub mod digest;
 pub mod error;
 pub mod exit;
 pub mod fs;
 pub mod jsonl;
 pub mod lock;
+pub mod manifest;
 pub mod pg;
+pub mod physical;
 pub mod prom;
 pub mod record;
 pub mod term;
+pub mod unpack;
 pub mod wal;
 pub mod walhdr;
 

@@ -1,11 +1,13 @@
-//! `--backups`: for each physical backup artifact read on stdin, whether the
-//! archive holds every segment from its start to its stop, and how far the
-//! contiguous archive reaches past its stop (the point-in-time window).
+//! `--backups` / `--repo`: for each physical backup artifact read on stdin
+//! (or from a repository's sidecars), whether the archive holds every
+//! segment from its start to its stop, and how far the contiguous archive
+//! reaches past its stop (the point-in-time window).
 
 use std::io;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use pgb_common::error::Result;
+use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::wal::segment_name_for_segno;
 use pgb_common::walhdr::{classify, segno_of, WalFile};
 use pgb_common::{ExitStatus, Input, Kind, RecordReader, RecordWriter};
@@ -16,6 +18,63 @@ use crate::check::{rfc3339, Analysis, Problem};
 /// Every record on stdin, validated before anything is acted on.
 pub fn read_stdin() -> Result<Vec<Input>> {
     RecordReader::new(io::stdin().lock(), "stdin").collect()
+}
+
+/// The physical backup artifacts of a repository, from their sidecars,
+/// all read and validated before anything is acted on. Sidecars of other
+/// kinds are skipped: nothing of theirs depends on the archive.
+pub fn read_repo(repo: &Path) -> Result<Vec<Input>> {
+    let md = std::fs::metadata(repo).ctx("repository", repo)?;
+    if !md.is_dir() {
+        return Err(Error::io(
+            "repository",
+            repo,
+            io::Error::other("not a directory"),
+        ));
+    }
+    let mut out = Vec::new();
+    for sidecar in sidecars(repo)? {
+        let text = std::fs::read_to_string(&sidecar).ctx("read", &sidecar)?;
+        let source = sidecar.display().to_string();
+        // A sidecar holds one (pretty-printed) record.
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Input {
+            source: source.clone(),
+            line: e.line(),
+            msg: format!("malformed JSON: {e}"),
+        })?;
+        let line = v.to_string() + "\n";
+        let input = RecordReader::new(line.as_bytes(), source.clone())
+            .next()
+            .unwrap_or_else(|| Err(Error::msg(format!("{source}: empty sidecar"))))?;
+        if matches!(&input, Input::Artifact { artifact, .. } if artifact.kind == Kind::Physical) {
+            out.push(input);
+        }
+    }
+    Ok(out)
+}
+
+/// Every `*.pgb.json` below `repo` (hidden names and symlinks skipped),
+/// sorted.
+fn sidecars(repo: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let e = e.ctx("read directory", &dir)?;
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let p = e.path();
+            let ft = e.file_type().ctx("stat", &p)?;
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() && p.to_string_lossy().ends_with(".pgb.json") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn segno(name: &str, seg_size: u64) -> Option<(u32, u64)> {

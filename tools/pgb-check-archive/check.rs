@@ -1,7 +1,7 @@
 //! Drives one check: scan the archive, validate every segment, follow the
 //! timelines, find gaps and staleness, print the records and the metrics.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -71,6 +71,10 @@ pub struct Analysis {
     pub major: Option<u32>,
     pub segments: usize,
     pub compressed_segments: usize,
+    /// Encrypted (.age) segments, and those of them not decrypted (no -i).
+    pub encrypted_segments: usize,
+    pub unchecked_segments: usize,
+    pub checksum_files: usize,
     pub bad_segments: usize,
     pub foreign_segments: usize,
     pub gaps: usize,
@@ -81,8 +85,12 @@ pub struct Analysis {
     pub backup_files: usize,
     pub history_files: usize,
     pub other_files: Vec<String>,
-    /// Segment base name (without .zst) -> no problem found in it.
+    /// Segment base name (without .zst/.age) -> no problem found in it.
     pub good: HashMap<String, bool>,
+    /// Base names of every WAL file in the archive.
+    pub stored_names: HashSet<String>,
+    /// What the server said, with -d.
+    pub server: Option<crate::server::State>,
 }
 
 fn most_common<T: Ord + Copy>(it: impl Iterator<Item = T>) -> Option<T> {
@@ -97,13 +105,15 @@ fn most_common<T: Ord + Copy>(it: impl Iterator<Item = T>) -> Option<T> {
         .map(|(v, _)| *v)
 }
 
-fn base_name(name: &str) -> &str {
+pub fn base_name(name: &str) -> &str {
+    let name = name.strip_suffix(pgb_common::crypt::SUFFIX).unwrap_or(name);
     name.strip_suffix(".zst").unwrap_or(name)
 }
 
 pub fn analyze(
     listing: Listing,
     want_sysid: Option<u64>,
+    want_seg_size: Option<u64>,
     max_age: Option<u64>,
     now: SystemTime,
     archive: &str,
@@ -126,8 +136,9 @@ pub fn analyze(
             .filter(|h| major_for_magic(h.magic).is_some())
             .filter_map(|h| h.long)
     };
-    let seg_size =
-        most_common(sane().map(|l| l.seg_size).filter(|s| valid_seg_size(*s))).map(u64::from);
+    let seg_size = want_seg_size.or_else(|| {
+        most_common(sane().map(|l| l.seg_size).filter(|s| valid_seg_size(*s))).map(u64::from)
+    });
     let sysid = want_sysid.or_else(|| most_common(sane().map(|l| l.sysid)));
     let magic = most_common(
         headers
@@ -181,6 +192,13 @@ pub fn analyze(
     let mut good = HashMap::new();
     let mut segments = 0;
     let mut compressed_segments = 0;
+    let mut encrypted_segments = 0;
+    let mut unchecked_segments = 0;
+    let stored_names: HashSet<String> = listing
+        .entries
+        .iter()
+        .map(|e| base_name(&e.name).to_string())
+        .collect();
     let mut bad_segments = 0;
     let mut foreign_segments = 0;
     let mut newest: Option<(String, SystemTime)> = None;
@@ -191,6 +209,7 @@ pub fn analyze(
         };
         segments += 1;
         compressed_segments += e.zst as usize;
+        encrypted_segments += e.age as usize;
         seen_tlis.insert(tli);
         if let Some(m) = e.mtime {
             if newest.as_ref().map_or(true, |(_, t)| m > *t) {
@@ -210,6 +229,8 @@ pub fn analyze(
             present.entry(tli).or_default().insert(s);
         }
         match &e.data {
+            // Encrypted, no identity: present (continuity), not checked.
+            _ if e.unchecked => unchecked_segments += 1,
             Err(m) => p("unreadable", m.clone()),
             Ok(page) => {
                 match (e.size, seg_size) {
@@ -266,7 +287,7 @@ pub fn analyze(
                                         format!(
                                             "from another cluster: system identifier {}, expected {want}{}",
                                             l.sysid,
-                                            if want_sysid.is_some() { " (--system-identifier)" } else { " (the archive's)" }
+                                            if want_sysid.is_some() { " (--system-identifier, or the server's with -d)" } else { " (the archive's)" }
                                         ),
                                     );
                                 }
@@ -284,6 +305,15 @@ pub fn analyze(
         }
         good.insert(base_name(&e.name).to_string(), mine.is_empty());
         problems.extend(mine);
+    }
+
+    if seg_size.is_none() && unchecked_segments > 0 {
+        problems.push(Problem::new(
+            "unknown-segment-size",
+            archive,
+            "every segment is encrypted and none was decrypted: continuity cannot be \
+             checked without the segment size (give --segment-size, -d or -i)",
+        ));
     }
 
     for &tli in seen_tlis.iter().filter(|t| **t > 1) {
@@ -414,6 +444,9 @@ pub fn analyze(
         major,
         segments,
         compressed_segments,
+        encrypted_segments,
+        unchecked_segments,
+        checksum_files: listing.checksum_files,
         bad_segments,
         foreign_segments,
         gaps,
@@ -425,6 +458,8 @@ pub fn analyze(
         history_files,
         other_files: listing.others,
         good,
+        stored_names,
+        server: None,
     }
 }
 
@@ -479,6 +514,9 @@ fn summary(an: &Analysis, archive: &str, now: SystemTime) -> Value {
         "checked_at": rfc3339(now),
         "segments": an.segments,
         "compressed_segments": an.compressed_segments,
+        "encrypted_segments": an.encrypted_segments,
+        "unchecked_segments": an.unchecked_segments,
+        "checksum_files": an.checksum_files,
         "bad_segments": an.bad_segments,
         "foreign_segments": an.foreign_segments,
         "gaps": an.gaps,
@@ -497,6 +535,7 @@ fn summary(an: &Analysis, archive: &str, now: SystemTime) -> Value {
         "newest_segment": an.newest.as_ref().map(|n| n.0.clone()),
         "newest_mtime": an.newest.as_ref().map(|n| rfc3339(n.1)),
         "age_seconds": age_seconds(an, now).map(|a| (a * 1000.0).round() / 1000.0),
+        "server": an.server.as_ref().map(|s| s.record()),
     })
 }
 
@@ -526,14 +565,34 @@ pub fn run(args: Args) -> ExitStatus {
 }
 
 fn check(args: &Args, archive: &str, now: SystemTime) -> Result<(ExitStatus, Analysis)> {
-    // Read and validate stdin before anything is printed.
-    let input = if args.backups {
-        Some(crate::backups::read_stdin()?)
-    } else {
-        None
+    // Read and validate the backups before anything is printed.
+    let input = match (&args.repo, args.backups) {
+        (Some(repo), _) => Some(crate::backups::read_repo(repo)?),
+        (None, true) => Some(crate::backups::read_stdin()?),
+        (None, false) => None,
     };
-    let listing = scan(Path::new(&args.archive))?;
-    let mut an = analyze(listing, args.system_identifier, args.max_age, now, archive);
+    // The server first: whatever it says it archived must then be in the
+    // listing taken after it.
+    let server = match &args.dbname {
+        Some(d) => Some(crate::server::query(&args.conn, d)?),
+        None => None,
+    };
+    let listing = scan(Path::new(&args.archive), &args.identity)?;
+    let want_sysid = args
+        .system_identifier
+        .or(server.as_ref().map(|s| s.system_identifier));
+    let want_seg_size = args.segment_size.or(server.as_ref().map(|s| s.seg_size));
+    let mut an = analyze(
+        listing,
+        want_sysid,
+        want_seg_size,
+        args.max_age,
+        now,
+        archive,
+    );
+    if let Some(s) = server {
+        crate::server::judge(s, &mut an, args.max_behind);
+    }
     let mut out = RecordWriter::stdout();
     for p in &an.problems {
         out.write(&p.record(archive))?;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use pgb_common::pg::ConnArgs;
 
 /// Check a WAL archive before an incident does: bad, foreign and missing
 /// segments, staleness, and which backups it can restore.
@@ -16,7 +17,9 @@ use clap::Parser;
 /// archive (and equals --system-identifier), xlp_seg_size and
 /// xlp_xlog_blcksz are valid, xlp_pageaddr matches the file name, and
 /// xlp_tli fits the name's timeline. Zero-filled files are reported; .zst
-/// segments are checked after decoding their first page. Continuity is
+/// segments are checked after decoding their first page, encrypted (.age)
+/// ones after decrypting it with -i (without -i they are counted as
+/// present but unchecked, not failed). Continuity is
 /// checked per timeline, following .history files across timeline switches;
 /// .partial and .backup files are understood and not counted as segments.
 /// Prints one pgb.v1 `archive-problem` record per problem (naming the file)
@@ -25,8 +28,9 @@ use clap::Parser;
 #[command(
     name = "pgb-check-archive",
     version,
+    disable_help_flag = true,
     after_help = "Exit status: 0 the archive is clean, 1 something is wrong (see the records), 2 error.\n\
-                  See pgb-check-archive(1) for the record fields and metrics."
+                  See pgb-check-archive(1) for the record fields and pgb-metrics(7) for the metrics."
 )]
 pub struct Args {
     /// The WAL archive directory (as written by pgb-wal push or cp)
@@ -38,6 +42,13 @@ pub struct Args {
     /// it [default: the most common one in the archive]
     #[arg(long = "system-identifier", value_name = "ID")]
     pub system_identifier: Option<u64>,
+
+    /// The cluster's WAL segment size in bytes (`SHOW wal_segment_size`,
+    /// pg_controldata's "Bytes per WAL segment") [default: the server's
+    /// with -d, else the one the segments' headers carry]. Needed to check
+    /// the continuity of an archive of encrypted segments without -i
+    #[arg(long = "segment-size", value_name = "BYTES", value_parser = parse_seg_size)]
+    pub segment_size: Option<u64>,
 
     /// Fail (exit 1, problem `stale`) when the newest segment was archived
     /// more than SECONDS ago
@@ -53,8 +64,67 @@ pub struct Args {
     /// written out again with an `archive_check` field saying whether every
     /// segment from its start to its stop is in the archive; other records
     /// are forwarded untouched
-    #[arg(long = "backups")]
+    #[arg(long = "backups", conflicts_with = "repo")]
     pub backups: bool,
+
+    /// Judge the physical backups of this repository (their .pgb.json
+    /// sidecars) as --backups does for stdin; their records, with
+    /// `archive_check`, go to stdout and the sidecars are left unchanged
+    #[arg(long = "repo", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+
+    /// Identity file to decrypt the first page of encrypted (.age) segments
+    /// (repeatable; mode 0600, owned by the running user). Without it they
+    /// are counted as present (continuity) and unchecked
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+
+    /// Also ask the server archiving into ARCHIVE_DIR (a database name or a
+    /// connection string): pg_stat_archiver (a failure newer than the last
+    /// success is a problem; so is a last archived file missing from the
+    /// archive), and its current WAL position (pg_current_wal_lsn, or
+    /// pg_last_wal_receive_lsn on a standby) against the archive's newest
+    /// segment. Its system identifier is what every segment must carry
+    /// unless --system-identifier is given. Any role will do: what is read
+    /// is readable by PUBLIC by default
+    #[arg(short = 'd', long = "dbname", value_name = "DBNAME|CONNINFO")]
+    pub dbname: Option<String>,
+
+    /// With -d: fail (problem `behind`) when more than SEGMENTS finished
+    /// segments of the server's timeline are not in the archive yet
+    #[arg(long = "max-behind", value_name = "SEGMENTS", requires = "dbname")]
+    pub max_behind: Option<u64>,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// Print help
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+/// A WAL segment size: bytes, or with a kB/MB/GB suffix; a power of two
+/// from 1 MB to 1 GB.
+fn parse_seg_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.trim() {
+        t if t.ends_with("GB") => (&t[..t.len() - 2], 1u64 << 30),
+        t if t.ends_with("MB") => (&t[..t.len() - 2], 1 << 20),
+        t if t.ends_with("kB") => (&t[..t.len() - 2], 1 << 10),
+        t => (t, 1),
+    };
+    let n = num
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?}: not a size (bytes, or a number with kB, MB or GB)"))?;
+    if n.is_power_of_two() && ((1 << 20)..=(1 << 30)).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{s:?}: a WAL segment size is a power of two from 1MB to 1GB"
+        ))
+    }
 }
 
 /// The EXAMPLES section of the man page, in roff.
@@ -84,7 +154,28 @@ cat /srv/backups/pg/main/physical/*.pgb.json | jq \-c . | pgb\-check\-archive /s
 .RE
 .fi
 .PP
-Problems (field \fBproblem\fR of \fBarchive\-problem\fR records): \fBgap\fR (fields \fBtimeline\fR, \fBfirst\fR, \fBlast\fR, \fBmissing\fR: a range of missing segments), \fBbad\-size\fR, \fBzero\fR, \fBbad\-magic\fR, \fBbad\-info\fR, \fBno\-long\-header\fR, \fBbad\-seg\-size\fR, \fBbad\-blcksz\fR, \fBbad\-pageaddr\fR, \fBbad\-timeline\fR, \fBforeign\fR (another system identifier), \fBunreadable\fR, \fBbad\-name\fR, \fBbad\-history\fR, \fBmissing\-history\fR, \fBstale\fR, \fBempty\fR, \fBbackup\-unrestorable\fR.
+An archive of encrypted segments, checked without the key on the monitoring host, and with it where the key lives:
 .PP
-Metrics: pgb_archive_check_success, pgb_archive_last_check_timestamp_seconds, pgb_archive_age_seconds, pgb_archive_segments, pgb_archive_gaps, pgb_archive_missing_segments, pgb_archive_bad_segments, pgb_archive_foreign_segments, pgb_archive_problems, each labelled with archive="DIR".
+.nf
+.RS 4
+pgb\-check\-archive /srv/wal\-archive \-\-segment\-size 16MB \-\-max\-age 900
+pgb\-check\-archive /srv/wal\-archive \-i /root/.pgb/wal.key
+.RE
+.fi
+.PP
+With the server's own view (pg_stat_archiver, its WAL position), and the physical backups of a repository:
+.PP
+.nf
+.RS 4
+pgb\-check\-archive /srv/wal\-archive \-d 'host=/run/postgresql dbname=postgres' \-\-max\-behind 2 \-\-repo /srv/backups/pg
+.RE
+.fi
+.PP
+Problems (field \fBproblem\fR of \fBarchive\-problem\fR records, each naming its \fBfile\fR): \fBgap\fR (fields \fBtimeline\fR, \fBfirst\fR, \fBlast\fR, \fBmissing\fR: a range of missing segments), \fBbad\-size\fR, \fBzero\fR, \fBbad\-magic\fR, \fBbad\-info\fR, \fBno\-long\-header\fR, \fBbad\-seg\-size\fR, \fBbad\-blcksz\fR, \fBbad\-pageaddr\fR, \fBbad\-timeline\fR, \fBforeign\fR (another system identifier), \fBunreadable\fR (including an encrypted segment that does not decrypt with \-i), \fBbad\-name\fR, \fBbad\-history\fR, \fBmissing\-history\fR, \fBstale\fR, \fBempty\fR, \fBunknown\-segment\-size\fR (only encrypted segments, no \-i, no \-\-segment\-size or \-d), \fBbackup\-unrestorable\fR; with \-d: \fBarchiver\-failing\fR (pg_stat_archiver's last failure is newer than its last success; field \fBfailed_count\fR), \fBarchived\-missing\fR (the server's last_archived_wal is not in this archive), \fBbehind\fR (more than \-\-max\-behind finished segments not archived; field \fBsegments_behind\fR), \fBarchive\-mode\-off\fR.
+.PP
+Encrypted segments (NAME.age, NAME.zst.age from \fBpgb\-wal push \-r\fR): without \-i each counts as present, so continuity and staleness are checked, and as unchecked (\fBunchecked_segments\fR), not failed; with \-i the first 64 kB chunk is decrypted (and for .age the last one, which authenticates the length) and checked like any segment. The NAME.sha256 files beside them are counted (\fBchecksum_files\fR), not reported as foreign files.
+.PP
+The \fBarchive\-summary\fR record holds: ok, checked_at, segments, compressed_segments, encrypted_segments, unchecked_segments, checksum_files, bad_segments, foreign_segments, gaps, missing_segments, problems, counts (per problem), segment_size, system_identifier, pg_version, timelines (timeline, parent, switchpoint, segments, first, last), ranges, partial_files, backup_files, history_files, other_files, newest_segment, newest_mtime, age_seconds, and with \-d \fBserver\fR: in_recovery, wal_lsn, current_segment, timeline, segment_size, system_identifier, archive_mode, archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time, archive_newest_segment, segments_behind.
+.PP
+Metrics (\-\-prom; described in \fBpgb\-metrics\fR(7)): pgb_archive_check_success, pgb_archive_last_check_timestamp_seconds, pgb_archive_age_seconds, pgb_archive_segments, pgb_archive_gaps, pgb_archive_missing_segments, pgb_archive_bad_segments, pgb_archive_foreign_segments, pgb_archive_unchecked_segments, pgb_archive_problems, and with \-d pgb_archive_server_archived_count, pgb_archive_server_failed_count, pgb_archive_server_last_archived_timestamp_seconds, pgb_archive_server_last_failed_timestamp_seconds, pgb_archive_server_segments_behind; each labelled archive="DIR". The file is rewritten whole: one file per archive.
 "#;

@@ -6,6 +6,7 @@ mod check;
 mod cli;
 mod prom;
 mod scan;
+mod server;
 
 use std::process::ExitCode;
 

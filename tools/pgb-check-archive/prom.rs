@@ -1,90 +1,115 @@
-//! node_exporter textfile metrics, written atomically.
+//! node_exporter textfile metrics of a check, through pgb_common::prom
+//! (atomic, mode 0644). Names and meanings: pgb-metrics(7). The file is
+//! rewritten whole: one file per archive.
 
-use std::fmt::Write as _;
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pgb_common::error::{IoContext, Result};
-use pgb_common::AtomicFile;
+use pgb_common::error::Result;
+use pgb_common::prom::{labels, Metrics};
 
 use crate::check::{age_seconds, Analysis};
 
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Writes the metrics of a check (`None`: the check could not run).
+/// Writes the metrics of a check (`None`: the check could not run; then
+/// only the success and the time of the check).
 pub fn write(path: &Path, archive: &str, an: Option<&Analysis>, now: SystemTime) -> Result<()> {
-    let l = format!("{{archive=\"{}\"}}", label(archive));
-    let mut t = String::new();
-    let mut metric = |name: &str, help: &str, v: f64| {
-        let _ = writeln!(
-            t,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{l} {v}"
-        );
-    };
+    let l = labels(&[("archive", archive)]);
+    let mut m = Metrics::new();
+    let mut g = |name: &str, help: &str, v: f64| m.gauge(name, help, &l, v);
     let ts = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    metric(
+    g(
         "pgb_archive_check_success",
         "1 when the last check found the archive clean, 0 otherwise.",
         an.is_some_and(|a| a.problems.is_empty()) as u8 as f64,
     );
-    metric(
+    g(
         "pgb_archive_last_check_timestamp_seconds",
         "When the last check ran (Unix time).",
         ts.floor(),
     );
     if let Some(a) = an {
         if let Some(age) = age_seconds(a, now) {
-            metric(
+            g(
                 "pgb_archive_age_seconds",
                 "Age of the newest WAL segment in the archive.",
                 age.round(),
             );
         }
-        metric(
-            "pgb_archive_segments",
-            "WAL segments in the archive.",
-            a.segments as f64,
-        );
-        metric(
-            "pgb_archive_gaps",
-            "Ranges of missing segments.",
-            a.gaps as f64,
-        );
-        metric(
-            "pgb_archive_missing_segments",
-            "Segments missing in all gaps.",
-            a.missing_segments as f64,
-        );
-        metric(
-            "pgb_archive_bad_segments",
-            "Segments with a problem (size, header, zero-filled, foreign).",
-            a.bad_segments as f64,
-        );
-        metric(
-            "pgb_archive_foreign_segments",
-            "Segments of another cluster (system identifier).",
-            a.foreign_segments as f64,
-        );
-        metric(
-            "pgb_archive_problems",
-            "Problems found by the check.",
-            a.problems.len() as f64,
-        );
+        for (name, help, v) in [
+            (
+                "pgb_archive_segments",
+                "WAL segments in the archive.",
+                a.segments as f64,
+            ),
+            (
+                "pgb_archive_gaps",
+                "Ranges of missing segments.",
+                a.gaps as f64,
+            ),
+            (
+                "pgb_archive_missing_segments",
+                "Segments missing in all gaps.",
+                a.missing_segments as f64,
+            ),
+            (
+                "pgb_archive_bad_segments",
+                "Segments with a problem (size, header, zero-filled, foreign).",
+                a.bad_segments as f64,
+            ),
+            (
+                "pgb_archive_foreign_segments",
+                "Segments of another cluster (system identifier).",
+                a.foreign_segments as f64,
+            ),
+            (
+                "pgb_archive_unchecked_segments",
+                "Encrypted segments whose header was not checked (no identity given).",
+                a.unchecked_segments as f64,
+            ),
+            (
+                "pgb_archive_problems",
+                "Problems found by the check.",
+                a.problems.len() as f64,
+            ),
+        ] {
+            g(name, help, v);
+        }
+        if let Some(s) = &a.server {
+            g(
+                "pgb_archive_server_archived_count",
+                "pg_stat_archiver.archived_count of the server (-d).",
+                s.archived_count as f64,
+            );
+            g(
+                "pgb_archive_server_failed_count",
+                "pg_stat_archiver.failed_count of the server (-d).",
+                s.failed_count as f64,
+            );
+            if let Some(t) = s.last_archived_time {
+                g(
+                    "pgb_archive_server_last_archived_timestamp_seconds",
+                    "pg_stat_archiver.last_archived_time of the server (-d).",
+                    t.floor(),
+                );
+            }
+            if let Some(t) = s.last_failed_time {
+                g(
+                    "pgb_archive_server_last_failed_timestamp_seconds",
+                    "pg_stat_archiver.last_failed_time of the server (-d).",
+                    t.floor(),
+                );
+            }
+            if let Some(b) = s.segments_behind {
+                g(
+                    "pgb_archive_server_segments_behind",
+                    "Finished segments of the server's timeline not in the archive yet (-d).",
+                    b as f64,
+                );
+            }
+        }
     }
-    let mut f = AtomicFile::create(path)?;
-    f.write_all(t.as_bytes()).ctx("write", f.temp_path())?;
-    // node_exporter runs as its own user; metrics hold no secret.
-    fs::set_permissions(f.temp_path(), fs::Permissions::from_mode(0o644))
-        .ctx("chmod", f.temp_path())?;
-    f.commit_replace()
+    m.write(path)
 }

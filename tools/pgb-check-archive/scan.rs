@@ -1,12 +1,16 @@
 //! Lists an archive directory and reads what each file needs checking:
-//! the size and the first page of segments (decoded for .zst), the text of
-//! history files. Segments are read on several threads.
+//! the size and the first page of segments (decoded for .zst, decrypted for
+//! .age when identities are given), the text of history files. Segments are
+//! read on several threads.
 
 use pgb_common::fs::read_full;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::path::Path;
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+use pgb_common::crypt::{Identities, SUFFIX as AGE_SUFFIX};
 
 use pgb_common::error::{IoContext, Result};
 use pgb_common::walhdr::{classify, WalFile};
@@ -20,6 +24,11 @@ pub struct Entry {
     pub name: String,
     pub kind: WalFile,
     pub zst: bool,
+    /// Encrypted with age (`.age`).
+    pub age: bool,
+    /// Encrypted and no identity given: present, but its size and header
+    /// were not checked.
+    pub unchecked: bool,
     pub mtime: Option<SystemTime>,
     /// The segment's size: of the file, or for .zst the content size its
     /// frame header declares (`None` when it declares none).
@@ -33,19 +42,42 @@ pub struct Listing {
     pub entries: Vec<Entry>,
     /// Names that are no WAL file (hidden temps excluded).
     pub others: Vec<String>,
+    /// `NAME.sha256` files written by `pgb-wal push` beside encrypted files.
+    pub checksum_files: usize,
 }
 
-pub fn scan(dir: &Path) -> Result<Listing> {
+/// A file name as (kind, zst, age); `None` for names that are no WAL file.
+pub fn classify_stored(name: &str) -> Option<(WalFile, bool, bool)> {
+    let (base, age) = match name.strip_suffix(AGE_SUFFIX) {
+        Some(b) => (b, true),
+        None => (name, false),
+    };
+    classify(base).map(|(k, zst)| (k, zst, age))
+}
+
+pub fn scan(dir: &Path, identities: &[PathBuf]) -> Result<Listing> {
+    // Loaded (and checked) once up front, so a bad identity file is an
+    // error before anything is read; each thread loads its own copy below.
+    if !identities.is_empty() {
+        Identities::load(identities)?;
+    }
     let mut todo = Vec::new();
     let mut others = Vec::new();
+    let mut checksum_files = 0;
     for e in fs::read_dir(dir).ctx("read directory", dir)? {
         let e = e.ctx("read directory", dir)?;
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
             continue;
         }
-        match classify(&name) {
-            Some((kind, zst)) => todo.push((name, kind, zst)),
+        match classify_stored(&name) {
+            Some((kind, zst, age)) => todo.push((name, kind, zst, age)),
+            None if name
+                .strip_suffix(".sha256")
+                .is_some_and(|b| classify(b).is_some_and(|(_, zst)| !zst)) =>
+            {
+                checksum_files += 1
+            }
             None => others.push(name),
         }
     }
@@ -60,8 +92,15 @@ pub fn scan(dir: &Path) -> Result<Listing> {
             .chunks(chunk)
             .map(|part| {
                 s.spawn(move || {
+                    let ids = if identities.is_empty() {
+                        None
+                    } else {
+                        Identities::load(identities).ok()
+                    };
                     part.iter()
-                        .map(|(name, kind, zst)| read_entry(dir, name, *kind, *zst))
+                        .map(|(name, kind, zst, age)| {
+                            read_entry(dir, name, *kind, *zst, *age, ids.as_ref())
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -72,15 +111,28 @@ pub fn scan(dir: &Path) -> Result<Listing> {
     });
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     others.sort();
-    Ok(Listing { entries, others })
+    Ok(Listing {
+        entries,
+        others,
+        checksum_files,
+    })
 }
 
-fn read_entry(dir: &Path, name: &str, kind: WalFile, zst: bool) -> Entry {
+fn read_entry(
+    dir: &Path,
+    name: &str,
+    kind: WalFile,
+    zst: bool,
+    age: bool,
+    ids: Option<&Identities>,
+) -> Entry {
     let path = dir.join(name);
     let mut entry = Entry {
         name: name.to_string(),
         kind,
         zst,
+        age,
+        unchecked: false,
         mtime: None,
         size: None,
         data: Ok(Vec::new()),
@@ -92,13 +144,50 @@ fn read_entry(dir: &Path, name: &str, kind: WalFile, zst: bool) -> Entry {
         if !md.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
-        match kind {
-            WalFile::Segment { .. } => {
+        match (kind, age, ids) {
+            (WalFile::Segment { .. }, true, None) => {
+                // Without the key, at least the age header must be there.
+                let mut head = [0u8; 32];
+                let n = read_full(&mut &f, &mut head)?;
+                let head = &head[..n];
+                if pgb_common::crypt::looks_encrypted(head) {
+                    entry.unchecked = true;
+                } else {
+                    let what = if n == 0 {
+                        "empty"
+                    } else if head.iter().all(|b| *b == 0) {
+                        "zero-filled"
+                    } else {
+                        "no age header"
+                    };
+                    return Err(io::Error::other(format!("not an age file ({what})")));
+                }
+            }
+            (WalFile::Segment { .. }, true, Some(ids)) => {
+                let (size, page) = first_page_encrypted(f, zst, ids)?;
+                entry.size = size;
+                entry.data = Ok(page);
+            }
+            (WalFile::Segment { .. }, false, _) => {
                 let (size, page) = first_page(f, md.len(), zst)?;
                 entry.size = size;
                 entry.data = Ok(page);
             }
-            WalFile::History { .. } => {
+            (WalFile::History { .. }, true, None) => {
+                return Err(io::Error::other("encrypted; give -i to read it"))
+            }
+            (WalFile::History { .. }, true, Some(ids)) => {
+                let mut text = Vec::new();
+                let dec = ids.decrypt(f).map_err(io::Error::other)?;
+                if zst {
+                    zstd::stream::read::Decoder::new(dec)?.read_to_end(&mut text)?;
+                } else {
+                    dec.take(1 << 20).read_to_end(&mut text)?;
+                }
+                entry.size = Some(md.len());
+                entry.data = Ok(text);
+            }
+            (WalFile::History { .. }, false, _) => {
                 let mut text = Vec::new();
                 if zst {
                     zstd::stream::read::Decoder::new(f)?.read_to_end(&mut text)?;
@@ -108,7 +197,7 @@ fn read_entry(dir: &Path, name: &str, kind: WalFile, zst: bool) -> Entry {
                 entry.size = Some(md.len());
                 entry.data = Ok(text);
             }
-            WalFile::Partial { .. } | WalFile::Backup { .. } => entry.size = Some(md.len()),
+            (WalFile::Partial { .. } | WalFile::Backup { .. }, _, _) => entry.size = Some(md.len()),
         }
         Ok(())
     })();
@@ -135,12 +224,40 @@ fn open_noatime(path: &Path) -> io::Result<File> {
 
 /// The segment's size and its first page.
 fn first_page(mut f: File, len: u64, zst: bool) -> io::Result<(Option<u64>, Vec<u8>)> {
-    let mut page = vec![0u8; FIRST_PAGE];
     if !zst {
+        let mut page = vec![0u8; FIRST_PAGE];
         let n = read_full(&mut f, &mut page)?;
         page.truncate(n);
         return Ok((Some(len), page));
     }
+    first_page_zst(f)
+}
+
+/// The size and first page of an encrypted segment: only its first chunk
+/// (64 kB) is decrypted, and for a plain .age its last one, which
+/// authenticates the length.
+fn first_page_encrypted(
+    f: File,
+    zst: bool,
+    ids: &Identities,
+) -> io::Result<(Option<u64>, Vec<u8>)> {
+    let mut dec = ids
+        .decrypt(f)
+        .map_err(|e| io::Error::other(format!("decryption failed: {e}")))?;
+    let explain = |e: io::Error| io::Error::other(pgb_common::crypt::explain(&e));
+    if zst {
+        return first_page_zst(dec).map_err(explain);
+    }
+    let mut page = vec![0u8; FIRST_PAGE];
+    let n = read_full(&mut dec, &mut page).map_err(explain)?;
+    page.truncate(n);
+    let len = dec.seek(SeekFrom::End(0)).map_err(explain)?;
+    Ok((Some(len), page))
+}
+
+/// The declared size and the first page of a zstd stream.
+fn first_page_zst(mut f: impl Read) -> io::Result<(Option<u64>, Vec<u8>)> {
+    let mut page = vec![0u8; FIRST_PAGE];
     // The frame header (at most 18 bytes) declares the content size when
     // the writer knew it (pgb-wal push always does).
     let mut head = [0u8; 18];

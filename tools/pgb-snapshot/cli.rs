@@ -89,6 +89,16 @@ pub struct Args {
     #[arg(long = "lock-wait", value_name = "SECONDS")]
     pub lock_wait: Option<u64>,
 
+    /// Write node_exporter textfile metrics to FILE (atomically, mode 0644)
+    /// after the run: per cluster, kind and database the time, size and
+    /// duration of the last successful backup and whether the last attempt
+    /// succeeded. Series already in FILE for other clusters, kinds or
+    /// databases are kept, so one file serves several runs. Give --cluster
+    /// too, so a failure that happens before the server is reached is
+    /// labelled with the right cluster. See pgb-metrics(7)
+    #[arg(long = "prom", value_name = "FILE")]
+    pub prom: Option<PathBuf>,
+
     #[command(flatten)]
     pub conn: ConnArgs,
 
@@ -147,6 +157,14 @@ Restore the globals, then a physical backup into an empty data directory:
 zstd \-dc globals\-20261121T020000Z.sql.zst | psql \-d postgres
 zstd \-dc base.tar.zst | tar \-x \-C $PGDATA
 zstd \-dc pg_wal.tar.zst | tar \-x \-C $PGDATA/pg_wal
+.RE
+.fi
+.PP
+From cron, with metrics for node_exporter's textfile collector (alert on them with the rules in scripts/prometheus/pgb\-alerts.yml):
+.PP
+.nf
+.RS 4
+pgb\-snapshot \-\-cluster main \-d appdb \-\-globals \-o /srv/backups/pg \-\-prom /var/lib/node_exporter/textfile/pgb_backup.prom
 .RE
 .fi
 .PP

@@ -7,6 +7,7 @@ mod globals;
 mod logical;
 mod meta;
 mod physical;
+mod prom;
 mod run;
 
 use std::process::ExitCode;

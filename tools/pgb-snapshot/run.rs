@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use crate::cli::Args;
 use crate::compress::Method;
 use crate::meta::ServerInfo;
+use crate::prom::{database_label, Outcome};
 
 /// What every artifact of this run shares.
 pub struct Ctx {
@@ -226,6 +227,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
 
     let mut out = RecordWriter::stdout();
     let mut status = ExitStatus::Ok;
+    let mut outcomes = Vec::new();
     let mut jobs = Vec::new();
     if args.globals {
         jobs.push(Job::Globals);
@@ -242,6 +244,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
             .and_then(|c| list_databases(&c));
         match list {
             Ok(names) => {
+                outcomes.push(Outcome::listed(args.cluster.as_deref(), true));
                 for n in names {
                     if seen.insert(n.clone()) {
                         jobs.push(Job::Logical(base.with_database(&n)?, n));
@@ -252,6 +255,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                 let msg = format!("list databases: {e}");
                 warn(&msg);
                 out.write(&error_record("pgb-snapshot", &msg, None, Map::new()))?;
+                outcomes.push(Outcome::listed(args.cluster.as_deref(), false));
                 status = ExitStatus::Error;
             }
         }
@@ -276,8 +280,17 @@ fn try_run(args: Args) -> Result<ExitStatus> {
             ),
         };
         match result {
-            Ok(a) => out.write(&a)?,
+            Ok(a) => {
+                outcomes.push(Outcome::success(&a));
+                out.write(&a)?
+            }
             Err(e) => {
+                let (kind, database) = match &job {
+                    Job::Logical(_, given) => (Kind::Logical, database_label(given)),
+                    Job::Globals => (Kind::Globals, String::new()),
+                    Job::Physical => (Kind::Physical, String::new()),
+                };
+                outcomes.push(Outcome::failure(args.cluster.as_deref(), kind, &database));
                 let msg = e.to_string();
                 warn(&msg);
                 let fields = ctx_fields.as_object().cloned().unwrap_or_default();
@@ -289,6 +302,12 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                 ))?;
                 status = status.worst(ExitStatus::Error);
             }
+        }
+    }
+    if let Some(path) = &args.prom {
+        if let Err(e) = crate::prom::write(path, &outcomes) {
+            warn(format!("metrics not written: {e}"));
+            status = status.worst(ExitStatus::Error);
         }
     }
     Ok(status)

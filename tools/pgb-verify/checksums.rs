@@ -1,40 +1,137 @@
-//! Re-read every file of an artifact and compare size, sha256 and blake3
-//! with the record.
+//! Re-read every file of an artifact, and of each copy recorded in
+//! `copies` that can be reached, and compare size, sha256 and blake3 with
+//! the record. Encrypted artifacts are compared as stored: the ciphertext
+//! against `files`.
 
 use std::fs::File;
+use std::io::Read;
 
-use pgb_common::digest::hash_reader_parallel;
-use pgb_common::record::Artifact;
+use pgb_common::dest::{file_rel, Destination};
+use pgb_common::digest::{hash_reader_parallel, Digests};
+use pgb_common::record::{Artifact, FileEntry};
+use serde_json::{json, Value};
 
-use crate::run::{file_path, Verdict};
+use crate::run::{file_path, Ctx, Verdict};
 
-pub fn check(a: &Artifact) -> Verdict {
+/// How one file compares with what the record says; `None` when it agrees.
+fn compare(shown: &str, d: &Digests, f: &FileEntry) -> Option<String> {
+    if d.size != f.size {
+        Some(format!("{shown}: {} bytes, recorded {}", d.size, f.size))
+    } else if d.sha256 != f.sha256 {
+        Some(format!(
+            "{shown}: sha256 {} differs from the recorded {}",
+            d.sha256, f.sha256
+        ))
+    } else if d.blake3 != f.blake3 {
+        Some(format!(
+            "{shown}: blake3 {} differs from the recorded {}",
+            d.blake3, f.blake3
+        ))
+    } else {
+        None
+    }
+}
+
+pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
     let mut problems = Vec::new();
     let mut bytes = 0u64;
     for f in &a.files {
         let path = file_path(a, f);
-        let shown = path.display();
-        let d = match File::open(&path).and_then(hash_reader_parallel) {
-            Ok(d) => d,
-            Err(e) => {
-                problems.push(format!("{shown}: {}", pgb_common::error::io_cause(&e)));
-                continue;
+        let shown = path.display().to_string();
+        match File::open(&path).and_then(hash_reader_parallel) {
+            Ok(d) => {
+                bytes += d.size;
+                problems.extend(compare(&shown, &d, f));
             }
-        };
-        bytes += d.size;
-        if d.size != f.size {
-            problems.push(format!("{shown}: {} bytes, recorded {}", d.size, f.size));
-        } else if d.sha256 != f.sha256 {
-            problems.push(format!(
-                "{shown}: sha256 {} differs from the recorded {}",
-                d.sha256, f.sha256
-            ));
-        } else if d.blake3 != f.blake3 {
-            problems.push(format!(
-                "{shown}: blake3 {} differs from the recorded {}",
-                d.blake3, f.blake3
-            ));
+            Err(e) => problems.push(format!("{shown}: {}", pgb_common::error::io_cause(&e))),
         }
     }
-    Verdict::new(problems).with("bytes", bytes.into())
+    let mut v = Verdict::new(problems).with("bytes", bytes.into());
+    if !ctx.args.no_copies && !a.copies.is_empty() {
+        let mut results = Vec::new();
+        for copy in &a.copies {
+            let (entry, problems) = check_copy(ctx, a, copy);
+            v.problems.extend(problems);
+            results.push(entry);
+        }
+        v = v.with("copies", Value::Array(results));
+    }
+    v
+}
+
+/// Reads one recorded copy back. Returns its entry for the verdict and the
+/// problems that fail the check.
+fn check_copy(ctx: &Ctx, a: &Artifact, copy: &Value) -> (Value, Vec<String>) {
+    let to = copy["to"].as_str().unwrap_or("?").to_string();
+    let url = copy["url"].as_str().unwrap_or(&to).to_string();
+    let unreachable = |why: String| {
+        let problems = if ctx.args.copies_required {
+            vec![format!("copy {url}: unreachable: {why}")]
+        } else {
+            pgb_common::term::warn(format!(
+                "{} {}: copy {url}: unreachable, not checked: {why}",
+                a.kind.as_str(),
+                a.id
+            ));
+            Vec::new()
+        };
+        (
+            json!({"url": url, "ok": null, "unreachable": why}),
+            problems,
+        )
+    };
+    let mut dest = match Destination::from_copy(copy) {
+        Ok(d) => d,
+        Err(e) => return unreachable(e.to_string()),
+    };
+    dest.add_ssh_options(
+        &ctx.args
+            .ssh_option
+            .iter()
+            .flat_map(|o| ["-o".to_string(), o.clone()])
+            .collect::<Vec<_>>(),
+    );
+    // A local copy whose location is gone entirely (an unmounted disk) is
+    // unreachable; a file missing inside a copy that is there fails.
+    if let Destination::Dir(root) = &dest {
+        if !root.join(&a.path).exists() {
+            return unreachable(format!("{} does not exist", root.join(&a.path).display()));
+        }
+    }
+    // The copy's own file list is what pgb-ship checked; both it and the
+    // artifact's must match the bytes there.
+    let listed: Vec<FileEntry> = copy
+        .get("files")
+        .and_then(|f| serde_json::from_value(f.clone()).ok())
+        .unwrap_or_else(|| a.files.clone());
+    let mut problems = Vec::new();
+    let mut bytes = 0u64;
+    for f in &a.files {
+        let rel = file_rel(a, f);
+        let shown = format!("copy {}", dest.url_of(&rel));
+        let read = dest.open_read(&rel).and_then(|r| {
+            hash_reader_parallel(r as Box<dyn Read + Send>)
+                .map_err(|e| pgb_common::Error::msg(pgb_common::error::io_cause(&e)))
+        });
+        let d = match read {
+            Ok(d) => d,
+            Err(e) if matches!(dest, Destination::Dir(_)) => {
+                let cause = match &e {
+                    pgb_common::Error::Io { source, .. } => pgb_common::error::io_cause(source),
+                    other => other.to_string(),
+                };
+                problems.push(format!("{shown}: {cause}"));
+                continue;
+            }
+            Err(e) => return unreachable(e.to_string()),
+        };
+        bytes += d.size;
+        if let Some(p) = compare(&shown, &d, f) {
+            problems.push(p);
+        } else if let Some(l) = listed.iter().find(|l| l.name == f.name) {
+            problems.extend(compare(&format!("{shown} (copies entry)"), &d, l));
+        }
+    }
+    let ok = problems.is_empty();
+    (json!({"url": url, "ok": ok, "bytes": bytes}), problems)
 }

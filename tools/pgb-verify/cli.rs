@@ -22,8 +22,11 @@ pub struct Args {
     #[arg(long = "repo", value_name = "DIR")]
     pub repo: Option<PathBuf>,
 
-    /// Re-read every file of the artifact, computing sha256 and blake3 in one
-    /// pass, and compare sizes and sums with the record
+    /// Re-read every file of the artifact, and of each copy in its `copies`
+    /// that can be reached (directories, SSH hosts, S3), computing sha256 and
+    /// blake3 in one pass, and compare sizes and sums with the record (the
+    /// ciphertext, for an encrypted artifact). A copy that differs fails,
+    /// naming its URL and file
     #[arg(long = "checksums")]
     pub checksums: bool,
 
@@ -34,13 +37,21 @@ pub struct Args {
     pub structure: bool,
 
     /// Verify a physical backup's backup_manifest natively, inside its tar or
-    /// tar.zst files: its own checksum, every listed file present with the
-    /// right size and SHA256, no unexpected file, the system identifier
+    /// tar.zst files (age-encrypted ones too, with -i) or in a plain-format
+    /// data directory: its own checksum, every listed file present with the
+    /// right size and SHA256, no unexpected file, the system identifier, the
+    /// WAL the backup needs. For a plain-format backup stock pg_verifybackup
+    /// runs too and its verdict is recorded beside pgb's
     #[arg(long = "manifest")]
     pub manifest: bool,
 
-    /// Restore logical dumps for real, into a throwaway cluster (or
-    /// --target), and compare every recorded table's row count
+    /// Restore for real and time it. Logical dumps: into a throwaway cluster
+    /// (or --target), comparing every recorded table's row count. Physical
+    /// backups: unpacked into a throwaway directory (manifest checked on
+    /// the way), started as postgres on a private socket with recovery to
+    /// the end of the included WAL (recovery_target = 'immediate'), promoted
+    /// and queried in every database; removed afterwards, also on Ctrl-C,
+    /// and by the next run after a kill
     #[arg(long = "restore")]
     pub restore: bool,
 
@@ -63,8 +74,39 @@ pub struct Args {
     #[arg(long = "rto", value_name = "DURATION")]
     pub rto: Option<String>,
 
+    /// age identity file for encrypted artifacts (repeatable; mode 0600,
+    /// owned by the running user). Checksums compare the ciphertext without
+    /// it; --structure and --manifest decrypt streaming with it and compare
+    /// the plaintext with encryption.plaintext. Without one they report
+    /// "skipped: encrypted, no identity" and record nothing
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+
+    /// Fail the checksum check when a recorded copy cannot be reached
+    /// (SSH host or bucket unavailable, copy directory absent); by default
+    /// such a copy is reported as unreachable and the check still passes.
+    /// A copy that is reached and differs always fails
+    #[arg(long = "copies-required")]
+    pub copies_required: bool,
+
+    /// Option for ssh when reading copies on SSH hosts, as `ssh -o` takes it
+    /// (repeatable), e.g. `IdentityFile=/etc/pgb/ship_key`
+    #[arg(long = "ssh-option", value_name = "OPTION")]
+    pub ssh_option: Vec<String>,
+
+    /// Do not read the recorded copies, only the artifact itself
+    #[arg(long = "no-copies", conflicts_with = "copies_required")]
+    pub no_copies: bool,
+
+    /// Write node_exporter textfile metrics to FILE (atomically; series of
+    /// other clusters, databases and kinds already in it are kept): last
+    /// verification time and result, last success, last restore duration.
+    /// See pgb-metrics(7)
+    #[arg(long = "prom", value_name = "FILE")]
+    pub prom: Option<PathBuf>,
+
     /// Directory holding the PostgreSQL programs (initdb, pg_ctl, pg_restore,
-    /// psql); by default the newest /usr/lib/postgresql/N/bin, else PATH
+    /// psql, pg_verifybackup); by default the newest /usr/lib/postgresql/N/bin, else PATH
     #[arg(long = "pg-bindir", value_name = "DIR", env = "PGB_PG_BINDIR")]
     pub pg_bindir: Option<PathBuf>,
 
@@ -90,6 +132,16 @@ Take a dump and prove it restores, within 15 minutes, with smoke queries:
 .RS 4
 pgb\-snapshot \-d appdb \-\-globals \-o /srv/backups/pg \\
   | pgb\-verify \-\-restore \-\-rto 15m \-\-sql /etc/pgb/smoke.sql
+.RE
+.fi
+.PP
+Check encrypted artifacts with their plaintext, and keep node_exporter
+metrics for alerting on the age of the last good verification:
+.PP
+.nf
+.RS 4
+pgb\-verify \-\-repo /srv/backups/pg \-i /etc/pgb/identity.txt \\
+  \-\-prom /var/lib/node_exporter/textfile/pgb_verify.prom
 .RE
 .fi
 .PP

@@ -4,8 +4,10 @@ mod checksums;
 mod cli;
 mod cluster;
 mod manifest;
+mod metrics;
 mod restore;
 mod run;
+mod stored;
 mod structure;
 
 use std::process::ExitCode;

@@ -1,20 +1,25 @@
-//! A physical backup's backup_manifest verified natively, inside the tar or
-//! tar.zst files pgb-snapshot stored, without extracting anything to disk:
-//! the manifest's own checksum, every listed file present with its size and
-//! SHA256, nothing unexpected, the system identifier in pg_control, and the
-//! WAL segments the backup needs present in pg_wal.tar.
+//! A physical backup's backup_manifest verified natively where the backup
+//! is: inside the tar or tar.zst files pgb-snapshot stored (age-encrypted
+//! ones decrypted streaming), without extracting anything to disk, or in a
+//! plain-format data directory: the manifest's own checksum, every listed
+//! file present with its size and SHA256, nothing unexpected, the system
+//! identifier in pg_control, and the WAL segments the backup needs present
+//! in pg_wal. For a plain-format directory stock `pg_verifybackup` runs as
+//! well and its verdict is recorded beside pgb's.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
+use pgb_common::pg;
 use pgb_common::record::{Artifact, Kind};
 use pgb_common::wal::{parse_lsn, segment_name_for_segno};
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::run::Verdict;
+use crate::run::{Ctx, Verdict};
+use crate::stored;
 
 /// Files pg_verifybackup does not expect in the manifest either.
 const IGNORED: [&str; 4] = [
@@ -29,46 +34,159 @@ struct Listed {
     sha256: Option<String>,
 }
 
-pub fn check(a: &Artifact) -> Verdict {
+/// What the walk over the backup's files found, compared as it goes.
+#[derive(Default)]
+struct Walk {
+    listed: BTreeMap<String, Listed>,
+    seen: BTreeSet<String>,
+    wal_files: BTreeSet<String>,
+    sysid_in_control: Option<String>,
+    members: u64,
+    problems: Vec<String>,
+}
+
+impl Walk {
+    /// One regular file of the backup, `full` relative to the data
+    /// directory; `shown` names where it is (a tar, or the directory).
+    fn visit(&mut self, shown: &str, full: &str, data: &mut dyn Read) -> std::io::Result<()> {
+        self.members += 1;
+        if let Some(seg) = full.strip_prefix("pg_wal/") {
+            self.wal_files.insert(seg.to_string());
+            return Ok(());
+        }
+        let mut h = Sha256::new();
+        let mut size = 0u64;
+        let mut head = [0u8; 8];
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = data.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            if size < 8 {
+                let k = (8 - size as usize).min(n);
+                head[size as usize..size as usize + k].copy_from_slice(&buf[..k]);
+            }
+            h.update(&buf[..n]);
+            size += n as u64;
+        }
+        if full == "global/pg_control" && size >= 8 {
+            self.sysid_in_control = Some(u64::from_le_bytes(head).to_string());
+        }
+        match self.listed.get(full) {
+            None if IGNORED.contains(&full) => {}
+            None => self.problems.push(format!(
+                "{shown}: {full}: present in the backup but not in the manifest"
+            )),
+            Some(l) => {
+                self.seen.insert(full.to_string());
+                if l.size != size {
+                    self.problems.push(format!(
+                        "{shown}: {full}: {size} bytes, manifest says {}",
+                        l.size
+                    ));
+                } else if let Some(want) = &l.sha256 {
+                    let got = pgb_common::digest::hex(&h.finalize());
+                    if &got != want {
+                        self.problems.push(format!(
+                            "{shown}: {full}: SHA256 does not match the manifest"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True when the artifact's directory holds a plain-format data directory
+/// (pg_basebackup -Fp) rather than tars.
+pub fn is_plain(a: &Artifact) -> bool {
+    let tars = a.files.iter().any(|f| {
+        let n = stored::plain_name(&f.name);
+        n.ends_with(".tar") || n.ends_with(".tar.zst") || n.ends_with(".tar.gz")
+    });
+    !tars && a.location().join("PG_VERSION").is_file()
+}
+
+/// Reads the manifest, decrypting `backup_manifest.age` when the artifact
+/// is encrypted. Returns the bytes and the path shown in messages.
+fn read_manifest(
+    a: &Artifact,
+    dir: &Path,
+    problems: &mut Vec<String>,
+) -> Option<(Vec<u8>, String)> {
+    let enc = dir.join("backup_manifest.age");
+    let path = if stored::is_encrypted(a) && enc.exists() {
+        enc
+    } else {
+        dir.join("backup_manifest")
+    };
+    let shown = path.display().to_string();
+    let read = stored::open(a, &path).and_then(|(mut r, check)| {
+        let mut bytes = Vec::new();
+        r.read_to_end(&mut bytes)
+            .map_err(|e| pgb_common::Error::io("read", &path, e))?;
+        problems.extend(check.problem());
+        Ok(bytes)
+    });
+    match read {
+        Ok(b) => Some((b, shown)),
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    }
+}
+
+pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
     if a.kind != Kind::Physical {
         return Verdict::skip();
     }
-    let dir = a.location();
-    let manifest_path = dir.join("backup_manifest");
-    let bytes = match std::fs::read(&manifest_path) {
-        Ok(b) => b,
-        Err(e) => {
-            return Verdict::fail(format!(
-                "{}: {}",
-                manifest_path.display(),
-                pgb_common::error::io_cause(&e)
-            ))
+    let plain = is_plain(a);
+    let mut v = native(a, plain);
+    if plain {
+        let stock = pg_verifybackup(ctx, &a.location());
+        if stock["ok"] == false {
+            v.problems.push(format!(
+                "pg_verifybackup: {}",
+                stock["message"].as_str().unwrap_or("failed")
+            ));
         }
+        v = v.with("pg_verifybackup", stock);
+    }
+    v.with("format", (if plain { "plain" } else { "tar" }).into())
+}
+
+/// pgb's own verification, on tars or on a plain directory.
+fn native(a: &Artifact, plain: bool) -> Verdict {
+    let dir = a.location();
+    let mut w = Walk::default();
+    let Some((bytes, manifest_shown)) = read_manifest(a, &dir, &mut w.problems) else {
+        return Verdict::new(w.problems);
     };
-    let mut problems = Vec::new();
     if let Err(p) = manifest_checksum(&bytes) {
-        problems.push(format!("{}: {p}", manifest_path.display()));
-        return Verdict::new(problems);
+        w.problems.push(format!("{manifest_shown}: {p}"));
+        return Verdict::new(w.problems);
     }
     let manifest: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => {
-            return Verdict::fail(format!("{}: not valid JSON: {e}", manifest_path.display()))
+            w.problems
+                .push(format!("{manifest_shown}: not valid JSON: {e}"));
+            return Verdict::new(w.problems);
         }
     };
-    let mut listed: BTreeMap<String, Listed> = BTreeMap::new();
     for f in manifest["Files"].as_array().into_iter().flatten() {
         let Some(path) = f["Path"].as_str() else {
-            problems.push(format!(
-                "{}: a file entry without Path",
-                manifest_path.display()
-            ));
+            w.problems
+                .push(format!("{manifest_shown}: a file entry without Path"));
             continue;
         };
         let sha256 = (f["Checksum-Algorithm"].as_str() == Some("SHA256"))
             .then(|| f["Checksum"].as_str().map(str::to_string))
             .flatten();
-        listed.insert(
+        w.listed.insert(
             path.to_string(),
             Listed {
                 size: f["Size"].as_u64().unwrap_or(u64::MAX),
@@ -77,104 +195,161 @@ pub fn check(a: &Artifact) -> Verdict {
         );
     }
 
-    let mut seen = BTreeSet::new();
-    let mut wal_files = BTreeSet::new();
-    let mut sysid_in_control = None;
-    let mut members = 0u64;
-    for f in &a.files {
-        let name = f.name.as_str();
-        if name.ends_with(".tar.gz") {
-            problems.push(format!(
-                "{name}: gzip tars are not verified natively yet; use --compress zstd"
-            ));
-            continue;
+    if plain {
+        let shown = dir.display().to_string();
+        if let Err(e) = walk_dir(&dir, &dir, &shown, &mut w) {
+            w.problems.push(format!("{shown}: {e}"));
         }
-        let Some(stem) = name
-            .strip_suffix(".tar.zst")
-            .or_else(|| name.strip_suffix(".tar"))
-        else {
-            continue;
-        };
-        let prefix = match stem {
-            "base" => String::new(),
-            "pg_wal" => "pg_wal/".to_string(),
-            oid if oid.chars().all(|c| c.is_ascii_digit()) => format!("pg_tblspc/{oid}/"),
-            _ => {
-                problems.push(format!("{name}: not a tar pg_basebackup writes"));
-                continue;
-            }
-        };
-        let path = dir.join(name);
-        let result = read_tar(&path, |member, data| {
-            members += 1;
-            let full = format!("{prefix}{member}");
-            if full.starts_with("pg_wal/") {
-                if let Some(seg) = full.strip_prefix("pg_wal/") {
-                    wal_files.insert(seg.to_string());
-                }
-                return Ok(());
-            }
-            let mut h = Sha256::new();
-            let mut size = 0u64;
-            let mut head = [0u8; 8];
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = data.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                if size < 8 {
-                    let k = (8 - size as usize).min(n);
-                    head[size as usize..size as usize + k].copy_from_slice(&buf[..k]);
-                }
-                h.update(&buf[..n]);
-                size += n as u64;
-            }
-            if full == "global/pg_control" && size >= 8 {
-                sysid_in_control = Some(u64::from_le_bytes(head).to_string());
-            }
-            match listed.get(&full) {
-                None if IGNORED.contains(&full.as_str()) => {}
-                None => problems.push(format!(
-                    "{name}: {full}: present in the backup but not in the manifest"
-                )),
-                Some(l) => {
-                    seen.insert(full.clone());
-                    if l.size != size {
-                        problems.push(format!(
-                            "{name}: {full}: {size} bytes, manifest says {}",
-                            l.size
-                        ));
-                    } else if let Some(want) = &l.sha256 {
-                        let got = pgb_common::digest::hex(&h.finalize());
-                        if &got != want {
-                            problems.push(format!(
-                                "{name}: {full}: SHA256 does not match the manifest"
-                            ));
-                        }
-                    }
-                }
-            }
-            Ok(())
-        });
-        if let Err(e) = result {
-            problems.push(format!("{}: {e}", path.display()));
+    } else {
+        for f in &a.files {
+            walk_tar(a, &dir, &f.name, &mut w);
         }
     }
-    for (p, _) in listed.iter().filter(|(p, _)| !seen.contains(*p)) {
-        problems.push(format!("{p}: in the manifest but missing from the backup"));
+
+    for p in w.listed.keys().filter(|p| !w.seen.contains(*p)) {
+        w.problems
+            .push(format!("{p}: in the manifest but missing from the backup"));
     }
-    match (&sysid_in_control, &a.system_identifier) {
-        (Some(got), Some(want)) if got != want => problems.push(format!(
+    match (&w.sysid_in_control, &a.system_identifier) {
+        (Some(got), Some(want)) if got != want => w.problems.push(format!(
             "global/pg_control: system identifier {got}, the record says {want}"
         )),
-        (None, _) => problems.push("global/pg_control: not found in the base tar".into()),
+        (None, _) => w
+            .problems
+            .push("global/pg_control: not found in the backup".into()),
         _ => {}
     }
-    problems.extend(missing_wal(&manifest, &wal_files, a));
-    Verdict::new(problems)
-        .with("files_checked", (seen.len() as u64).into())
-        .with("tar_members", members.into())
+    let wal = missing_wal(&manifest, &w.wal_files, a);
+    w.problems.extend(wal);
+    Verdict::new(w.problems)
+        .with("files_checked", (w.seen.len() as u64).into())
+        .with(
+            if plain { "files_read" } else { "tar_members" },
+            w.members.into(),
+        )
+}
+
+/// Reads one stored file of a tar-format backup; files that are not tars
+/// (the manifest) are passed over.
+fn walk_tar(a: &Artifact, dir: &Path, name: &str, w: &mut Walk) {
+    let plain_name = stored::plain_name(name);
+    if plain_name.ends_with(".tar.gz") {
+        w.problems.push(format!(
+            "{name}: gzip tars are not verified natively yet; use --compress zstd"
+        ));
+        return;
+    }
+    let Some(stem) = plain_name
+        .strip_suffix(".tar.zst")
+        .or_else(|| plain_name.strip_suffix(".tar"))
+    else {
+        return;
+    };
+    let prefix = match stem {
+        "base" => String::new(),
+        "pg_wal" => "pg_wal/".to_string(),
+        oid if oid.chars().all(|c| c.is_ascii_digit()) => format!("pg_tblspc/{oid}/"),
+        _ => {
+            w.problems
+                .push(format!("{name}: not a tar pg_basebackup writes"));
+            return;
+        }
+    };
+    let path = dir.join(name);
+    let (src, check) = match stored::open(a, &path) {
+        Ok(s) => s,
+        Err(e) => {
+            w.problems.push(e.to_string());
+            return;
+        }
+    };
+    let result = (|| -> std::io::Result<()> {
+        let r: Box<dyn Read> = if plain_name.ends_with(".zst") {
+            Box::new(zstd::stream::read::Decoder::new(src)?)
+        } else {
+            Box::new(src)
+        };
+        let mut archive = tar::Archive::new(r);
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let member = entry.path()?.to_string_lossy().into_owned();
+            w.visit(name, &format!("{prefix}{member}"), &mut entry)?;
+        }
+        // What follows the end-of-archive blocks still counts for the
+        // plaintext checksum.
+        stored::drain(&mut archive.into_inner())?;
+        Ok(())
+    })();
+    match result {
+        Err(e) => w.problems.push(format!("{}: {e}", path.display())),
+        Ok(()) => w.problems.extend(check.problem()),
+    }
+}
+
+/// Walks a plain-format data directory; follows the tablespace links in
+/// pg_tblspc (as pg_verifybackup does), no other symlink.
+fn walk_dir(root: &Path, dir: &Path, shown: &str, w: &mut Walk) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let rel = p
+            .strip_prefix(root)
+            .map_err(std::io::Error::other)?
+            .to_string_lossy()
+            .into_owned();
+        let mut ft = e.file_type()?;
+        let in_tblspc = Path::new(&rel).parent() == Some(Path::new("pg_tblspc"));
+        if ft.is_symlink() && in_tblspc {
+            ft = std::fs::metadata(&p)?.file_type();
+        }
+        if ft.is_dir() {
+            walk_dir(root, &p, shown, w)?;
+        } else if ft.is_file() {
+            if rel == "backup_manifest" {
+                continue;
+            }
+            let mut f = std::fs::File::open(&p)?;
+            w.visit(shown, &rel, &mut f)?;
+        } else {
+            w.problems
+                .push(format!("{shown}: {rel}: not a regular file or directory"));
+        }
+    }
+    Ok(())
+}
+
+/// Stock pg_verifybackup on a plain-format backup: `{"ok", "status",
+/// "message"}`, or `{"ok": null, "message"}` when it could not run.
+fn pg_verifybackup(ctx: &Ctx, dir: &Path) -> Value {
+    let bindir = pg::server_bindir(ctx.args.pg_bindir.as_deref());
+    let prog = pg::program_path(bindir.as_deref(), "pg_verifybackup");
+    let out = Command::new(&prog).arg(dir).stdin(Stdio::null()).output();
+    match out {
+        Err(e) => json!({
+            "ok": null,
+            "message": format!("{}: {}", prog.display(), pgb_common::error::io_cause(&e)),
+        }),
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stderr);
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            let first = text
+                .lines()
+                .find(|l| l.contains("error"))
+                .or_else(|| text.lines().next())
+                .or_else(|| stdout.lines().next())
+                .unwrap_or("")
+                .trim();
+            json!({
+                "ok": o.status.success(),
+                "status": o.status.code(),
+                "message": first.strip_prefix("pg_verifybackup: ").unwrap_or(first),
+            })
+        }
+    }
 }
 
 /// The manifest's own checksum: SHA256 of everything before the line
@@ -205,7 +380,7 @@ fn manifest_checksum(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-/// Segments from the manifest's WAL start to its end that pg_wal.tar lacks.
+/// Segments from the manifest's WAL start to its end that pg_wal lacks.
 fn missing_wal(manifest: &Value, present: &BTreeSet<String>, a: &Artifact) -> Vec<String> {
     let seg_size = a.wal.as_ref().map(|w| w.segment_size).unwrap_or(16 << 20);
     let mut problems = Vec::new();
@@ -223,33 +398,10 @@ fn missing_wal(manifest: &Value, present: &BTreeSet<String>, a: &Artifact) -> Ve
             let name = segment_name_for_segno(tli, segno, seg_size);
             if !present.contains(&name) {
                 problems.push(format!(
-                    "pg_wal.tar: WAL segment {name} the backup needs is missing"
+                    "pg_wal: WAL segment {name} the backup needs is missing"
                 ));
             }
         }
     }
     problems
-}
-
-/// Calls `each` with every regular file of a tar (plain or zstd), by path.
-fn read_tar(
-    path: &Path,
-    mut each: impl FnMut(&str, &mut dyn Read) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let f = File::open(path)?;
-    let r: Box<dyn Read> = if path.to_string_lossy().ends_with(".zst") {
-        Box::new(zstd::stream::read::Decoder::new(f)?)
-    } else {
-        Box::new(std::io::BufReader::new(f))
-    };
-    let mut archive = tar::Archive::new(r);
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let name = entry.path()?.to_string_lossy().into_owned();
-        each(&name, &mut entry)?;
-    }
-    Ok(())
 }

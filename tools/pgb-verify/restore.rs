@@ -1,6 +1,10 @@
-//! Real test restores of logical dumps: into a throwaway cluster (or
+//! Real test restores. Logical dumps: into a throwaway cluster (or
 //! `--target`), globals first, `pg_restore -j`, then every recorded table's
 //! exact row count compared, smoke queries run, and the time measured.
+//! Physical backups: unpacked into a throwaway directory (as pgb-restore
+//! does, manifest checked on the way), started with recovery to the end of
+//! the included WAL (`recovery_target = 'immediate'`), promoted, queried in
+//! every database, smoke queries run, timed, and removed.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,6 +18,7 @@ use pgb_common::term::warn;
 use serde_json::Value;
 
 use crate::cluster::TempCluster;
+
 use crate::run::{file_path, open_plain, Ctx, Verdict};
 
 pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
@@ -22,13 +27,10 @@ pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
             Ok(v) => v,
             Err(e) => Verdict::fail(e.to_string()),
         },
-        Kind::Physical => {
-            warn(format!(
-                "{}: physical restore tests are not implemented yet; use --manifest",
-                a.id
-            ));
-            Verdict::skip()
-        }
+        Kind::Physical => match physical(ctx, a) {
+            Ok(v) => v,
+            Err(e) => Verdict::fail(e.to_string()),
+        },
         _ => Verdict::skip(),
     }
 }
@@ -71,7 +73,7 @@ fn logical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
             (None, c, format!("pgb_verify_{}_{}", std::process::id(), db))
         }
         None => {
-            let tc = TempCluster::start(bindir.clone())?;
+            let tc = crate::cluster::start(bindir.clone())?;
             let args = ConnArgs {
                 host: Some(tc.socket.display().to_string()),
                 port: Some(tc.port.to_string()),
@@ -170,37 +172,34 @@ fn restore_and_compare(
         }
     }
 
-    // pg_restore -j needs a seekable file: decompress next to the cluster.
+    // pg_restore -j needs a seekable plaintext file: a dump pgb compressed
+    // or any encrypted one (whatever its compression: pg_dump's own gzip is
+    // read by pg_restore after decryption) is written out in the clear next
+    // to the cluster, or to a private temp file for --target.
     let f = a
         .files
         .first()
         .ok_or_else(|| Error::msg("the record lists no file"))?;
     let src = file_path(a, f);
-    let plain_holder;
-    let plain = match (
-        a.compression
-            .as_ref()
-            .map(|c| (c.algorithm.as_str(), c.by.as_str())),
-        cluster,
-    ) {
-        (Some(("zstd", "pgb")), Some(tc)) => {
-            plain_holder = tc.scratch("dump");
-            decompress(a, &src, &plain_holder)?;
-            plain_holder.clone()
-        }
-        (Some(("zstd", "pgb")), None) => {
-            let t = std::env::temp_dir().join(format!("pgb-verify-dump.{}", std::process::id()));
-            decompress(a, &src, &t)?;
-            plain_holder = t;
-            plain_holder.clone()
-        }
-        _ => src.clone(),
-    };
-    let cleanup = Cleanup(if plain != src {
-        Some(plain.clone())
+    let pgb_zstd = a
+        .compression
+        .as_ref()
+        .is_some_and(|c| c.algorithm == "zstd" && c.by == "pgb");
+    let mut temp = None;
+    let mut cleanup = Cleanup(None);
+    let plain = if pgb_zstd || crate::stored::is_encrypted(a) {
+        let dst = match cluster {
+            Some(tc) => {
+                cleanup = Cleanup(Some(tc.scratch("dump")));
+                tc.scratch("dump")
+            }
+            None => temp.insert(crate::cluster::dump_temp()).path.clone(),
+        };
+        decompress(a, &src, &dst)?;
+        dst
     } else {
-        None
-    });
+        src.clone()
+    };
 
     psql(
         admin,
@@ -221,6 +220,7 @@ fn restore_and_compare(
         .stdout(Stdio::null());
     let restored = pg::spawn(c, &format!("restore {}", src.display())).and_then(|r| r.wait());
     drop(cleanup);
+    drop(temp);
     let restore_ms = started.elapsed().as_millis() as u64;
     details.insert("restore_ms".into(), restore_ms.into());
     if let Err(e) = restored {
@@ -296,6 +296,117 @@ fn restore_and_compare(
     Ok(Verdict::new(problems))
 }
 
+/// A physical test restore: unpack, recover to consistency, promote, query.
+fn physical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
+    use pgb_common::physical::{self, Recovery, Target};
+    let ids = if ctx.args.identity.is_empty() {
+        None
+    } else {
+        Some(pgb_common::crypt::Identities::load(&ctx.args.identity)?)
+    };
+    if physical::is_encrypted(a) && ids.is_none() {
+        warn(format!(
+            "{}: restore: skipped: encrypted, no identity (give -i FILE)",
+            a.id
+        ));
+        return Ok(Verdict::skip());
+    }
+    let layout = physical::layout(a)?;
+    let bindir = pg::server_bindir(ctx.args.pg_bindir.as_deref());
+    let started = Instant::now();
+    let tc = crate::cluster::create(bindir)?;
+    let owner = pgb_common::cluster::owner_ids();
+    let data = tc.data();
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&data)
+            .ctx("create", &data)?;
+    }
+    if let Some(o) = owner {
+        o.apply(&data)?;
+    }
+    // Tablespaces inside the throwaway directory, never where the source has
+    // them.
+    let tablespace_map = layout
+        .tablespaces
+        .iter()
+        .map(|(oid, _)| (*oid, tc.dir.join("tblspc").join(oid.to_string())))
+        .collect();
+    let restored = physical::restore(
+        a,
+        &data,
+        &physical::Options {
+            owner,
+            identities: ids.as_ref(),
+            tablespace_map,
+        },
+    );
+    let restored = match restored {
+        Ok(r) => r,
+        Err(e) => return Ok(Verdict::fail(e.to_string())),
+    };
+    Recovery {
+        restore_command: "false".into(),
+        target: Target::Immediate,
+        action: "promote".into(),
+        inclusive: true,
+        standby: false,
+        extra: tc.settings(),
+    }
+    .write(&data, owner)?;
+    let limit = std::time::Duration::from_secs(600);
+    if let Err(e) = tc.pg_start(limit).and_then(|_| tc.wait_promoted(limit)) {
+        return Ok(Verdict::fail(format!(
+            "the restored backup did not start: {e}"
+        )));
+    }
+    let admin = Conn::new(&tc.conn_args(), Some("postgres"))?;
+    let mut problems = Vec::new();
+    let dbs = psql(
+        &admin,
+        "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
+        "list databases",
+    )?;
+    let mut queried = 0u64;
+    for db in dbs.lines() {
+        match admin
+            .with_database(db)
+            .and_then(|c| psql(&c, "SELECT count(*) FROM pg_class", &format!("query {db}")))
+        {
+            Ok(_) => queried += 1,
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if let Some(sql) = &ctx.args.sql {
+        let db = a.database.as_deref().unwrap_or("postgres");
+        let mut cmd = admin.with_database(db)?.command("psql", true);
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(sql)
+            .stdout(Stdio::null());
+        if let Err(e) = pg::output(cmd, &format!("smoke queries {}", sql.display())) {
+            problems.push(e.to_string());
+        }
+    }
+    let restore_ms = started.elapsed().as_millis() as u64;
+    drop(tc);
+    if let Some(rto) = ctx.rto {
+        if restore_ms > rto.as_millis() as u64 {
+            problems.push(format!(
+                "restore took {:.1} s, more than the RTO of {} s",
+                restore_ms as f64 / 1000.0,
+                rto.as_secs()
+            ));
+        }
+    }
+    Ok(Verdict::new(problems)
+        .with("restore_ms", restore_ms.into())
+        .with("files_restored", restored.files.into())
+        .with("manifest_checked", restored.manifest_checked.into())
+        .with("databases_queried", queried.into()))
+}
+
 struct Cleanup(Option<PathBuf>);
 
 impl Drop for Cleanup {
@@ -307,8 +418,16 @@ impl Drop for Cleanup {
 }
 
 fn decompress(a: &Artifact, src: &Path, dst: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut r = open_plain(a, src)?;
-    let mut out = std::fs::File::create(dst).ctx("create", dst)?;
+    // Plaintext of a possibly encrypted dump: readable by us only.
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dst)
+        .ctx("create", dst)?;
     std::io::copy(&mut r, &mut out).ctx("decompress", src)?;
     Ok(())
 }

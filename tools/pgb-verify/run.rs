@@ -23,6 +23,16 @@ pub struct Verdict {
     pub skipped: bool,
 }
 
+/// Whether a check applies to an artifact of this kind at all.
+fn applies(method: &str, kind: Kind) -> bool {
+    match method {
+        "structure" => matches!(kind, Kind::Logical | Kind::Globals),
+        "manifest" => kind == Kind::Physical,
+        "restore" => matches!(kind, Kind::Logical | Kind::Physical),
+        _ => true,
+    }
+}
+
 impl Verdict {
     pub fn new(problems: Vec<String>) -> Verdict {
         Verdict {
@@ -103,6 +113,8 @@ pub fn run(args: Args) -> ExitStatus {
 fn try_run(args: Args) -> Result<ExitStatus> {
     let any = args.checksums || args.structure || args.manifest || args.restore;
     let rto = args.rto.as_deref().map(parse_duration).transpose()?;
+    crate::stored::set_identities(&args.identity)?;
+    let mut prom = crate::metrics::Collector::default();
     let ctx = Ctx {
         checksums: args.checksums || !any,
         structure: args.structure || !any,
@@ -122,9 +134,18 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                 }
                 Ok(Input::Artifact { artifact, .. }) => {
                     let mut a = *artifact;
+                    let before = a.verified.len();
                     if !verify(&ctx, &mut a) {
                         status = status.worst(ExitStatus::No);
                     }
+                    if pgb_common::cluster::interrupted() {
+                        // A check cut short by Ctrl-C or SIGTERM proves
+                        // nothing: record no verdict; the signal handler is
+                        // removing the throwaway cluster and ends the run.
+                        std::thread::sleep(Duration::from_secs(120));
+                        return Err(Error::msg("interrupted"));
+                    }
+                    prom.note(&a, &a.verified[before..]);
                     if let Err(e) = update_sidecar(&a) {
                         warn(e.to_string());
                         status = status.worst(ExitStatus::Error);
@@ -174,6 +195,12 @@ fn try_run(args: Args) -> Result<ExitStatus> {
             }
         }
     }
+    if let Some(path) = &ctx.args.prom {
+        if let Err(e) = prom.write(path) {
+            warn(e.to_string());
+            status = status.worst(ExitStatus::Error);
+        }
+    }
     Ok(status)
 }
 
@@ -204,7 +231,10 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> bool {
     type Check<'a> = Box<dyn Fn(&Artifact) -> Verdict + 'a>;
     let mut checks: Vec<(&str, Check)> = Vec::new();
     if ctx.checksums {
-        checks.push(("checksums", Box::new(crate::checksums::check)));
+        checks.push((
+            "checksums",
+            Box::new(|a: &Artifact| crate::checksums::check(ctx, a)),
+        ));
     }
     if ctx.structure {
         checks.push((
@@ -213,7 +243,10 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> bool {
         ));
     }
     if ctx.manifest {
-        checks.push(("manifest", Box::new(crate::manifest::check)));
+        checks.push((
+            "manifest",
+            Box::new(|a: &Artifact| crate::manifest::check(ctx, a)),
+        ));
     }
     if ctx.restore {
         checks.push((
@@ -222,6 +255,15 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> bool {
         ));
     }
     for (method, check) in checks {
+        if method != "checksums" && applies(method, a.kind) && crate::stored::lacks_identity(a) {
+            warn(format!(
+                "{} {}: {method}: skipped: {}",
+                a.kind.as_str(),
+                a.id,
+                crate::stored::NO_IDENTITY
+            ));
+            continue;
+        }
         let started = Instant::now();
         let when = chrono::Local::now()
             .fixed_offset()
@@ -274,20 +316,12 @@ fn update_sidecar(a: &Artifact) -> Result<()> {
     write_atomic(&path, &text, true)
 }
 
-/// Reads a stream: compressed by pgb with zstd or stored as is.
+/// Reads a stream as it was before pgb encrypted and compressed it:
+/// decrypted with the `-i` identities when it is age ciphertext, zstd
+/// decompressed when pgb compressed it.
 pub fn open_plain(a: &Artifact, path: &Path) -> Result<Box<dyn std::io::Read + Send>> {
-    let f = std::fs::File::open(path).ctx("open", path)?;
-    let zstd = a
-        .compression
-        .as_ref()
-        .is_some_and(|c| c.algorithm == "zstd" && c.by == "pgb");
-    if zstd {
-        Ok(Box::new(
-            zstd::stream::read::Decoder::new(f).ctx("read", path)?,
-        ))
-    } else {
-        Ok(Box::new(std::io::BufReader::new(f)))
-    }
+    let (r, _) = crate::stored::open(a, path)?;
+    crate::stored::decompressed(a, r, path)
 }
 
 #[cfg(test)]

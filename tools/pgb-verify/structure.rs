@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use pgb_common::pg;
 use pgb_common::record::{Artifact, Kind};
 
-use crate::run::{file_path, open_plain, Ctx, Verdict};
+use crate::run::{file_path, Ctx, Verdict};
+use crate::stored;
 
 pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
     match a.kind {
@@ -48,10 +49,13 @@ fn logical(ctx: &Ctx, a: &Artifact) -> Verdict {
         return Verdict::fail("the record lists no file");
     };
     let path = file_path(a, f);
-    let mut src = match open_plain(a, &path) {
+    let (mut src, plain_check) = match stored::open(a, &path)
+        .and_then(|(r, check)| Ok((stored::decompressed(a, r, &path)?, check)))
+    {
         Ok(r) => r,
         Err(e) => return Verdict::fail(e.to_string()),
     };
+    let whole = plain_check.active();
     let mut cmd = Command::new(pg::program_path(
         ctx.args.pg_bindir.as_deref(),
         "pg_restore",
@@ -75,7 +79,12 @@ fn logical(ctx: &Ctx, a: &Artifact) -> Verdict {
                 Err(e) => return Err(e),
             };
             if stdin.write_all(&buf[..n]).is_err() {
-                return Ok(());
+                // The plaintext checksum needs every byte.
+                return if whole {
+                    stored::drain(&mut src).map(|_| ())
+                } else {
+                    Ok(())
+                };
             }
         }
     });
@@ -95,7 +104,7 @@ fn logical(ctx: &Ctx, a: &Artifact) -> Verdict {
             pgb_common::error::io_cause(&e)
         ));
     }
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = plain_check.problem().into_iter().collect();
     let entries = listing
         .lines()
         .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
@@ -122,12 +131,19 @@ fn globals(a: &Artifact) -> Verdict {
     };
     let path = file_path(a, f);
     let mut text = String::new();
-    let read = open_plain(a, &path).and_then(|mut r| {
+    let read = stored::open(a, &path).and_then(|(r, check)| {
+        let mut r = stored::decompressed(a, r, &path)?;
         r.read_to_string(&mut text)
-            .map_err(|e| pgb_common::Error::io("read", &path, e))
+            .map_err(|e| pgb_common::Error::io("read", &path, e))?;
+        stored::drain(&mut r).map_err(|e| pgb_common::Error::io("read", &path, e))?;
+        Ok(check)
     });
-    if let Err(e) = read {
-        return Verdict::fail(e.to_string());
+    let plain_problem = match read {
+        Err(e) => return Verdict::fail(e.to_string()),
+        Ok(check) => check.problem(),
+    };
+    if let Some(p) = plain_problem {
+        return Verdict::fail(p);
     }
     if !text
         .trim_end()

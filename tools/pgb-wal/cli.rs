@@ -14,12 +14,14 @@ use clap::{Parser, Subcommand};
 /// fsynced; it exits 0 only once the file is durable in every archive. A
 /// file already archived with identical content (compared after
 /// decompression) is fsynced again and counts as success; different
-/// content is an error and the archived file is kept. `get` fetches a file
-/// from the first archive holding it (plain or .zst), decompressing it to a
-/// temp name next to the destination and renaming it into place; it exits 1
-/// when no archive holds the file, which ends recovery normally, and 2 on a
-/// real failure (an unreadable or missing archive directory, a corrupt
-/// file), with the reason on stderr, which PostgreSQL writes to its log.
+/// content is an error and the archived file is kept. Segments may be
+/// compressed (NAME.zst) and encrypted with age (NAME.age, NAME.zst.age,
+/// with a NAME.sha256 checksum file). `get` fetches a file from the first
+/// archive holding it, decrypting and decompressing it to a temp name next
+/// to the destination, checks a segment's size and first page header, and
+/// renames it into place; it exits 1 when no archive holds the file, which
+/// ends recovery normally, and 255 on a real failure, which makes
+/// PostgreSQL stop instead of ending recovery early.
 #[derive(Parser, Debug)]
 #[command(
     name = "pgb-wal",
@@ -63,6 +65,34 @@ pub struct PushArgs {
         default_value = "none"
     )]
     pub compress: String,
+
+    /// Encrypt segments and .partial files to this age recipient (age1...,
+    /// ssh-ed25519 or ssh-rsa public key; repeatable). Stored as NAME.age
+    /// or NAME.zst.age, with NAME.sha256 beside it holding the sha256 of the
+    /// plaintext and of the stored file, written before the encrypted file
+    /// appears: an identical re-push (PostgreSQL retrying after a crash) is
+    /// recognised without the private key. .history and .backup files stay
+    /// plaintext, so pgb-check-archive can follow timelines without a key
+    #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT")]
+    pub recipient: Vec<String>,
+
+    /// Encrypt to the recipients listed in FILE, one per line (repeatable;
+    /// a file without recipients is refused, never a fallback to plaintext)
+    #[arg(short = 'R', long = "recipients-file", value_name = "FILE")]
+    pub recipients_file: Vec<PathBuf>,
+
+    /// Identity file used only to compare a re-pushed segment with an
+    /// encrypted one whose NAME.sha256 is missing or does not describe it
+    /// (repeatable; mode 0600, owned by the running user). Without it such a
+    /// re-push fails and the archived file is kept
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+
+    /// Wait at most SECONDS for another push into the same archive (each
+    /// push holds DIR/.pgb.lock, and removes the temp files a killed push
+    /// left behind); exit 3 when it stays held
+    #[arg(long = "lock-wait", value_name = "SECONDS", default_value_t = 60)]
+    pub lock_wait: u64,
 }
 
 #[derive(Parser, Debug)]
@@ -75,9 +105,23 @@ pub struct GetArgs {
     #[arg(value_name = "DEST_PATH")]
     pub dest: PathBuf,
 
-    /// Archive directory to look in (repeatable: searched in order)
+    /// Archive directory to look in (repeatable: searched in order; NAME,
+    /// NAME.zst, NAME.age and NAME.zst.age are looked for in each)
     #[arg(long = "archive", value_name = "DIR", required = true)]
     pub archive: Vec<PathBuf>,
+
+    /// Identity file to decrypt .age files (repeatable; mode 0600, owned by
+    /// the running user). The decrypted segment is checked against the
+    /// NAME.sha256 written at push time when present
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+
+    /// Exit 2 instead of 255 on a real failure. PostgreSQL then treats the
+    /// failure like a missing file: a standby falls back to streaming and
+    /// retries later, but a point-in-time recovery ends (and promotes) at
+    /// that segment. Only for standbys that also stream
+    #[arg(long = "soft-fail")]
+    pub soft_fail: bool,
 }
 
 /// The EXAMPLES section of the man page, in roff.
@@ -92,17 +136,43 @@ archive_command = 'pgb\-wal push %p \-\-archive /srv/wal\-archive \-\-archive /m
 .RE
 .fi
 .PP
-For a restore or a standby (plain and .zst files are both found):
+Compressed and encrypted to the backup key (the server holds only the public key):
 .PP
 .nf
 .RS 4
-restore_command = 'pgb\-wal get %f %p \-\-archive /srv/wal\-archive \-\-archive /mnt/nas/wal'
+archive_command = 'pgb\-wal push %p \-\-archive /srv/wal\-archive \-Z zstd \-R /etc/pgb/recipients.txt'
 .RE
 .fi
 .PP
-Exit status of \fBget\fR: 0 fetched; 1 the file is in no archive (PostgreSQL ends recovery, or keeps streaming, as with any restore_command reporting a missing file); 2 a real failure (a missing or unreadable archive directory, a corrupt compressed file), with the reason on stderr. PostgreSQL itself treats every exit status from 1 to 125 alike, as "not in the archive", and aborts recovery only on a status above 125 or a signal: after a restore, look for \fBpgb\-wal\fR messages in the server log, and check the archive with \fBpgb\-check\-archive\fR(1) before restoring from it.
+For a restore or a standby (plain, .zst, .age and .zst.age files are all found; \-i is needed only for encrypted ones, and must be readable by the server's user alone):
 .PP
-Exit status of \fBpush\fR: 0 only once the file is durable in every archive; 2 otherwise, including when an archive already holds a file of that name with different content (the archived file is kept; PostgreSQL retries and logs the message). A push killed at any moment leaves at most a hidden temp file (.NAME.pgb\-tmp.PID.N), never a partial file under the final name.
+.nf
+.RS 4
+restore_command = 'pgb\-wal get %f %p \-\-archive /srv/wal\-archive \-\-archive /mnt/nas/wal \-i /var/lib/postgresql/.pgb/wal.key'
+.RE
+.fi
+.SS "Exit status of get, and why it departs from the pgb table"
+PostgreSQL reads a restore_command's exit status in three ways: 0, the file was restored; 1 to 125, the file is not in the archive, so recovery ends (a point\-in\-time restore promotes there) or a standby falls back to streaming; above 125, or killed by a signal, a real failure: the startup process stops with FATAL and the server does not start. A real failure reported as 1 or 2 would therefore end a point\-in\-time recovery early, at an unmounted archive or a corrupt segment, and promote a database silently missing everything after it. (pgBackRest and WAL\-G report most failures with statuses below 126; WAL\-G added a distinct status for "not found" for this reason.) So \fBget\fR exits:
+.TP
+\fB0\fR
+The file was fetched, decoded and checked, and renamed into place.
+.TP
+\fB1\fR
+No archive holds the file (in any of its four forms). This ends recovery normally.
+.TP
+\fB255\fR
+A real failure, named on stderr (PostgreSQL writes it to its log): an archive directory missing or unreadable, a file that cannot be read, decompressed or decrypted (no \-i, wrong key, truncated or altered ciphertext), a decrypted segment that does not match the NAME.sha256 written when it was pushed, or a segment that is not the one asked for: zero\-filled, of the wrong size for the segment size its long page header carries, a bad page header, an xlp_pageaddr that does not match its name (a renamed segment), or, when run in a data directory as PostgreSQL runs it, a system identifier other than the one in global/pg_control. A mistyped command line is also 255. Nothing is written to the destination.
+.TP
+\fB2\fR
+Instead of 255 with \fB\-\-soft\-fail\fR: for a standby that also streams, so that a bad archive makes it stream rather than stop. Never for a point\-in\-time restore.
+.PP
+The general table below holds for \fBpush\fR (and for \fBget\fR's \-\-help and \-\-version).
+.SS push
+\fBpush\fR exits 0 only once the file is durable in every archive; 2 otherwise, including when an archive already holds a file of that name with different content (the archived file is kept; PostgreSQL retries and logs the message); 3 when another push into the same archive holds its lock longer than \-\-lock\-wait. A push killed at any moment leaves at most a hidden temp file (.NAME.pgb\-tmp.PID.N), never a partial file under the final name; the next push into that archive, holding its lock (DIR/.pgb.lock), removes it.
+.PP
+An encrypted segment is stored as NAME.age or NAME.zst.age with NAME.sha256 beside it, in sha256sum's format: the sha256 of the segment as PostgreSQL wrote it, and of the stored file. It is written, fsynced and renamed before the encrypted file is renamed into place, so a push that PostgreSQL repeats after a crash (the segment was archived but the success was never acknowledged) finds it and succeeds without the private key, as it must. Without it (removed, left behind by a copy of the archive that skipped it, or not describing the stored file) \fBpush\fR cannot tell identical from different: it fails, keeps the archived file, and says so, unless \fB\-i\fR lets it decrypt and compare (and then writes NAME.sha256 again). The checksum of the plaintext lets someone who can guess a whole segment confirm the guess; it reveals nothing else (pgb records keep plaintext checksums of encrypted artifacts likewise). \fBsha256sum \-c \-\-ignore\-missing NAME.sha256\fR in the archive checks the stored file.
+.PP
+\&.history and .backup files are never compressed or encrypted: they hold timeline numbers, LSNs and labels, and pgb\-check\-archive follows timelines with them without a key.
 .PP
 Check the archive afterwards with \fBpgb\-check\-archive\fR(1).
 "#;

@@ -1,20 +1,48 @@
 //! `pgb-wal get`: fetch one WAL file for restore_command.
+//!
+//! Exit statuses are chosen for PostgreSQL, which reads any status from 1 to
+//! 125 as "not in the archive" (and then ends recovery, or falls back to
+//! streaming), and aborts recovery on a status above 125: "not in the
+//! archive" is 1; a real failure is [`FATAL`], so that an unmounted archive,
+//! a corrupt or undecryptable file never ends a point-in-time recovery early
+//! as if the archive were exhausted.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
 
+use pgb_common::crypt::Identities;
 use pgb_common::error::{Error, IoContext, Result};
+use pgb_common::fs::read_full;
 use pgb_common::term::warn;
-use pgb_common::{AtomicFile, ExitStatus};
+use pgb_common::walhdr::{
+    check_first_page, classify, segno_of, valid_seg_size, PageHeader, WalFile,
+};
+use pgb_common::AtomicFile;
 
+use crate::archive::{self, HashReader, Stored};
 use crate::cli::GetArgs;
 
-pub fn run(args: &GetArgs) -> Result<ExitStatus> {
+/// Exit status of a real failure of `get`: above 125, so PostgreSQL aborts
+/// recovery instead of taking it for the end of the archive.
+pub const FATAL: u8 = 255;
+
+/// How a `get` ended.
+pub enum Outcome {
+    Fetched,
+    NotFound,
+}
+
+pub fn run(args: &GetArgs) -> Result<Outcome> {
     let name = &args.name;
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return Err(Error::Usage(format!("{name:?}: not a WAL file name")));
     }
+    let identities = if args.identity.is_empty() {
+        None
+    } else {
+        Some(Identities::load(&args.identity)?)
+    };
     for dir in &args.archive {
         // A missing archive directory (an unmounted disk) must not end
         // recovery as if the archive were simply exhausted.
@@ -26,39 +54,182 @@ pub fn run(args: &GetArgs) -> Result<ExitStatus> {
                 io::Error::other("not a directory"),
             ));
         }
-        if let Some((path, zst)) = find(dir, name)? {
-            fetch(&path, zst, &args.dest)?;
-            return Ok(ExitStatus::Ok);
+        if let Some(found) = archive::find(dir, name)? {
+            fetch(&found, name, dir, identities.as_ref(), &args.dest)?;
+            return Ok(Outcome::Fetched);
         }
     }
     warn(format!("get: {name}: not in the archive"));
-    Ok(ExitStatus::No)
+    Ok(Outcome::NotFound)
 }
 
-fn find(dir: &Path, name: &str) -> Result<Option<(PathBuf, bool)>> {
-    for (p, zst) in [
-        (dir.join(name), false),
-        (dir.join(format!("{name}.zst")), true),
-    ] {
-        match fs::metadata(&p) {
-            Ok(_) => return Ok(Some((p, zst))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("stat", &p, e)),
-        }
-    }
-    Ok(None)
+/// The first page and the size of what was written.
+struct Written {
+    first_page: Vec<u8>,
+    size: u64,
+    sha256: String,
 }
 
-fn fetch(src: &Path, zst: bool, dest: &Path) -> Result<()> {
-    let mut input = File::open(src).ctx("open", src)?;
+/// Decodes `src` (decrypt, then decompress) into a temp file beside `dest`,
+/// checks it, and renames it into place.
+fn fetch(
+    src: &Stored,
+    name: &str,
+    dir: &Path,
+    ids: Option<&Identities>,
+    dest: &Path,
+) -> Result<()> {
+    let path = &src.path;
+    let file = File::open(path).ctx("open", path)?;
+    let mut raw = HashReader::new(BufReader::new(file));
     let mut out = AtomicFile::create(dest)?;
     let temp = out.temp_path().to_path_buf();
-    if zst {
-        let mut dec = zstd::stream::read::Decoder::new(input).ctx("decompress", src)?;
-        io::copy(&mut dec, &mut out).ctx("decompress", src)?;
-    } else {
-        io::copy(&mut input, &mut out).ctx("copy", &temp)?;
+    let written = {
+        let fail = |op: &str, e: io::Error| -> Error {
+            if src.age {
+                Error::msg(format!(
+                    "{op}: {}: {}",
+                    path.display(),
+                    pgb_common::crypt::explain(&e)
+                ))
+            } else {
+                Error::io(op, path, e)
+            }
+        };
+        let mut decoded: Box<dyn Read + '_> = if src.age {
+            let ids = ids.ok_or_else(|| {
+                Error::msg(format!(
+                    "get: {}: encrypted; give the identity file with -i",
+                    path.display()
+                ))
+            })?;
+            let dec = ids
+                .decrypt(&mut raw)
+                .map_err(|e| Error::msg(format!("decrypt: {}: {e}", path.display())))?;
+            if src.zst {
+                Box::new(zstd::stream::read::Decoder::new(dec).map_err(|e| fail("decompress", e))?)
+            } else {
+                Box::new(dec)
+            }
+        } else if src.zst {
+            Box::new(zstd::stream::read::Decoder::new(&mut raw).ctx("decompress", path)?)
+        } else {
+            Box::new(&mut raw)
+        };
+        let op = if src.age {
+            "decrypt"
+        } else if src.zst {
+            "decompress"
+        } else {
+            "read"
+        };
+        copy_out(&mut decoded, &mut out).map_err(|e| match e {
+            CopyError::Read(e) => fail(op, e),
+            CopyError::Write(e) => Error::io("write", &temp, e),
+        })?
+    };
+    if src.age {
+        // Read to the end of the ciphertext, then compare with the
+        // checksum file written at push time, when there is one.
+        io::copy(&mut raw, &mut io::sink()).ctx("read", path)?;
+        let stored = raw.hex();
+        if let Some(c) = archive::read_checksums(dir, name)? {
+            if c.stored_name == src.file_name && (c.stored != stored || c.plain != written.sha256) {
+                return Err(Error::msg(format!(
+                    "get: {}: does not match {} (sha256 of the stored file {stored}, \
+                     of the decrypted segment {}): the file was replaced or altered",
+                    path.display(),
+                    archive::checksum_path(dir, name).display(),
+                    written.sha256
+                )));
+            }
+        }
+    }
+    if let Some((WalFile::Segment { tli, log, seg }, false)) = classify(name) {
+        check_segment(name, tli, log, seg, &written, path)?;
     }
     out.flush().ctx("write", &temp)?;
     out.commit_replace()
+}
+
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+fn copy_out(r: &mut dyn Read, out: &mut AtomicFile) -> Result<Written, CopyError> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut first_page = Vec::new();
+    let mut size = 0u64;
+    loop {
+        let n = read_full(&mut &mut *r, &mut buf).map_err(CopyError::Read)?;
+        if n == 0 {
+            break;
+        }
+        if first_page.len() < 8192 {
+            let take = (8192 - first_page.len()).min(n);
+            first_page.extend_from_slice(&buf[..take]);
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        size += n as u64;
+    }
+    Ok(Written {
+        first_page,
+        size,
+        sha256: pgb_common::digest::hex(&h.finalize()),
+    })
+}
+
+/// The system identifier in `global/pg_control` of the data directory
+/// PostgreSQL runs restore_command in, when there is one.
+fn cluster_sysid() -> Option<u64> {
+    let mut f = File::open("global/pg_control").ok()?;
+    let mut b = [0u8; 8];
+    f.read_exact(&mut b).ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+/// A segment handed to PostgreSQL must be whole and the one asked for: its
+/// size, its first page header and, inside a data directory, its system
+/// identifier. PostgreSQL would otherwise stop replay at it and, during a
+/// point-in-time recovery, end recovery there.
+fn check_segment(name: &str, tli: u32, log: u32, seg: u32, w: &Written, path: &Path) -> Result<()> {
+    let bad = |why: String| Err(Error::msg(format!("get: {}: {why}", path.display())));
+    if w.first_page.iter().all(|b| *b == 0) {
+        return bad(format!("{name} is zero-filled ({} bytes)", w.size));
+    }
+    let Some(h) = PageHeader::parse(&w.first_page) else {
+        return bad(format!("{name} is truncated ({} bytes)", w.size));
+    };
+    let Some(l) = h.long.filter(|l| valid_seg_size(l.seg_size)) else {
+        let mut why = format!("{name}: no valid long page header");
+        for p in check_first_page(&h, tli, 0, 1 << 24, true) {
+            why.push_str(&format!("; {}", p.detail));
+        }
+        return bad(why);
+    };
+    let ss = l.seg_size as u64;
+    if w.size != ss {
+        return bad(format!("{name} has {} bytes, its header says {ss}", w.size));
+    }
+    let Some(segno) = segno_of(log, seg, ss) else {
+        return bad(format!("{name} is no segment name for {ss}-byte segments"));
+    };
+    let problems = check_first_page(&h, tli, segno, ss, true);
+    if !problems.is_empty() {
+        let v: Vec<String> = problems.into_iter().map(|p| p.detail).collect();
+        return bad(format!("{name}: {}", v.join("; ")));
+    }
+    if let Some(want) = cluster_sysid() {
+        if l.sysid != want {
+            return bad(format!(
+                "{name} is from another cluster: system identifier {}, this data directory's is {want}",
+                l.sysid
+            ));
+        }
+    }
+    Ok(())
 }

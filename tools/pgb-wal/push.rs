@@ -1,15 +1,18 @@
 //! `pgb-wal push`: archive one WAL file durably into every archive.
 
-use pgb_common::fs::read_full;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::Duration;
 
+use pgb_common::crypt::{Identities, Recipients};
 use pgb_common::error::{Error, IoContext, Result};
+use pgb_common::fs::{read_full, TEMP_MARK};
 use pgb_common::term::warn;
 use pgb_common::walhdr::{classify, WalFile};
-use pgb_common::{fsync_dir, AtomicFile, ExitStatus};
+use pgb_common::{fsync_dir, AtomicFile, ExitStatus, RepoLock};
 
+use crate::archive::{self, Checksums, HashReader, HashWriter, Stored};
 use crate::cli::PushArgs;
 
 /// zstd level, or no compression.
@@ -30,6 +33,14 @@ fn parse_compress(s: &str) -> Result<Option<i32>> {
     }
 }
 
+/// What one push does to the file's bytes.
+struct Plan<'a> {
+    level: Option<i32>,
+    recipients: Option<&'a Recipients>,
+    identities: Option<&'a Identities>,
+    lock_wait: Duration,
+}
+
 pub fn run(args: &PushArgs) -> Result<ExitStatus> {
     let level = parse_compress(&args.compress)?;
     let name = args
@@ -47,9 +58,26 @@ pub fn run(args: &PushArgs) -> Result<ExitStatus> {
             )))
         }
     };
-    let level = match kind {
-        WalFile::Segment { .. } | WalFile::Partial { .. } => level,
-        WalFile::History { .. } | WalFile::Backup { .. } => None,
+    // Recipients are loaded (and refused when empty) before anything is
+    // written, whatever the file: a bad -R must fail every push.
+    let recipients = if args.recipient.is_empty() && args.recipients_file.is_empty() {
+        None
+    } else {
+        Some(Recipients::load(&args.recipient, &args.recipients_file)?)
+    };
+    let identities = if args.identity.is_empty() {
+        None
+    } else {
+        Some(Identities::load(&args.identity)?)
+    };
+    // .history and .backup files are tiny and are what pgb-check-archive
+    // needs to follow timelines without a key: stored as they are.
+    let segment_like = matches!(kind, WalFile::Segment { .. } | WalFile::Partial { .. });
+    let plan = Plan {
+        level: level.filter(|_| segment_like),
+        recipients: recipients.as_ref().filter(|_| segment_like),
+        identities: identities.as_ref(),
+        lock_wait: Duration::from_secs(args.lock_wait),
     };
     let meta = fs::metadata(&args.path).ctx("push", &args.path)?;
     if !meta.is_file() {
@@ -60,7 +88,7 @@ pub fn run(args: &PushArgs) -> Result<ExitStatus> {
     }
     let mut status = ExitStatus::Ok;
     for dir in &args.archive {
-        if let Err(e) = push_one(&args.path, meta.len(), &name, dir, level) {
+        if let Err(e) = push_one(&args.path, meta.len(), &name, dir, &plan) {
             warn(e.to_string());
             status = status.worst(e.exit_status());
         }
@@ -68,24 +96,29 @@ pub fn run(args: &PushArgs) -> Result<ExitStatus> {
     Ok(status)
 }
 
-/// The two names a file may be archived under: as chosen now, and in the
-/// other form (plain or .zst), for segments.
-fn names(
-    dir: &Path,
-    name: &str,
-    level: Option<i32>,
-    compressible: bool,
-) -> (PathBuf, Option<PathBuf>) {
-    let plain = dir.join(name);
-    let zst = dir.join(format!("{name}.zst"));
-    match (level, compressible) {
-        (Some(_), _) => (zst, Some(plain)),
-        (None, true) => (plain, Some(zst)),
-        (None, false) => (plain, None),
+/// Removes temp files of `name` left in `dir` by killed pushes. Called
+/// while holding the archive's lock, so no live push owns them.
+fn remove_stale_temps(dir: &Path, name: &str) -> Result<()> {
+    let prefix = format!(".{name}.");
+    let prefix_plain = format!(".{name}{TEMP_MARK}");
+    for e in fs::read_dir(dir).ctx("read directory", dir)? {
+        let e = e.ctx("read directory", dir)?;
+        let n = e.file_name().to_string_lossy().into_owned();
+        if (n.starts_with(&prefix) || n.starts_with(&prefix_plain)) && n.contains(TEMP_MARK) {
+            let p = e.path();
+            if e.file_type().ctx("stat", &p)?.is_file() {
+                fs::remove_file(&p).ctx("remove leftover", &p)?;
+                warn(format!(
+                    "{}: removed the temp file of a killed push",
+                    p.display()
+                ));
+            }
+        }
     }
+    Ok(())
 }
 
-fn push_one(src: &Path, len: u64, name: &str, dir: &Path, level: Option<i32>) -> Result<()> {
+fn push_one(src: &Path, len: u64, name: &str, dir: &Path, plan: &Plan) -> Result<()> {
     let md = fs::metadata(dir).ctx("archive", dir)?;
     if !md.is_dir() {
         return Err(Error::io(
@@ -94,78 +127,199 @@ fn push_one(src: &Path, len: u64, name: &str, dir: &Path, level: Option<i32>) ->
             io::Error::other("not a directory"),
         ));
     }
-    let compressible = !(name.ends_with(".history") || name.ends_with(".backup"));
-    let (target, other) = names(dir, name, level, compressible);
-    for existing in std::iter::once(&target).chain(other.as_ref()) {
-        if fs::symlink_metadata(existing).is_ok() {
-            return settle_existing(src, existing, dir);
-        }
+    // One push at a time per archive: a later push may then remove what a
+    // killed one left behind.
+    let _lock = RepoLock::acquire(dir, Some(plan.lock_wait))?;
+    remove_stale_temps(dir, name)?;
+    if let Some(existing) = archive::find(dir, name)? {
+        return settle_existing(src, &existing, name, dir, plan);
     }
+    let zst = plan.level.is_some();
+    let age = plan.recipients.is_some();
+    let stored = archive::stored_name(name, zst, age);
+    let target = dir.join(&stored);
     let mut out = AtomicFile::create(&target)?;
     let temp = out.temp_path().to_path_buf();
-    let mut input = File::open(src).ctx("open", src)?;
-    match level {
-        None => {
-            io::copy(&mut input, &mut out).ctx("copy", &temp)?;
+    let input = File::open(src).ctx("open", src)?;
+    // Checksums only for the checksum file of an encrypted file.
+    let mut input = HashReader::with(input, age);
+    let w = HashWriter::with(&mut out, age);
+    let w = match (plan.level, plan.recipients) {
+        (None, None) => {
+            let mut w = w;
+            io::copy(&mut input, &mut w).ctx("copy", &temp)?;
+            w
         }
-        Some(l) => {
-            let mut enc = zstd::stream::Encoder::new(&mut out, l).ctx("compress", &temp)?;
-            enc.include_checksum(true).ctx("compress", &temp)?;
-            enc.include_contentsize(true).ctx("compress", &temp)?;
-            enc.set_pledged_src_size(Some(len)).ctx("compress", &temp)?;
+        (Some(l), None) => {
+            let mut enc = zstd_encoder(w, l, len).ctx("compress", &temp)?;
             io::copy(&mut input, &mut enc).ctx("compress", &temp)?;
-            enc.finish().ctx("compress", &temp)?;
+            enc.finish().ctx("compress", &temp)?
         }
-    }
+        (None, Some(r)) => {
+            let mut enc = r.encrypt(w)?;
+            io::copy(&mut input, &mut enc).ctx("encrypt", &temp)?;
+            enc.finish().ctx("encrypt", &temp)?
+        }
+        (Some(l), Some(r)) => {
+            let mut enc = zstd_encoder(r.encrypt(w)?, l, len).ctx("compress", &temp)?;
+            io::copy(&mut input, &mut enc).ctx("compress", &temp)?;
+            enc.finish()
+                .ctx("compress", &temp)?
+                .finish()
+                .ctx("encrypt", &temp)?
+        }
+    };
+    let stored_sha256 = w.hex();
+    let plain = input.hex();
     out.flush().ctx("write", &temp)?;
+    if age {
+        // Durable before the encrypted file appears, so that a published
+        // encrypted file always has it (unless someone removed it).
+        archive::write_checksums(
+            dir,
+            name,
+            &Checksums {
+                plain,
+                stored_name: stored.clone(),
+                stored: stored_sha256,
+            },
+        )?;
+    }
     match out.commit() {
         Ok(()) => Ok(()),
         // Another push of the same file won the race: same rule as above.
         Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
-            settle_existing(src, &target, dir)
+            let existing = archive::find(dir, name)?
+                .ok_or_else(|| Error::msg(format!("push: {}: vanished", target.display())))?;
+            settle_existing(src, &existing, name, dir, plan)
         }
         Err(e) => Err(e),
     }
 }
 
+fn zstd_encoder<W: Write>(
+    w: W,
+    level: i32,
+    len: u64,
+) -> io::Result<zstd::stream::Encoder<'static, W>> {
+    let mut enc = zstd::stream::Encoder::new(w, level)?;
+    enc.include_checksum(true)?;
+    enc.include_contentsize(true)?;
+    enc.set_pledged_src_size(Some(len))?;
+    Ok(enc)
+}
+
 /// An archived file of that name exists: identical content is success once
-/// it is durable; different content is an error, and the file is kept.
-fn settle_existing(src: &Path, existing: &Path, dir: &Path) -> Result<()> {
-    let zst = existing.extension().is_some_and(|e| e == "zst");
-    if !same_content(src, existing, zst)? {
+/// it is durable; different content is an error, and the file is kept; an
+/// encrypted file whose content cannot be proven identical is an error too
+/// (never a false success, never an overwrite).
+fn settle_existing(
+    src: &Path,
+    existing: &Stored,
+    name: &str,
+    dir: &Path,
+    plan: &Plan,
+) -> Result<()> {
+    let path = &existing.path;
+    let same = if existing.age {
+        same_encrypted(src, existing, name, dir, plan.identities)?
+    } else {
+        same_content(src, path, existing.zst)?
+    };
+    if !same {
         return Err(Error::msg(format!(
             "push: {}: already archived with different content (kept, not overwritten)",
-            existing.display()
+            path.display()
         )));
     }
-    File::open(existing)
+    File::open(path)
         .and_then(|f| f.sync_all())
-        .ctx("fsync", existing)?;
+        .ctx("fsync", path)?;
+    if existing.age {
+        let c = archive::checksum_path(dir, name);
+        File::open(&c).and_then(|f| f.sync_all()).ctx("fsync", &c)?;
+    }
     fsync_dir(dir)?;
     warn(format!(
         "{}: already archived with identical content",
-        existing.display()
+        path.display()
     ));
     Ok(())
 }
 
+/// Compares `src` with an encrypted archived file: through its checksum
+/// file when that describes the stored file, else by decrypting with -i.
+fn same_encrypted(
+    src: &Path,
+    existing: &Stored,
+    name: &str,
+    dir: &Path,
+    ids: Option<&Identities>,
+) -> Result<bool> {
+    let path = &existing.path;
+    let sums = archive::read_checksums(dir, name)?;
+    if let Some(c) = sums.filter(|c| c.stored_name == existing.file_name) {
+        if archive::sha256_file(path)? == c.stored {
+            return Ok(archive::sha256_file(src)? == c.plain);
+        }
+    }
+    let Some(ids) = ids else {
+        return Err(Error::msg(format!(
+            "push: {}: already archived, encrypted, and {} does not describe it: \
+             cannot tell whether the content is identical without the key (give -i, \
+             or compare by hand); kept, not overwritten",
+            path.display(),
+            archive::checksum_path(dir, name).display()
+        )));
+    };
+    let f = io::BufReader::new(File::open(path).ctx("open", path)?);
+    let dec = ids
+        .decrypt_buffered(f)
+        .map_err(|e| Error::msg(format!("push: {}: {e}", path.display())))?;
+    let mut reader: Box<dyn Read> = if existing.zst {
+        Box::new(zstd::stream::read::Decoder::new(dec).ctx("decompress", path)?)
+    } else {
+        Box::new(dec)
+    };
+    let same = same_streams(src, &mut reader, path, true)?;
+    if same {
+        // Repair the checksum file, so the next comparison needs no key.
+        archive::write_checksums(
+            dir,
+            name,
+            &Checksums {
+                plain: archive::sha256_file(src)?,
+                stored_name: existing.file_name.clone(),
+                stored: archive::sha256_file(path)?,
+            },
+        )?;
+    }
+    Ok(same)
+}
+
 /// True when `archived` (decompressed when `zst`) holds the bytes of `src`.
 fn same_content(src: &Path, archived: &Path, zst: bool) -> Result<bool> {
-    let mut a = File::open(src).ctx("open", src)?;
     let f = File::open(archived).ctx("open", archived)?;
     let mut b: Box<dyn Read> = if zst {
         Box::new(zstd::stream::read::Decoder::new(f).ctx("decompress", archived)?)
     } else {
         Box::new(f)
     };
+    same_streams(src, &mut b, archived, zst)
+}
+
+/// Compares `src` with a stream read from `archived`. When `decoded`, a
+/// read error of the stream (a corrupt compressed or encrypted copy) means
+/// "not the same content".
+fn same_streams(src: &Path, b: &mut dyn Read, archived: &Path, decoded: bool) -> Result<bool> {
+    let mut a = File::open(src).ctx("open", src)?;
     let mut ba = vec![0u8; 1 << 16];
     let mut bb = vec![0u8; 1 << 16];
     loop {
         let na = read_full(&mut a, &mut ba).ctx("read", src)?;
-        let nb = match read_full(&mut b, &mut bb) {
+        let nb = match read_full(&mut &mut *b, &mut bb) {
             Ok(n) => n,
-            // A corrupt archived copy is not the same content.
-            Err(_) if zst => return Ok(false),
+            Err(_) if decoded => return Ok(false),
             Err(e) => return Err(Error::io("read", archived, e)),
         };
         if na != nb || ba[..na] != bb[..nb] {

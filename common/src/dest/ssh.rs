@@ -1,0 +1,422 @@
+//! Copies to an SSH host through the system `ssh` (key authentication,
+//! `BatchMode=yes`, so it never waits for a password). The remote side needs
+//! a POSIX shell and coreutils (`cat`, `wc`, `sha256sum`, `ln`, `sync`).
+//!
+//! A copy streams into a temp name beside the final one; the remote script
+//! checks the byte count (a client killed mid-copy leaves a short file,
+//! which the script removes), fsyncs it with `sync FILE`, and prints its
+//! sha256, which is compared with the record before the temp is hard-linked
+//! to the final name (`ln` fails when that exists: never overwritten) and the
+//! directory fsynced.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+use super::{join_remote, Copied, SshTarget as Target};
+use crate::digest::Digests;
+use crate::error::{Error, IoContext, Result};
+use crate::fs::TEMP_MARK;
+
+/// Single-quotes `s` for a POSIX shell.
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn url(t: &Target, rel: &str) -> String {
+    super::ssh_url(t, &join_remote(&t.path, rel))
+}
+
+fn command(t: &Target, script: &str) -> Command {
+    let mut c = Command::new("ssh");
+    c.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]);
+    c.args([
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveCountMax=4",
+    ]);
+    if let Some(p) = t.port {
+        c.arg("-p").arg(p.to_string());
+    }
+    c.args(&t.args);
+    c.arg("--");
+    match &t.user {
+        Some(u) => c.arg(format!("{u}@{}", t.host)),
+        None => c.arg(&t.host),
+    };
+    c.arg(script);
+    c
+}
+
+fn child_error(op: &str, url: &str, status: std::process::ExitStatus, stderr: &[u8]) -> Error {
+    let status = match status.code() {
+        Some(255) => "could not connect or log in (exit status 255)".to_string(),
+        Some(c) => format!("exited with status {c}"),
+        None => format!("was killed ({status})"),
+    };
+    Error::Child {
+        program: "ssh".into(),
+        what: format!("{op}: {url}"),
+        status,
+        stderr: String::from_utf8_lossy(stderr).into_owned(),
+    }
+}
+
+/// Runs `script` remotely with no input; its stdout on success.
+fn run(t: &Target, op: &str, url: &str, script: &str) -> Result<String> {
+    let out = command(t, script)
+        .stdin(Stdio::null())
+        .output()
+        .ctx("run ssh for", url)?;
+    if !out.status.success() {
+        return Err(child_error(op, url, out.status, &out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &path[..i],
+        None => ".",
+    }
+}
+
+fn temp_for(path: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = parent(path);
+    let name = &path[dir.len()..].trim_start_matches('/');
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    join_remote(
+        dir,
+        &format!(".{name}{TEMP_MARK}{}.{n}", std::process::id()),
+    )
+}
+
+/// `(size, sha256)` parsed from `SIZE SHA256` lines.
+fn parse_size_sha(url: &str, out: &str) -> Result<(u64, String)> {
+    let mut it = out.split_whitespace();
+    let size = it.next().and_then(|s| s.parse().ok());
+    let sha = it.next().filter(|s| s.len() == 64);
+    match (size, sha) {
+        (Some(s), Some(h)) => Ok((s, h.to_string())),
+        _ => Err(Error::msg(format!(
+            "{url}: unexpected answer from the remote host: {:?}",
+            out.trim()
+        ))),
+    }
+}
+
+fn stat_script(f: &str) -> String {
+    format!(
+        "f={}; if [ -f \"$f\" ]; then echo \"$(wc -c < \"$f\") $(sha256sum < \"$f\")\"; \
+         elif [ -e \"$f\" ]; then echo notfile; else echo absent; fi",
+        q(f)
+    )
+}
+
+/// Ok(Some) when identical bytes are there, an error when different ones.
+fn existing(t: &Target, rel: &str, expect: &Digests) -> Result<Option<Copied>> {
+    let u = url(t, rel);
+    let out = run(t, "check", &u, &stat_script(&join_remote(&t.path, rel)))?;
+    match out.trim() {
+        "absent" => Ok(None),
+        "notfile" => Err(Error::msg(format!(
+            "copy: {u}: exists and is not a regular file"
+        ))),
+        other => {
+            let (size, sha) = parse_size_sha(&u, other)?;
+            if size == expect.size && sha == expect.sha256 {
+                Ok(Some(Copied {
+                    existed: true,
+                    verified: "server-checksum",
+                }))
+            } else {
+                Err(Error::msg(format!(
+                    "copy: {u}: exists with different content; kept, not overwritten"
+                )))
+            }
+        }
+    }
+}
+
+/// Streams `src` into a fresh temp beside `final_path`, checks its size,
+/// fsyncs it; returns the temp's name and the sha256 the host computed.
+fn upload(
+    t: &Target,
+    u: &str,
+    src: &mut dyn Read,
+    src_name: &Path,
+    size: u64,
+    final_path: &str,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(String, String)> {
+    let tmp = temp_for(final_path);
+    let script = format!(
+        "set -e; umask 077; t={t}; mkdir -p -- {d}; trap 'rm -f -- \"$t\"' EXIT; \
+         cat > \"$t\"; n=$(wc -c < \"$t\"); \
+         if [ \"$n\" != {size} ]; then echo \"got $n bytes of {size}: input cut short\" >&2; exit 3; fi; \
+         sync \"$t\" 2>/dev/null || sync; sha256sum < \"$t\"; trap - EXIT",
+        t = q(&tmp),
+        d = q(parent(final_path)),
+    );
+    let mut child = command(t, &script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ctx("run ssh for", u)?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let stderr = drain(child.stderr.take().expect("piped"));
+    let stdout = drain(child.stdout.take().expect("piped"));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut sent = 0u64;
+    let mut write_err = None;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::io("read", src_name, e));
+            }
+        };
+        if let Err(e) = stdin.write_all(&buf[..n]) {
+            write_err = Some(e);
+            break;
+        }
+        sent += n as u64;
+        progress(n as u64);
+    }
+    drop(stdin);
+    let status = child.wait().ctx("wait for ssh for", u)?;
+    let err = stderr.join().unwrap_or_default();
+    let out = stdout.join().unwrap_or_default();
+    if !status.success() {
+        return Err(child_error("copy", u, status, &err));
+    }
+    if let Some(e) = write_err {
+        return Err(Error::io("send", u, e));
+    }
+    if sent != size {
+        return Err(Error::msg(format!(
+            "copy: {}: {sent} bytes read where the record says {size}: the source changed",
+            src_name.display()
+        )));
+    }
+    let sha = String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    Ok((tmp, sha))
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
+}
+
+pub(super) fn put_file(
+    t: &Target,
+    src: &Path,
+    rel: &str,
+    expect: &Digests,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Copied> {
+    let u = url(t, rel);
+    if let Some(c) = existing(t, rel, expect)? {
+        return Ok(c);
+    }
+    let final_path = join_remote(&t.path, rel);
+    let mut f = std::fs::File::open(src).ctx("open", src)?;
+    let (tmp, sha) = upload(t, &u, &mut f, src, expect.size, &final_path, progress)?;
+    if sha != expect.sha256 {
+        let _ = run(t, "remove temp", &u, &format!("rm -f -- {}", q(&tmp)));
+        return Err(Error::msg(format!(
+            "verify: {u}: sha256 {sha} on the host where {} was copied",
+            expect.sha256
+        )));
+    }
+    let script = format!(
+        "t={}; f={}; if ln -- \"$t\" \"$f\" 2>/dev/null; then rm -f -- \"$t\"; \
+         sync {} 2>/dev/null || sync; echo published; \
+         else rm -f -- \"$t\"; if [ -e \"$f\" ]; then echo exists; else echo \"cannot link $t to $f\" >&2; exit 3; fi; fi",
+        q(&tmp),
+        q(&final_path),
+        q(parent(&final_path))
+    );
+    let out = run(t, "publish", &u, &script)?;
+    if out.trim() == "exists" {
+        // Published by someone else meanwhile: the same rule as before.
+        return match existing(t, rel, expect)? {
+            Some(c) => Ok(c),
+            None => Err(Error::msg(format!("copy: {u}: vanished while publishing"))),
+        };
+    }
+    Ok(Copied {
+        existed: false,
+        verified: "server-checksum",
+    })
+}
+
+pub(super) fn put_bytes_replace(t: &Target, bytes: &[u8], rel: &str) -> Result<()> {
+    let u = url(t, rel);
+    let final_path = join_remote(&t.path, rel);
+    let (tmp, sha) = upload(
+        t,
+        &u,
+        &mut &bytes[..],
+        Path::new("(record)"),
+        bytes.len() as u64,
+        &final_path,
+        &|_| {},
+    )?;
+    let want = {
+        let mut h = crate::digest::Hasher::new();
+        h.update(bytes);
+        h.finish().sha256
+    };
+    let publish = if sha == want {
+        format!(
+            "mv -f -- {} {} && {{ sync {} 2>/dev/null || sync; }}",
+            q(&tmp),
+            q(&final_path),
+            q(parent(&final_path))
+        )
+    } else {
+        format!(
+            "rm -f -- {}; echo 'sha256 differs after upload' >&2; exit 3",
+            q(&tmp)
+        )
+    };
+    run(t, "write", &u, &publish).map(|_| ())
+}
+
+pub(super) fn verify(t: &Target, rel: &str, expect: &Digests) -> Result<&'static str> {
+    let u = url(t, rel);
+    let out = run(t, "verify", &u, &stat_script(&join_remote(&t.path, rel)))?;
+    match out.trim() {
+        "absent" => Err(Error::msg(format!("verify: {u}: missing"))),
+        "notfile" => Err(Error::msg(format!("verify: {u}: not a regular file"))),
+        other => {
+            let (size, sha) = parse_size_sha(&u, other)?;
+            if size != expect.size {
+                return Err(Error::msg(format!(
+                    "verify: {u}: size {size} where {} was copied",
+                    expect.size
+                )));
+            }
+            if sha != expect.sha256 {
+                return Err(Error::msg(format!(
+                    "verify: {u}: sha256 {sha} where {} was copied",
+                    expect.sha256
+                )));
+            }
+            Ok("server-checksum")
+        }
+    }
+}
+
+pub(super) fn size_of(t: &Target, rel: &str) -> Result<Option<u64>> {
+    let u = url(t, rel);
+    let f = q(&join_remote(&t.path, rel));
+    let out = run(
+        t,
+        "stat",
+        &u,
+        &format!("if [ -e {f} ]; then wc -c < {f}; else echo absent; fi"),
+    )?;
+    match out.trim() {
+        "absent" => Ok(None),
+        n => n
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::msg(format!("{u}: unexpected answer: {n:?}"))),
+    }
+}
+
+pub(super) fn remove(t: &Target, rel: &str) -> Result<()> {
+    let u = url(t, rel);
+    let p = join_remote(&t.path, rel);
+    run(
+        t,
+        "remove",
+        &u,
+        &format!(
+            "rm -rf -- {} && {{ sync {} 2>/dev/null || sync; }}",
+            q(&p),
+            q(parent(&p))
+        ),
+    )
+    .map(|_| ())
+}
+
+/// The remote file's bytes as they arrive; the end of the stream checks
+/// that `ssh cat` succeeded, so a failed read is an error, not a short file.
+struct ChildReader {
+    child: Child,
+    out: ChildStdout,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    url: String,
+    done: bool,
+}
+
+impl Read for ChildReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        let n = self.out.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.done = true;
+            let status = self.child.wait()?;
+            if !status.success() {
+                let err = self
+                    .stderr
+                    .take()
+                    .map(|h| h.join().unwrap_or_default())
+                    .unwrap_or_default();
+                return Err(io::Error::other(
+                    child_error("read", &self.url, status, &err).to_string(),
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ChildReader {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub(super) fn open_read(t: &Target, rel: &str) -> Result<Box<dyn Read + Send>> {
+    let u = url(t, rel);
+    let mut child = command(t, &format!("cat -- {}", q(&join_remote(&t.path, rel))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ctx("run ssh for", &u)?;
+    let out = child.stdout.take().expect("piped");
+    let stderr = Some(drain(child.stderr.take().expect("piped")));
+    Ok(Box::new(ChildReader {
+        child,
+        out,
+        stderr,
+        url: u,
+        done: false,
+    }))
+}

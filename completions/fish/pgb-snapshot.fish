@@ -1,0 +1,20 @@
+complete -c pgb-snapshot -s d -l dbname -d 'Dump this database: a name or a connection string (repeatable)' -r
+complete -c pgb-snapshot -s o -l out -d 'Repository directory the artifacts are written under' -r -F
+complete -c pgb-snapshot -l cluster -d 'Cluster label used in the layout and records [default: the server\'s cluster_name, else its system identifier]' -r
+complete -c pgb-snapshot -s Z -l compress -d 'Compression: zstd[:LEVEL] streams pg_dump\'s uncompressed output through multi-threaded zstd (fast; restore with `zstd -dc FILE | pg_restore ...`); pg_dump[:LEVEL] uses pg_dump\'s own gzip (slower, restorable by pg_restore directly); none stores it as is' -r
+complete -c pgb-snapshot -l threads -d 'zstd worker threads [default: the number of CPUs]' -r
+complete -c pgb-snapshot -l maintenance-db -d 'Database to connect to for --all-databases and metadata queries' -r
+complete -c pgb-snapshot -l checkpoint -d 'Checkpoint mode for --physical: fast starts at once, spread waits for the next regular checkpoint' -r -f -a "fast\t''
+spread\t''"
+complete -c pgb-snapshot -l lock-wait -d 'Wait up to this many seconds for the repository lock held by another run, instead of exiting with status 3 at once' -r
+complete -c pgb-snapshot -l prom -d 'Write node_exporter textfile metrics to FILE (atomically, mode 0644) after the run: per cluster, kind and database the time, size and duration of the last successful backup and whether the last attempt succeeded. Series already in FILE for other clusters, kinds or databases are kept, so one file serves several runs. Give --cluster too, so a failure that happens before the server is reached is labelled with the right cluster. See pgb-metrics(7)' -r -F
+complete -c pgb-snapshot -s h -l host -d 'Database server host or socket directory [env: PGHOST]' -r
+complete -c pgb-snapshot -s p -l port -d 'Database server port [env: PGPORT]' -r
+complete -c pgb-snapshot -s U -l username -d 'Connect as this database user [env: PGUSER]' -r
+complete -c pgb-snapshot -l pg-bindir -d 'Directory holding the PostgreSQL client programs to run (pg_dump, pg_basebackup, psql...); by default they are found on PATH' -r -F
+complete -c pgb-snapshot -s a -l all-databases -d 'Dump every database that accepts connections, except templates, one artifact each'
+complete -c pgb-snapshot -s g -l globals -d 'Dump roles, memberships and tablespaces (pg_dumpall --globals-only) into their own artifact'
+complete -c pgb-snapshot -l physical -d 'Take a physical base backup with pg_basebackup (tar, WAL streamed in, backup_manifest with SHA256 checksums)'
+complete -c pgb-snapshot -l no-row-counts -d 'Skip the exact per-table row counts (for very large databases; the counts read every table once more)'
+complete -c pgb-snapshot -l help -d 'Print help'
+complete -c pgb-snapshot -s V -l version -d 'Print version'

@@ -1,0 +1,45 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_pgb_wal_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_pgb_wal_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_pgb_wal_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_pgb_wal_using_subcommand
+    set -l cmd (__fish_pgb_wal_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c pgb-wal -n "__fish_pgb_wal_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pgb-wal -n "__fish_pgb_wal_needs_command" -s V -l version -d 'Print version'
+complete -c pgb-wal -n "__fish_pgb_wal_needs_command" -f -a "push" -d 'Archive one WAL file (archive_command: pgb-wal push %p --archive DIR)'
+complete -c pgb-wal -n "__fish_pgb_wal_needs_command" -f -a "get" -d 'Fetch one WAL file (restore_command: pgb-wal get %f %p --archive DIR)'
+complete -c pgb-wal -n "__fish_pgb_wal_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand push" -l archive -d 'Archive directory (repeatable: the file is made durable in every one before the exit status is 0). It must exist: a missing directory (an unmounted disk) is an error, never created' -r -F
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand push" -s Z -l compress -d 'Compress segments and .partial files: zstd[:LEVEL] (stored as NAME.zst) or none; .history and .backup files are never compressed' -r
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand push" -s r -l recipient -d 'Encrypt segments and .partial files to this age recipient (age1..., ssh-ed25519 or ssh-rsa public key; repeatable). Stored as NAME.age or NAME.zst.age, with NAME.sha256 beside it holding the sha256 of the plaintext and of the stored file, written before the encrypted file appears: an identical re-push (PostgreSQL retrying after a crash) is recognised without the private key. .history and .backup files stay plaintext, so pgb-check-archive can follow timelines without a key' -r
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand push" -s R -l recipients-file -d 'Encrypt to the recipients listed in FILE, one per line (repeatable; a file without recipients is refused, never a fallback to plaintext)' -r -F
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand push" -s i -l identity -d 'Identity file used only to compare a re-pushed segment with an encrypted one whose NAME.sha256 is missing or does not describe it (repeatable; mode 0600, owned by the running user). Without it such a re-push fails and the archived file is kept' -r -F
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand push" -l lock-wait -d 'Wait at most SECONDS for another push into the same archive (each push holds DIR/.pgb.lock, and removes the temp files a killed push left behind); exit 3 when it stays held' -r
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand push" -s h -l help -d 'Print help'
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand get" -l archive -d 'Archive directory to look in (repeatable: searched in order; NAME, NAME.zst, NAME.age and NAME.zst.age are looked for in each)' -r -F
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand get" -s i -l identity -d 'Identity file to decrypt .age files (repeatable; mode 0600, owned by the running user). The decrypted segment is checked against the NAME.sha256 written at push time when present' -r -F
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand get" -l soft-fail -d 'Exit 2 instead of 255 on a real failure. PostgreSQL then treats the failure like a missing file: a standby falls back to streaming and retries later, but a point-in-time recovery ends (and promotes) at that segment. Only for standbys that also stream'
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand get" -s h -l help -d 'Print help'
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand help; and not __fish_seen_subcommand_from push get help" -f -a "push" -d 'Archive one WAL file (archive_command: pgb-wal push %p --archive DIR)'
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand help; and not __fish_seen_subcommand_from push get help" -f -a "get" -d 'Fetch one WAL file (restore_command: pgb-wal get %f %p --archive DIR)'
+complete -c pgb-wal -n "__fish_pgb_wal_using_subcommand help; and not __fish_seen_subcommand_from push get help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

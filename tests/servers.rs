@@ -1,0 +1,331 @@
+//! Real servers for destination tests: an OpenSSH sshd and an S3-compatible
+//! moto_server, each on a free loopback port, with throwaway keys and
+//! credentials, stopped when dropped.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::run;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("{what} exited before listening ({st}): {err}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what} did not listen on port {port} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The program's path, or a panic saying how to install it.
+fn need(program: &str, install: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .unwrap();
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !p.is_empty(),
+        "{program} not found: {install} (scripts/install-deps)"
+    );
+    PathBuf::from(p)
+}
+
+/// sshd on a loopback port, accepting one throwaway client key for the
+/// running user, with a throwaway host key the client trusts through its own
+/// known_hosts file.
+pub struct Sshd {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub user: String,
+}
+
+impl Sshd {
+    pub fn start() -> Sshd {
+        let sshd = if Path::new("/usr/sbin/sshd").exists() {
+            PathBuf::from("/usr/sbin/sshd")
+        } else {
+            need("sshd", "apt-get install openssh-server")
+        };
+        need("ssh", "apt-get install openssh-client");
+        // The privilege separation directory sshd insists on.
+        let _ = fs::create_dir_all("/run/sshd");
+        let dir = tempfile::Builder::new()
+            .prefix("pgb-sshd.")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        for key in ["host_key", "client_key"] {
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "pgb-test", "-f"])
+                .arg(d.join(key)));
+        }
+        fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+        let port = free_port();
+        let host_pub = fs::read_to_string(d.join("host_key.pub")).unwrap();
+        let mut parts = host_pub.split_whitespace();
+        let (kt, kb) = (parts.next().unwrap(), parts.next().unwrap());
+        fs::write(
+            d.join("known_hosts"),
+            format!("[127.0.0.1]:{port} {kt} {kb}\n"),
+        )
+        .unwrap();
+        let config = format!(
+            "ListenAddress 127.0.0.1\n\
+             HostKey {d}/host_key\n\
+             PidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\n\
+             PermitRootLogin prohibit-password\n\
+             StrictModes no\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             UsePAM no\n\
+             MaxStartups 100\n\
+             MaxSessions 100\n\
+             Subsystem sftp internal-sftp\n",
+            d = d.display()
+        );
+        fs::write(d.join("sshd_config"), config).unwrap();
+        let mut child = Command::new(sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .arg("-p")
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        wait_for_port(port, &mut child, "sshd");
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap()
+            .name;
+        Sshd {
+            port,
+            dir,
+            child: Some(child),
+            user,
+        }
+    }
+
+    /// `PGB_SSH_OPTIONS` for the client: the throwaway key and known_hosts.
+    pub fn client_options(&self) -> String {
+        let d = self.dir.path().display();
+        format!(
+            "-i {d}/client_key -o IdentitiesOnly=yes -o UserKnownHostsFile={d}/known_hosts \
+             -o StrictHostKeyChecking=yes -o LogLevel=ERROR"
+        )
+    }
+
+    /// `ssh://user@127.0.0.1:PORT/PATH`.
+    pub fn url(&self, path: &Path) -> String {
+        format!(
+            "ssh://{}@127.0.0.1:{}{}",
+            self.user,
+            self.port,
+            path.display()
+        )
+    }
+
+    /// Stops the server (a destination that is down).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// moto_server (an S3-compatible server) on a loopback port, with one
+/// bucket.
+pub struct S3 {
+    pub port: u16,
+    pub bucket: String,
+    child: Option<Child>,
+}
+
+/// The secret key the tests hand the tools: it must never show up in their
+/// output.
+pub const S3_SECRET: &str = "pgbTestSecret0123456789SHOULDnotLEAK";
+
+impl S3 {
+    pub fn start() -> S3 {
+        let moto = need("moto_server", "pip install 'moto[server]'");
+        let port = free_port();
+        let mut child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        wait_for_port(port, &mut child, "moto_server");
+        let s3 = S3 {
+            port,
+            bucket: "pgb-test".into(),
+            child: Some(child),
+        };
+        let (status, body) = s3.http("PUT", &format!("/{}", s3.bucket), b"");
+        assert_eq!(
+            status,
+            200,
+            "create bucket: {}",
+            String::from_utf8_lossy(&body)
+        );
+        // Objects the tools put are owned by their (signed) account; let the
+        // harness's unsigned requests read them.
+        let policy = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::{}/*"}}]}}"#,
+            s3.bucket
+        );
+        let (status, body) = s3.http("PUT", &format!("/{}?policy", s3.bucket), policy.as_bytes());
+        assert!(
+            status < 300,
+            "bucket policy: {}",
+            String::from_utf8_lossy(&body)
+        );
+        s3
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment the tools read for S3 destinations.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "pgbtestkeyid".into()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET.into()),
+        ]
+    }
+
+    /// One plain HTTP request (moto accepts unsigned ones); status and body.
+    pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).unwrap();
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("an HTTP response");
+        let head = String::from_utf8_lossy(&resp[..split]).to_string();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut body = resp[split + 4..].to_vec();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body = dechunk(&body);
+        }
+        (status, body)
+    }
+
+    /// The object's bytes, or None when absent.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let (status, body) = self.http("GET", &format!("/{}/{key}", self.bucket), b"");
+        match status {
+            200 => Some(body),
+            404 => None,
+            s => panic!("GET {key}: HTTP {s}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+
+    /// Puts an object directly (to plant a conflicting one).
+    pub fn put(&self, key: &str, body: &[u8]) {
+        let (status, b) = self.http("PUT", &format!("/{}/{key}", self.bucket), body);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+    }
+
+    /// Keys in the bucket (ListObjectsV2, first page).
+    pub fn keys(&self) -> Vec<String> {
+        let (status, body) = self.http("GET", &format!("/{}?list-type=2", self.bucket), b"");
+        assert_eq!(status, 200);
+        let text = String::from_utf8_lossy(&body);
+        text.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Uploads begun but neither completed nor aborted.
+    pub fn pending_uploads(&self) -> usize {
+        let (_, body) = self.http("GET", &format!("/{}?uploads", self.bucket), b"");
+        String::from_utf8_lossy(&body).matches("<UploadId>").count()
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(i) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + n]);
+        b = &b[i + 2 + n + 2..];
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

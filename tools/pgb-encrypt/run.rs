@@ -1,0 +1,236 @@
+//! Drives a run: records from stdin or a repository's sidecars, or one file
+//! with --file; maps the outcome to an exit status.
+
+use std::collections::HashSet;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use pgb_common::crypt::{Identities, Recipients, SUFFIX};
+use pgb_common::error::{Error, IoContext, Result};
+use pgb_common::jsonl::Input;
+use pgb_common::record::error_record;
+use pgb_common::term::{warn, Progress};
+use pgb_common::{AtomicFile, ExitStatus, RecordReader, RecordWriter};
+use serde_json::{Map, Value};
+
+use crate::artifact::{self, Ctx, Outcome};
+use crate::cli::Args;
+use crate::stream;
+
+const TOOL: &str = "pgb-encrypt";
+
+pub fn run(args: Args) -> ExitStatus {
+    match try_run(args) {
+        Ok(s) => s,
+        Err(e) => {
+            warn(e.to_string());
+            e.exit_status()
+        }
+    }
+}
+
+fn try_run(args: Args) -> Result<ExitStatus> {
+    let ctx = Ctx {
+        recipients: if args.decrypt {
+            None
+        } else {
+            Some(Recipients::load(&args.recipient, &args.recipients_file)?)
+        },
+        identities: if args.decrypt {
+            Some(Identities::load(&args.identity)?)
+        } else {
+            None
+        },
+        remove_plaintext: args.remove_plaintext,
+    };
+    if let Some(file) = &args.file {
+        one_file(&ctx, file, args.output.as_deref())?;
+        return Ok(ExitStatus::Ok);
+    }
+    let mut out = RecordWriter::stdout();
+    let mut status = ExitStatus::Ok;
+    // With --repo, an artifact reached through two sidecars (plaintext kept
+    // beside its ciphertext) is printed once.
+    let mut printed: Option<HashSet<PathBuf>> = args.repo.as_ref().map(|_| HashSet::new());
+    let mut handle =
+        |input: Result<Input>, out: &mut RecordWriter<std::io::Stdout>| -> Result<()> {
+            match input {
+                Err(e) => {
+                    warn(e.to_string());
+                    status = status.worst(ExitStatus::Error);
+                }
+                Ok(Input::Artifact { artifact, raw, .. }) => {
+                    let result = if args.decrypt {
+                        artifact::decrypt(&ctx, &artifact)
+                    } else {
+                        artifact::encrypt(&ctx, &artifact)
+                    };
+                    match result {
+                        Ok(outcome) => {
+                            let sidecar = match &outcome {
+                                Outcome::Untouched => artifact.sidecar(),
+                                Outcome::Record(a) => a.sidecar(),
+                            };
+                            if let Some(seen) = printed.as_mut() {
+                                if !seen.insert(sidecar) {
+                                    return Ok(());
+                                }
+                            }
+                            match outcome {
+                                Outcome::Untouched => out.forward(&raw)?,
+                                Outcome::Record(a) => out.write(&a)?,
+                            }
+                        }
+                        Err(e) => {
+                            let msg = format!("{} {}: {e}", artifact.kind.as_str(), artifact.id);
+                            warn(&msg);
+                            let original: Value =
+                                serde_json::from_str(&raw).unwrap_or_else(|_| Value::String(raw));
+                            let mut context = Map::new();
+                            context.insert("kind".into(), artifact.kind.as_str().into());
+                            out.write(&error_record(TOOL, &msg, Some(&original), context))?;
+                            status = status.worst(ExitStatus::Error);
+                        }
+                    }
+                }
+                Ok(Input::Error { raw, .. }) => {
+                    out.forward(&raw)?;
+                    status = status.worst(ExitStatus::Error);
+                }
+                Ok(Input::Other { raw, .. }) => out.forward(&raw)?,
+            }
+            Ok(())
+        };
+    match &args.repo {
+        Some(repo) => {
+            for sidecar in sidecars(repo)? {
+                let text = match std::fs::read_to_string(&sidecar) {
+                    Ok(t) => t,
+                    // Removed while this run went (a plaintext sidecar
+                    // deleted by --remove-plaintext).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => Err(e).ctx("read", &sidecar)?,
+                };
+                handle(parse_sidecar(&sidecar, &text), &mut out)?;
+            }
+        }
+        None => {
+            let stdin = std::io::stdin().lock();
+            for input in RecordReader::new(stdin, "stdin") {
+                handle(input, &mut out)?;
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// A sidecar is one pretty-printed record.
+fn parse_sidecar(sidecar: &Path, text: &str) -> Result<Input> {
+    let line = serde_json::from_str::<Value>(text)
+        .map(|v| v.to_string() + "\n")
+        .map_err(|e| Error::Input {
+            source: sidecar.display().to_string(),
+            line: e.line(),
+            msg: format!("malformed JSON: {e}"),
+        })?;
+    RecordReader::new(line.as_bytes(), sidecar.display().to_string())
+        .next()
+        .unwrap_or_else(|| Err(Error::msg(format!("{}: empty sidecar", sidecar.display()))))
+}
+
+/// Every `*.pgb.json` below `repo`, sorted.
+fn sidecars(repo: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let e = e.ctx("read directory", &dir)?;
+            let p = e.path();
+            let ft = e.file_type().ctx("stat", &p)?;
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() && p.to_string_lossy().ends_with(".pgb.json") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// --file: one file encrypted or decrypted, like the age command.
+fn one_file(ctx: &Ctx, input: &Path, output: Option<&Path>) -> Result<()> {
+    let decrypting = ctx.identities.is_some();
+    let dash = Path::new("-");
+    let output: PathBuf = match output {
+        Some(o) => o.to_path_buf(),
+        None if input == dash => {
+            return Err(Error::Usage(
+                "--file - (stdin) needs --output (-o - for stdout)".into(),
+            ))
+        }
+        None if decrypting => {
+            let s = input.to_string_lossy();
+            match s.strip_suffix(SUFFIX) {
+                Some(stem) if !stem.is_empty() => PathBuf::from(stem),
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "{}: name does not end in {SUFFIX}; give --output",
+                        input.display()
+                    )))
+                }
+            }
+        }
+        None => {
+            let mut s = input.as_os_str().to_os_string();
+            s.push(SUFFIX);
+            s.into()
+        }
+    };
+    if output != dash && std::fs::symlink_metadata(&output).is_ok() {
+        return Err(Error::msg(format!(
+            "{}: exists; not overwritten",
+            output.display()
+        )));
+    }
+    let mut reader: Box<dyn Read> = if input == dash {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(input).ctx("open", input)?)
+    };
+    let in_name = if input == dash {
+        Path::new("stdin")
+    } else {
+        input
+    };
+    let label = format!(
+        "{} {}",
+        if decrypting { "decrypt" } else { "encrypt" },
+        in_name.display()
+    );
+    let progress = Progress::new(label);
+    if output == dash {
+        let stdout = std::io::stdout();
+        if !decrypting && stdout.is_terminal() {
+            return Err(Error::Usage(
+                "refusing to write ciphertext to a terminal; use -o FILE or a pipe".into(),
+            ));
+        }
+        let name = Path::new("stdout");
+        if let Some(ids) = &ctx.identities {
+            stream::decrypt(ids, &mut reader, in_name, stdout, name, None, &progress)?;
+        } else {
+            let rs = ctx.recipients.as_ref().expect("recipients");
+            stream::encrypt(rs, &mut reader, in_name, stdout, name, None, &progress)?;
+        }
+        return Ok(());
+    }
+    let target = AtomicFile::create(&output)?;
+    let target = if let Some(ids) = &ctx.identities {
+        stream::decrypt(ids, &mut reader, in_name, target, &output, None, &progress)?
+    } else {
+        let rs = ctx.recipients.as_ref().expect("recipients");
+        stream::encrypt(rs, &mut reader, in_name, target, &output, None, &progress)?.out
+    };
+    target.commit()
+}

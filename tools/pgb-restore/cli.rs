@@ -1,0 +1,231 @@
+//! Command-line interface of pgb-restore. Uses only clap, std and
+//! pgb_common, so the man-page generator can include it.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Parser};
+use pgb_common::pg::ConnArgs;
+
+/// Restore pgb artifacts: a physical backup into a data directory with
+/// point-in-time recovery set up, or a logical dump (globals first) into a
+/// server.
+///
+/// Reads pgb.v1 artifact records on stdin, or picks one from a repository
+/// with --repo and --select. A physical backup is decrypted (-i) and
+/// decompressed as it streams, unpacked into --pgdata (base, tablespaces,
+/// pg_wal), every file checked against backup_manifest on the way; then
+/// restore_command (pgb-wal get), the recovery target and recovery.signal
+/// (or standby.signal) are written and ownership and modes set as
+/// pgb-fixperms sets them. Before anything is written it checks that the
+/// WAL archive holds every segment from the backup's start to the target
+/// and names what is missing (those the backup carries itself count),
+/// following .history files from the backup's timeline to the newest one,
+/// as recovery_target_timeline = latest (PostgreSQL's default) does.
+/// Encrypted WAL (pgb-wal push -r/-R) is fetched with --wal-identity. At
+/// recovery time pgb-wal get exits 1 for a segment the archive lacks, which
+/// ends recovery there, and 255 on a real failure (unreadable archive, wrong
+/// key, damaged segment), which stops the server instead of promoting it
+/// short of the target. Logical dumps are restored into the server
+/// given by -d/-h/-p/-U: the set's globals first (roles that already exist
+/// are left alone), then each database with pg_restore -j, and the row
+/// counts recorded at backup time are compared. One `restore` record per
+/// restored artifact goes to stdout; failures are error records.
+#[derive(Parser, Debug)]
+#[command(
+    name = "pgb-restore",
+    version,
+    disable_help_flag = true,
+    group(ArgGroup::new("target").args(["target_time", "target_lsn", "target_xid", "target_name", "target_immediate"]))
+)]
+pub struct Args {
+    /// Pick the artifact from this repository's sidecars instead of reading
+    /// records on stdin
+    #[arg(long = "repo", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+
+    /// With --repo: `latest` (the newest backup), an artifact id, or `reach`
+    /// (the newest physical backup that ended before the recovery target
+    /// and whose WAL in --wal-archive reaches it)
+    #[arg(
+        long = "select",
+        value_name = "latest|ID|reach",
+        default_value = "latest"
+    )]
+    pub select: String,
+
+    /// With --repo: only artifacts of this cluster label
+    #[arg(long = "cluster", value_name = "LABEL")]
+    pub cluster: Option<String>,
+
+    /// With --repo: restore the logical dump of this source database (and
+    /// the cluster's globals) instead of a physical backup
+    #[arg(long = "database", value_name = "NAME")]
+    pub database: Option<String>,
+
+    /// age identity file for encrypted artifacts (repeatable); refused when
+    /// readable by group or others
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+
+    /// Physical: the data directory to restore into; created when missing,
+    /// refused when not empty (unless --force) or while a postmaster runs
+    /// there
+    #[arg(short = 'D', long = "pgdata", value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+
+    /// Physical: WAL archive directory restore_command fetches from
+    /// (repeatable, searched in order, as pgb-wal get takes it); checked
+    /// for gaps before anything is written
+    #[arg(long = "wal-archive", value_name = "DIR")]
+    pub wal_archive: Vec<PathBuf>,
+
+    /// Physical: age identity file restore_command passes to pgb-wal get
+    /// (-i) to decrypt encrypted segments (NAME.age, NAME.zst.age;
+    /// repeatable). Default, when the archive holds encrypted WAL: the -i
+    /// files. pgb-wal get runs as the server's user and refuses a file it
+    /// does not own or that others can read, so each file must be owned by
+    /// the restored cluster's owner with mode 0600, in directories that user
+    /// can enter; checked before anything is written, never copied
+    #[arg(long = "wal-identity", value_name = "FILE")]
+    pub wal_identity: Vec<PathBuf>,
+
+    /// Recover up to this time (recovery_target_time), e.g.
+    /// "2026-11-21 10:15:00+00" or RFC 3339
+    #[arg(long = "target-time", value_name = "TIME")]
+    pub target_time: Option<String>,
+
+    /// Recover up to this WAL location (recovery_target_lsn), e.g. 0/3000028
+    #[arg(long = "target-lsn", value_name = "LSN")]
+    pub target_lsn: Option<String>,
+
+    /// Recover up to this transaction id (recovery_target_xid)
+    #[arg(long = "target-xid", value_name = "XID")]
+    pub target_xid: Option<String>,
+
+    /// Recover up to this restore point, made with pg_create_restore_point
+    /// (recovery_target_name)
+    #[arg(long = "target-name", value_name = "NAME")]
+    pub target_name: Option<String>,
+
+    /// Stop as soon as the backup is consistent (recovery_target =
+    /// 'immediate'); needs no WAL archive. Without any target, recovery
+    /// replays all the WAL the archive holds
+    #[arg(long = "target-immediate")]
+    pub target_immediate: bool,
+
+    /// What the server does at the target: promote, pause or shutdown
+    /// (recovery_target_action)
+    #[arg(long = "target-action", value_name = "ACTION", default_value = "promote",
+          value_parser = ["promote", "pause", "shutdown"])]
+    pub target_action: String,
+
+    /// Stop just before the target instead of just after it
+    /// (recovery_target_inclusive = off); for time, LSN and xid targets
+    #[arg(long = "exclusive")]
+    pub exclusive: bool,
+
+    /// Write standby.signal instead of recovery.signal: the server keeps
+    /// following the archive as a standby
+    #[arg(long = "standby")]
+    pub standby: bool,
+
+    /// Put tablespace OID in DIR instead of its original location
+    /// (repeatable)
+    #[arg(long = "tablespace-map", value_name = "OID=DIR")]
+    pub tablespace_map: Vec<String>,
+
+    /// Physical: owner of the restored files; by default the owner of the
+    /// data directory's parent directory
+    #[arg(long = "owner", value_name = "USER")]
+    pub owner: Option<String>,
+
+    /// Physical: empty a non-empty data directory first (never while a
+    /// postmaster runs there)
+    #[arg(long = "force")]
+    pub force: bool,
+
+    /// Print the plan as records and change nothing
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+
+    /// Logical: the database to restore into, a name or a connection string
+    /// (default: the dump's own database name; PGDATABASE is not used)
+    #[arg(short = 'd', long = "dbname", value_name = "DBNAME")]
+    pub dbname: Option<String>,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// Logical: create the target database first (it must not exist)
+    #[arg(short = 'C', long = "create-database")]
+    pub create_database: bool,
+
+    /// Logical: parallel jobs for pg_restore
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 2)]
+    pub jobs: u32,
+
+    /// Logical: do not restore ownership (pg_restore --no-owner)
+    #[arg(short = 'O', long = "no-owner")]
+    pub no_owner: bool,
+
+    /// Logical: restore only this table (repeatable; pg_restore -t)
+    #[arg(short = 't', long = "table", value_name = "NAME")]
+    pub table: Vec<String>,
+
+    /// Logical: restore only this schema (repeatable; pg_restore -n)
+    #[arg(short = 'n', long = "schema", value_name = "NAME")]
+    pub schema: Vec<String>,
+
+    /// Logical: skip the globals (roles) even when the set has them
+    #[arg(long = "no-globals")]
+    pub no_globals: bool,
+
+    /// Print help
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+/// The EXAMPLES section of the man page, in roff.
+#[allow(dead_code)]
+pub const EXAMPLES: &str = r#".PP
+Point-in-time recovery to just before a bad DELETE, from the newest backup that reaches it:
+.PP
+.nf
+.RS 4
+pgb\-restore \-\-repo /srv/backups/pg \-\-select reach \-\-cluster main \\
+  \-\-target\-time '2026\-11\-21 10:14:00+00' \-\-wal\-archive /srv/wal\-archive \\
+  \-D /var/lib/postgresql/15/main \-\-force
+pg_ctlcluster 15 main start
+.RE
+.fi
+.PP
+An encrypted backup, to a restore point, with a tablespace relocated; see the plan first:
+.PP
+.nf
+.RS 4
+pgb\-restore \-\-repo /srv/backups/pg \-i /etc/pgb/identity.txt \-\-target\-name before_upgrade \\
+  \-\-wal\-archive /srv/wal\-archive \-\-tablespace\-map 16384=/srv/ts \-D /srv/pg/restored \-\-dry\-run
+.RE
+.fi
+.PP
+An encrypted backup and a WAL archive pushed encrypted (pgb\-wal push \-R): root decrypts the backup with its key, the server's restore_command with the postgres user's own copy (refused unless owned by postgres, mode 0600):
+.PP
+.nf
+.RS 4
+install \-d \-o postgres \-m 700 /var/lib/postgresql/.pgb
+install \-o postgres \-m 600 /root/pgb/identity.txt /var/lib/postgresql/.pgb/wal.key
+pgb\-restore \-\-repo /srv/backups/pg \-i /root/pgb/identity.txt \-\-wal\-archive /srv/wal\-archive \\
+  \-\-wal\-identity /var/lib/postgresql/.pgb/wal.key \-\-target\-time '2026\-11\-21 10:14:00+00' \-D /srv/pg/restored
+.RE
+.fi
+.PP
+A database and its roles into another server, four jobs:
+.PP
+.nf
+.RS 4
+pgb\-restore \-\-repo /srv/backups/pg \-\-database appdb \-h db2 \-U postgres \-\-create\-database \-j 4
+.RE
+.fi
+.PP
+When the archive lacks WAL between the backup and the target, nothing is written and the missing segments are named; exit status 2.
+"#;

@@ -1,0 +1,362 @@
+//! Logical restores into a server: globals (roles) first, leaving roles that
+//! already exist as they are; then a database with pg_restore -j, and the
+//! row counts recorded at backup time compared.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use pgb_common::conninfo;
+use pgb_common::crypt::Identities;
+use pgb_common::error::{Error, IoContext, Result};
+use pgb_common::pg::{self, quote_ident, quote_literal, Conn};
+use pgb_common::record::Artifact;
+use pgb_common::term::warn;
+use pgb_common::unpack::open_stored;
+use serde_json::{json, Value};
+
+use crate::cli::Args;
+use crate::run::{record, Done};
+
+/// The server connection (to `db`, or to the -d database).
+fn server(args: &Args, db: Option<&str>) -> Result<Conn> {
+    let c = Conn::new(&args.conn, args.dbname.as_deref())?;
+    match db {
+        Some(d) => c.with_database(d),
+        None => Ok(c),
+    }
+}
+
+/// Where the server is, for the record (no password).
+fn describe(args: &Args) -> Value {
+    json!({
+        "host": args.conn.host.clone().or_else(|| std::env::var("PGHOST").ok()),
+        "port": args.conn.port.clone().or_else(|| std::env::var("PGPORT").ok()),
+        "dbname": args.dbname.as_deref().map(pgb_common::redact),
+    })
+}
+
+fn psql(conn: &Conn, sql: &str, what: &str) -> Result<String> {
+    let mut c = conn.command("psql", true);
+    c.args([
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-F",
+        "\t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        sql,
+    ])
+    .stdin(Stdio::null());
+    let out = pg::output(c, what)?;
+    Ok(String::from_utf8_lossy(&out).trim_end().to_string())
+}
+
+fn plaintext(a: &Artifact, ids: Option<&Identities>) -> Result<(Box<dyn Read>, PathBuf)> {
+    let path = a.location();
+    if path.is_dir() {
+        return Err(Error::msg(format!(
+            "{}: a directory, not a dump file",
+            path.display()
+        )));
+    }
+    let (r, _) = open_stored(&path, ids)?;
+    Ok((r, path))
+}
+
+/// The role a `CREATE ROLE name;` or `ALTER ROLE name WITH ...` line names.
+fn role_of(line: &str) -> Option<String> {
+    let rest = line
+        .strip_prefix("CREATE ROLE ")
+        .or_else(|| line.strip_prefix("ALTER ROLE "))?;
+    if let Some(q) = rest.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = q.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    name.push('"');
+                } else {
+                    return Some(name);
+                }
+            } else {
+                name.push(c);
+            }
+        }
+        None
+    } else {
+        Some(
+            rest.split([' ', ';'])
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    }
+}
+
+/// Filters pg_dumpall --globals-only output for a server that may already
+/// have some of the roles: their CREATE ROLE and ALTER ROLE lines are left
+/// out (existing roles keep their attributes and passwords); tablespaces are
+/// left out (their locations belong to the source host).
+pub fn filter_globals(
+    sql: &str,
+    existing: &BTreeSet<String>,
+) -> (String, Vec<String>, Vec<String>) {
+    let mut out = String::new();
+    let mut kept_roles = Vec::new();
+    let mut skipped = Vec::new();
+    for l in sql.lines() {
+        if l.starts_with("CREATE TABLESPACE") || l.starts_with("ALTER TABLESPACE") {
+            skipped.push(l.to_string());
+            continue;
+        }
+        if let Some(r) = role_of(l) {
+            if existing.contains(&r) {
+                if l.starts_with("CREATE ROLE") {
+                    kept_roles.push(r);
+                }
+                continue;
+            }
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    (out, kept_roles, skipped)
+}
+
+pub fn globals(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<Done> {
+    let admin = server(args, Some("postgres"))?;
+    let (mut r, path) = plaintext(a, ids)?;
+    let mut sql = String::new();
+    r.read_to_string(&mut sql).ctx("read", &path)?;
+    let existing: BTreeSet<String> = psql(&admin, "SELECT rolname FROM pg_roles", "list roles")?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let (filtered, kept, skipped) = filter_globals(&sql, &existing);
+    let mut rec = record(a);
+    rec.insert("server".into(), describe(args));
+    rec.insert("existing_roles_kept".into(), json!(kept));
+    if !kept.is_empty() {
+        warn(format!(
+            "roles that already exist are left as they are: {}",
+            kept.join(", ")
+        ));
+    }
+    if !skipped.is_empty() {
+        warn(format!(
+            "{} tablespace statement(s) left out (locations belong to the source host); objects go to the default tablespace",
+            skipped.len()
+        ));
+        rec.insert("tablespaces_skipped".into(), skipped.len().into());
+    }
+    if args.dry_run {
+        rec.insert("dry_run".into(), true.into());
+        rec.insert(
+            "plan".into(),
+            json!([format!(
+                "run {} ({} lines) with psql, roles that exist skipped",
+                path.display(),
+                filtered.lines().count()
+            )]),
+        );
+        return Ok(Done {
+            record: rec,
+            ok: true,
+        });
+    }
+    let mut c = admin.command("psql", true);
+    c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut child = pg::spawn(c, &format!("restore globals {}", path.display()))?;
+    let mut stdin = child.take_stdin();
+    let wrote = stdin.write_all(filtered.as_bytes());
+    drop(stdin);
+    child.wait()?;
+    wrote.ctx("write to psql", &path)?;
+    Ok(Done {
+        record: rec,
+        ok: true,
+    })
+}
+
+/// The database to restore into: from -d (a name or a conninfo's dbname),
+/// else the dump's own.
+fn target_db(args: &Args, a: &Artifact) -> Result<String> {
+    if let Some(d) = &args.dbname {
+        if conninfo::is_conninfo(d) {
+            if let Some(n) = conninfo::get(d, "dbname") {
+                return Ok(n);
+            }
+        } else {
+            return Ok(d.clone());
+        }
+    }
+    a.database
+        .clone()
+        .ok_or_else(|| Error::Usage(format!("{}: the record names no database; give -d", a.id)))
+}
+
+/// A private temp directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<Done> {
+    let db = target_db(args, a)?;
+    let admin = server(args, Some("postgres"))?;
+    let target = server(args, None)?.with_database(&db)?;
+    let mut rec = record(a);
+    rec.insert("server".into(), describe(args));
+    rec.insert("database".into(), db.clone().into());
+    let selective = !args.table.is_empty() || !args.schema.is_empty();
+    if args.dry_run {
+        let mut plan = Vec::new();
+        if args.create_database {
+            plan.push(format!("CREATE DATABASE {}", quote_ident(&db)));
+        }
+        plan.push(format!(
+            "pg_restore -j {} {} into {db}",
+            args.jobs.max(1),
+            a.location().display()
+        ));
+        if a.row_counts.is_some() {
+            plan.push("compare the recorded row counts".into());
+        }
+        rec.insert("dry_run".into(), true.into());
+        rec.insert("plan".into(), json!(plan));
+        return Ok(Done {
+            record: rec,
+            ok: true,
+        });
+    }
+    // pg_restore -j needs a seekable plaintext file.
+    let (mut r, path) = plaintext(a, ids)?;
+    let tmp = TempDir(std::env::temp_dir().join(format!(
+        "pgb-restore.{}.{}",
+        std::process::id(),
+        a.id.replace('/', "_")
+    )));
+    std::fs::create_dir(&tmp.0).ctx("create", &tmp.0)?;
+    let dump = tmp.0.join("dump");
+    {
+        let mut f = std::fs::File::create(&dump).ctx("create", &dump)?;
+        std::io::copy(&mut r, &mut f).map_err(|e| Error::io("read", &path, e))?;
+        f.flush().ctx("write", &dump)?;
+    }
+    if args.create_database {
+        psql(
+            &admin,
+            &format!("CREATE DATABASE {}", quote_ident(&db)),
+            "create the target database",
+        )?;
+    }
+    let mut c = target.command("pg_restore", true);
+    c.arg("-j")
+        .arg(args.jobs.max(1).to_string())
+        .args(["--exit-on-error", "--no-tablespaces"]);
+    if args.no_owner {
+        c.arg("--no-owner");
+    }
+    for t in &args.table {
+        c.arg("-t").arg(t);
+    }
+    for n in &args.schema {
+        c.arg("-n").arg(n);
+    }
+    c.arg(&dump).stdin(Stdio::null()).stdout(Stdio::null());
+    pg::spawn(c, &format!("restore {} into {db}", path.display()))?.wait()?;
+    drop(tmp);
+
+    let mut problems = Vec::new();
+    let mut compared = 0u64;
+    if let Some(counts) = &a.row_counts {
+        let keys: Vec<&String> = counts.keys().collect();
+        let present: BTreeSet<String> = if keys.is_empty() {
+            BTreeSet::new()
+        } else {
+            let arr = keys
+                .iter()
+                .map(|k| quote_literal(k))
+                .collect::<Vec<_>>()
+                .join(",");
+            psql(
+                &target,
+                &format!(
+                    "SELECT k FROM unnest(ARRAY[{arr}]::text[]) k WHERE to_regclass(k) IS NOT NULL"
+                ),
+                "find the restored tables",
+            )?
+            .lines()
+            .map(str::to_string)
+            .collect()
+        };
+        for k in &keys {
+            if !present.contains(k.as_str()) && !selective {
+                problems.push(format!("table {k}: missing after the restore"));
+            }
+        }
+        let todo: Vec<&&String> = keys
+            .iter()
+            .filter(|k| present.contains(k.as_str()))
+            .collect();
+        for chunk in todo.chunks(100) {
+            let sql = chunk
+                .iter()
+                .map(|t| format!("SELECT {}, count(*) FROM ONLY {t}", quote_literal(t)))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            for line in psql(&target, &sql, "count rows")?.lines() {
+                let Some((t, n)) = line.rsplit_once('\t') else {
+                    continue;
+                };
+                compared += 1;
+                let n: u64 = n.parse().unwrap_or(u64::MAX);
+                if let Some(want) = counts.get(t) {
+                    if *want != n {
+                        problems.push(format!(
+                            "table {t}: {n} rows after restore, {want} recorded"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for p in &problems {
+        warn(format!("{}: {p}", a.id));
+    }
+    rec.insert(
+        "row_counts".into(),
+        json!({"compared": compared, "ok": problems.is_empty(), "problems": problems}),
+    );
+    let ok = problems.is_empty();
+    Ok(Done { record: rec, ok })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn existing_roles_and_tablespaces_are_left_out() {
+        let sql = "CREATE ROLE app;\nALTER ROLE app WITH NOLOGIN;\nCREATE ROLE \"Odd \"\"x\";\nALTER ROLE \"Odd \"\"x\" WITH LOGIN;\nCREATE ROLE postgres;\nALTER ROLE postgres WITH SUPERUSER PASSWORD 'x';\nCREATE TABLESPACE ts OWNER app LOCATION '/x';\nGRANT app TO \"Odd \"\"x\";\n";
+        let existing: BTreeSet<String> = ["postgres".to_string(), "Odd \"x".to_string()].into();
+        let (out, kept, skipped) = filter_globals(sql, &existing);
+        assert_eq!(
+            out,
+            "CREATE ROLE app;\nALTER ROLE app WITH NOLOGIN;\nGRANT app TO \"Odd \"\"x\";\n"
+        );
+        assert_eq!(kept, vec!["Odd \"x".to_string(), "postgres".to_string()]);
+        assert_eq!(skipped.len(), 1);
+    }
+}

@@ -1,0 +1,377 @@
+//! Reads records (stdin) or picks them from a repository, restores what was
+//! picked — globals, then databases, then a physical backup — and writes one
+//! `restore` record per artifact, or an error record.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, FixedOffset, Local, NaiveDateTime, TimeZone};
+use pgb_common::crypt::Identities;
+use pgb_common::error::{Error, IoContext, Result};
+use pgb_common::jsonl::Input;
+use pgb_common::physical::Target;
+use pgb_common::record::{error_record, Artifact, Kind, SCHEMA};
+use pgb_common::term::warn;
+use pgb_common::wal::parse_lsn;
+use pgb_common::{ExitStatus, RecordReader, RecordWriter};
+use serde_json::{json, Map, Value};
+
+use crate::cli::Args;
+
+pub fn run(args: Args) -> ExitStatus {
+    match try_run(args) {
+        Ok(s) => s,
+        Err(e) => {
+            warn(e.to_string());
+            e.exit_status()
+        }
+    }
+}
+
+/// The recovery target the flags ask for.
+pub fn target(args: &Args) -> Result<Target> {
+    Ok(if let Some(t) = &args.target_time {
+        parse_time(t)?;
+        Target::Time(t.clone())
+    } else if let Some(l) = &args.target_lsn {
+        parse_lsn(l)
+            .ok_or_else(|| Error::Usage(format!("--target-lsn {l:?}: not an LSN (X/Y)")))?;
+        Target::Lsn(l.clone())
+    } else if let Some(x) = &args.target_xid {
+        if x.parse::<u64>().is_err() {
+            return Err(Error::Usage(format!(
+                "--target-xid {x:?}: not a transaction id"
+            )));
+        }
+        Target::Xid(x.clone())
+    } else if let Some(n) = &args.target_name {
+        Target::Name(n.clone())
+    } else if args.target_immediate {
+        Target::Immediate
+    } else {
+        Target::End
+    })
+}
+
+/// A recovery target time as PostgreSQL reads it: RFC 3339, or
+/// `YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]` (local time without a zone).
+pub fn parse_time(s: &str) -> Result<DateTime<FixedOffset>> {
+    let t = s.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Ok(d);
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(d) = DateTime::parse_from_str(t, f) {
+            return Ok(d);
+        }
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S"] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(t, f) {
+            if let Some(d) = Local.from_local_datetime(&n).single() {
+                return Ok(d.fixed_offset());
+            }
+        }
+    }
+    Err(Error::Usage(format!(
+        "--target-time {s:?}: expected e.g. \"2026-11-21 10:15:00+00\" or RFC 3339"
+    )))
+}
+
+pub fn now() -> String {
+    Local::now()
+        .fixed_offset()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+/// The start of a `restore` record.
+pub fn record(a: &Artifact) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("schema".into(), SCHEMA.into());
+    m.insert("type".into(), "restore".into());
+    m.insert("tool".into(), "pgb-restore".into());
+    m.insert(
+        "artifact".into(),
+        json!({"id": a.id, "kind": a.kind.as_str(), "cluster": a.cluster,
+               "database": a.database, "created": a.created, "repo": a.repo, "path": a.path}),
+    );
+    m
+}
+
+/// What one restore produced: its record and whether every check passed.
+pub struct Done {
+    pub record: Map<String, Value>,
+    pub ok: bool,
+}
+
+fn try_run(args: Args) -> Result<ExitStatus> {
+    let ids = if args.identity.is_empty() {
+        None
+    } else {
+        Some(Identities::load(&args.identity)?)
+    };
+    let tgt = target(&args)?;
+    let mut out = RecordWriter::stdout();
+    let mut status = ExitStatus::Ok;
+    let picked: Vec<(Artifact, Value)> = match &args.repo {
+        Some(repo) => select(&args, repo, &tgt)?,
+        None => {
+            let mut v = Vec::new();
+            for input in RecordReader::new(std::io::stdin().lock(), "stdin") {
+                match input? {
+                    Input::Artifact { artifact, raw, .. } => {
+                        let val = serde_json::from_str(&raw).unwrap_or(Value::Null);
+                        v.push((*artifact, val));
+                    }
+                    Input::Error { raw, .. } => {
+                        out.forward(&raw)?;
+                        status = status.worst(ExitStatus::Error);
+                    }
+                    Input::Other { raw, .. } => out.forward(&raw)?,
+                }
+            }
+            v
+        }
+    };
+    // Validate the whole set before the first side effect.
+    let physical: Vec<&Artifact> = picked
+        .iter()
+        .map(|p| &p.0)
+        .filter(|a| a.kind == Kind::Physical)
+        .collect();
+    if physical.len() > 1 {
+        return Err(Error::Usage(format!(
+            "{} physical backups in the input; a data directory takes one (pick with --repo/--select)",
+            physical.len()
+        )));
+    }
+    if !physical.is_empty() && args.pgdata.is_none() {
+        return Err(Error::Usage(
+            "a physical restore needs -D/--pgdata DIR".into(),
+        ));
+    }
+    if let Some(w) = picked.iter().find(|p| p.0.kind == Kind::Wal) {
+        return Err(Error::Usage(format!(
+            "{}: WAL segments are not restored on their own; give --wal-archive to a physical restore",
+            w.0.id
+        )));
+    }
+    if picked.is_empty() {
+        warn("nothing to restore");
+        return Ok(status);
+    }
+    let mut ordered: Vec<&(Artifact, Value)> = Vec::new();
+    for k in [Kind::Globals, Kind::Logical, Kind::Physical] {
+        ordered.extend(
+            picked
+                .iter()
+                .filter(|p| p.0.kind == k && !(k == Kind::Globals && args.no_globals)),
+        );
+    }
+    for (a, raw) in ordered {
+        let started = Instant::now();
+        let result = match a.kind {
+            Kind::Globals => crate::logical::globals(&args, a, ids.as_ref()),
+            Kind::Logical => crate::logical::database(&args, a, ids.as_ref()),
+            Kind::Physical => crate::physical::restore(&args, a, ids.as_ref(), &tgt),
+            Kind::Wal => unreachable!("refused above"),
+        };
+        match result {
+            Ok(mut done) => {
+                done.record.insert("ok".into(), done.ok.into());
+                done.record.insert("when".into(), now().into());
+                done.record.insert(
+                    "duration_ms".into(),
+                    (started.elapsed().as_millis() as u64).into(),
+                );
+                if !done.ok {
+                    status = status.worst(ExitStatus::No);
+                }
+                out.write(&Value::Object(done.record))?;
+            }
+            Err(e) => {
+                warn(format!("{} {}: {e}", a.kind.as_str(), a.id));
+                status = status.worst(e.exit_status());
+                out.write(&error_record(
+                    "pgb-restore",
+                    &e.to_string(),
+                    Some(raw),
+                    Map::new(),
+                ))?;
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// Every artifact record in a repository's sidecars.
+fn load_repo(repo: &Path) -> Result<Vec<(Artifact, Value)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let e = e.ctx("read directory", &dir)?;
+            let p = e.path();
+            let ft = e.file_type().ctx("stat", &p)?;
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() && p.to_string_lossy().ends_with(".pgb.json") {
+                let text = std::fs::read(&p).ctx("read", &p)?;
+                let v: Value = serde_json::from_slice(&text).map_err(|e| Error::Input {
+                    source: p.display().to_string(),
+                    line: e.line(),
+                    msg: format!("malformed JSON: {e}"),
+                })?;
+                if v["type"] != "artifact" {
+                    continue;
+                }
+                let a: Artifact = serde_json::from_value(v.clone()).map_err(|e| Error::Input {
+                    source: p.display().to_string(),
+                    line: 1,
+                    msg: format!("not a pgb.v1 artifact: {e}"),
+                })?;
+                out.push((a, v));
+            }
+        }
+    }
+    out.sort_by_key(|(a, _)| a.created);
+    Ok(out)
+}
+
+/// Picks from a repository: a physical backup (latest, by id, or the newest
+/// that reaches the target), or with --database a dump plus its globals.
+fn select(args: &Args, repo: &Path, tgt: &Target) -> Result<Vec<(Artifact, Value)>> {
+    let all = load_repo(repo)?;
+    let in_cluster = |a: &Artifact| args.cluster.as_deref().map_or(true, |c| a.cluster == c);
+    let sel = args.select.as_str();
+    let mut chosen: Vec<(Artifact, Value)> = Vec::new();
+    if !matches!(sel, "latest" | "reach") {
+        let found = all
+            .iter()
+            .find(|(a, _)| a.id == sel && in_cluster(a))
+            .ok_or_else(|| {
+                Error::Usage(format!("{}: no artifact with id {sel:?}", repo.display()))
+            })?;
+        chosen.push(found.clone());
+    } else if let Some(db) = &args.database {
+        if sel == "reach" {
+            return Err(Error::Usage(
+                "--select reach picks physical backups; not with --database".into(),
+            ));
+        }
+        let found = all
+            .iter()
+            .rev()
+            .find(|(a, _)| {
+                a.kind == Kind::Logical && a.database.as_deref() == Some(db) && in_cluster(a)
+            })
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "{}: no logical dump of database {db:?}",
+                    repo.display()
+                ))
+            })?;
+        chosen.push(found.clone());
+    } else {
+        let candidates: Vec<&(Artifact, Value)> = all
+            .iter()
+            .rev()
+            .filter(|(a, _)| a.kind == Kind::Physical && in_cluster(a))
+            .collect();
+        let first = candidates.first().ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: no physical backup{}",
+                repo.display(),
+                args.cluster
+                    .as_deref()
+                    .map(|c| format!(" of cluster {c}"))
+                    .unwrap_or_default()
+            ))
+        })?;
+        if sel == "latest" {
+            chosen.push((*first).clone());
+        } else {
+            let mut why = Vec::new();
+            let found = candidates.iter().find(|(a, _)| {
+                match crate::walcheck::reaches(a, &args.wal_archive, tgt) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        why.push(format!("{}: {e}", a.id));
+                        false
+                    }
+                }
+            });
+            match found {
+                Some(f) => chosen.push((*f).clone()),
+                None => {
+                    return Err(Error::msg(format!(
+                        "no physical backup reaches the target: {}",
+                        why.join("; ")
+                    )))
+                }
+            }
+        }
+    }
+    // A dump comes with its cluster's globals: the set taken closest to it.
+    if chosen[0].0.kind == Kind::Logical && !args.no_globals {
+        let t = chosen[0].0.created;
+        let cluster = chosen[0].0.cluster.clone();
+        if let Some(g) = all
+            .iter()
+            .filter(|(g, _)| g.kind == Kind::Globals && g.cluster == cluster)
+            .min_by_key(|(g, _)| (g.created - t).num_seconds().abs())
+        {
+            chosen.insert(0, g.clone());
+        }
+    }
+    Ok(chosen)
+}
+
+/// The pgb-wal binary next to this one.
+pub fn pgb_wal() -> Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("locate", "pgb-restore", e))?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let p = exe.with_file_name("pgb-wal");
+    if !p.is_file() {
+        return Err(Error::msg(format!(
+            "{}: pgb-wal is not installed next to pgb-restore; restore_command needs it",
+            p.display()
+        )));
+    }
+    Ok(p)
+}
+
+/// Quotes a word for the shell restore_command runs in.
+pub fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:,=@".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_postgresql_writes_them() {
+        let a = parse_time("2026-11-21 10:15:00.123456+00").unwrap();
+        let b = parse_time("2026-11-21T10:15:00.123456Z").unwrap();
+        assert_eq!(a, b);
+        assert!(
+            parse_time("2026-11-21 12:15:00+02").unwrap()
+                < parse_time("2026-11-21 10:15:01+00").unwrap()
+        );
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(sh_quote("/srv/wal"), "/srv/wal");
+        assert_eq!(sh_quote("/srv/my wal"), "'/srv/my wal'");
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+    }
+}

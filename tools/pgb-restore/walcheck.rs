@@ -1,0 +1,499 @@
+//! Before anything is written: does the WAL archive hold every segment
+//! recovery will ask for, from the backup's start to the target? A small,
+//! focused scan of file names (pgb-check-archive checks the contents):
+//! segments stored plain, `.zst`, `.age` or `.zst.age`, in any of the
+//! archive directories. The segments the backup carries in its own
+//! pg_wal.tar (start to stop) count as present.
+//!
+//! Timelines are followed as PostgreSQL follows them with its default
+//! `recovery_target_timeline = latest`: the newest timeline is found by
+//! probing `.history` files upward from the backup's timeline, and the
+//! target timeline's history says where each timeline switched off its
+//! parent. Segments of the backup's timeline are needed up to that switch
+//! point, then those of the next timeline (its first segment, which holds a
+//! copy of the parent's WAL up to the switch, or the parent's own).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use pgb_common::error::{Error, IoContext, Result};
+use pgb_common::physical::Target;
+use pgb_common::record::Artifact;
+use pgb_common::wal::{format_lsn, parse_lsn, segment_name_for_segno};
+use pgb_common::walhdr::{classify, parse_history, segno_of, WalFile};
+use serde_json::{json, Value};
+
+/// One archived segment.
+#[derive(Debug, Clone, Copy)]
+pub struct Seg {
+    pub mtime: Option<SystemTime>,
+    pub encrypted: bool,
+}
+
+/// A stretch of WAL recovery reads from one timeline: segments
+/// `begin..=end` (`end` open on the target timeline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub tli: u32,
+    pub begin: u64,
+    pub end: Option<u64>,
+    /// Where the next timeline switched off this one.
+    pub switchpoint: Option<u64>,
+}
+
+/// What the archive offers for one backup.
+pub struct Coverage {
+    pub tli: u32,
+    pub seg_size: u64,
+    /// The backup's first and last segment (carried in pg_wal.tar).
+    pub start: u64,
+    pub stop: u64,
+    /// Archived segments per timeline.
+    pub have: BTreeMap<u32, BTreeMap<u64, Seg>>,
+    /// The timelines recovery follows, from the backup's to the newest.
+    pub spans: Vec<Span>,
+    /// An encrypted WAL file (`.age`) in the archives, when there is one.
+    pub encrypted_example: Option<String>,
+}
+
+/// Splits a stored name into the WAL file it holds and whether it is
+/// encrypted (`NAME.age`, `NAME.zst.age`).
+pub fn stored(name: &str) -> Option<(WalFile, bool, bool)> {
+    let (base, age) = match name.strip_suffix(pgb_common::crypt::SUFFIX) {
+        Some(b) => (b, true),
+        None => (name, false),
+    };
+    classify(base).map(|(w, zst)| (w, zst, age))
+}
+
+fn read_history(path: &Path, zst: bool) -> Result<String> {
+    let bytes = std::fs::read(path).ctx("read", path)?;
+    let bytes = if zst {
+        zstd::stream::decode_all(&bytes[..]).ctx("decompress", path)?
+    } else {
+        bytes
+    };
+    String::from_utf8(bytes).map_err(|_| Error::msg(format!("{}: not text", path.display())))
+}
+
+impl Coverage {
+    pub fn scan(a: &Artifact, archives: &[PathBuf]) -> Result<Coverage> {
+        let w = a
+            .wal
+            .as_ref()
+            .ok_or_else(|| Error::msg(format!("{}: the record has no WAL range (wal)", a.id)))?;
+        let lsn = |s: &str| {
+            parse_lsn(s).ok_or_else(|| Error::msg(format!("{}: bad LSN {s:?} in the record", a.id)))
+        };
+        let (start, stop) = (lsn(&w.start_lsn)?, lsn(&w.stop_lsn)?);
+        let seg_size = w.segment_size;
+        let mut have: BTreeMap<u32, BTreeMap<u64, Seg>> = BTreeMap::new();
+        let mut histories: BTreeMap<u32, (PathBuf, bool, bool)> = BTreeMap::new();
+        let mut encrypted_example = None;
+        for dir in archives {
+            for e in std::fs::read_dir(dir).ctx("read WAL archive", dir)? {
+                let e = e.ctx("read WAL archive", dir)?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some((file, zst, age)) = stored(&name) else {
+                    continue;
+                };
+                if age && encrypted_example.is_none() {
+                    encrypted_example = Some(e.path().display().to_string());
+                }
+                match file {
+                    WalFile::Segment { tli, log, seg } => {
+                        if let Some(n) = segno_of(log, seg, seg_size) {
+                            let mtime = e.metadata().ok().and_then(|m| m.modified().ok());
+                            // The first archive holding it is the one
+                            // pgb-wal get reads.
+                            have.entry(tli).or_default().entry(n).or_insert(Seg {
+                                mtime,
+                                encrypted: age,
+                            });
+                        }
+                    }
+                    WalFile::History { tli } => {
+                        histories.entry(tli).or_insert((e.path(), zst, age));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut cov = Coverage {
+            tli: w.timeline,
+            seg_size,
+            start: start / seg_size,
+            stop: stop.saturating_sub(1).max(start) / seg_size,
+            have,
+            spans: Vec::new(),
+            encrypted_example,
+        };
+        cov.spans = cov.follow(&histories, stop)?;
+        Ok(cov)
+    }
+
+    /// The timelines from the backup's to the newest one the archive's
+    /// history files lead to, as recovery_target_timeline = latest does.
+    fn follow(
+        &self,
+        histories: &BTreeMap<u32, (PathBuf, bool, bool)>,
+        stop_lsn: u64,
+    ) -> Result<Vec<Span>> {
+        let mut newest = self.tli;
+        while histories.contains_key(&(newest + 1)) {
+            newest += 1;
+        }
+        if newest == self.tli {
+            return Ok(vec![Span {
+                tli: self.tli,
+                begin: self.start,
+                end: None,
+                switchpoint: None,
+            }]);
+        }
+        let (path, zst, age) = &histories[&newest];
+        if *age {
+            return Err(Error::msg(format!(
+                "{}: an encrypted history file; pgb-wal push stores them plaintext and recovery needs it readable",
+                path.display()
+            )));
+        }
+        let entries = parse_history(&read_history(path, *zst)?)
+            .map_err(|m| Error::msg(format!("{}: {m}", path.display())))?;
+        let Some(pos) = entries.iter().position(|e| e.parent_tli == self.tli) else {
+            return Err(Error::msg(format!(
+                "timeline {newest}, the newest in the WAL archive ({}), does not descend from the backup's timeline {}: \
+                 PostgreSQL would refuse to start (\"requested timeline {newest} is not a child of this server's history\"); nothing was written",
+                path.display(),
+                self.tli
+            )));
+        };
+        if entries[pos].switchpoint < stop_lsn {
+            return Err(Error::msg(format!(
+                "timeline {newest}, the newest in the WAL archive ({}), forked off the backup's timeline {} at {}, \
+                 before the backup ended ({}): recovery following it cannot become consistent; \
+                 use an older backup; nothing was written",
+                path.display(),
+                self.tli,
+                format_lsn(entries[pos].switchpoint),
+                format_lsn(stop_lsn)
+            )));
+        }
+        let ss = self.seg_size;
+        let mut spans = Vec::new();
+        let mut begin = self.start;
+        for e in &entries[pos..] {
+            spans.push(Span {
+                tli: e.parent_tli,
+                begin,
+                // The segment holding the switch point is read from the
+                // new timeline, whose copy holds this one's WAL up to it:
+                // this timeline's own (complete, diverged past the switch
+                // when its server went on writing) is not the same WAL.
+                end: Some((e.switchpoint / ss).saturating_sub(1)),
+                switchpoint: Some(e.switchpoint),
+            });
+            begin = e.switchpoint / ss;
+        }
+        spans.push(Span {
+            tli: newest,
+            begin,
+            end: None,
+            switchpoint: None,
+        });
+        Ok(spans)
+    }
+
+    fn covers(s: &Span, n: u64) -> bool {
+        s.begin <= n && s.end.map_or(true, |e| n <= e)
+    }
+
+    /// The archived segment recovery reads for segment number `n`: the
+    /// newest timeline covering it first, as PostgreSQL tries them.
+    fn found(&self, n: u64) -> Option<(u32, Seg)> {
+        self.spans
+            .iter()
+            .rev()
+            .filter(|s| Self::covers(s, n))
+            .find_map(|s| self.have.get(&s.tli)?.get(&n).map(|g| (s.tli, *g)))
+    }
+
+    /// The timeline recovery reads segment number `n` from.
+    fn tli_of(&self, n: u64) -> u32 {
+        self.spans
+            .iter()
+            .rev()
+            .find(|s| Self::covers(s, n))
+            .map_or(self.tli, |s| s.tli)
+    }
+
+    fn present(&self, n: u64) -> bool {
+        ((self.start..=self.stop).contains(&n) && self.tli_of(n) == self.tli)
+            || self.found(n).is_some()
+    }
+
+    /// The name recovery asks for segment number `n`.
+    fn name(&self, n: u64) -> String {
+        segment_name_for_segno(self.tli_of(n), n, self.seg_size)
+    }
+
+    /// Missing segments in `from..=to`, as ranges of names.
+    fn missing(&self, from: u64, to: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut run: Option<(u64, u64)> = None;
+        for n in from..=to {
+            if self.present(n) {
+                if let Some((a, b)) = run.take() {
+                    out.push(self.range(a, b));
+                }
+            } else {
+                run = Some(match run {
+                    Some((a, _)) => (a, n),
+                    None => (n, n),
+                });
+            }
+        }
+        if let Some((a, b)) = run {
+            out.push(self.range(a, b));
+        }
+        out
+    }
+
+    fn range(&self, a: u64, b: u64) -> String {
+        if a == b {
+            self.name(a)
+        } else {
+            format!(
+                "{}..{} ({} segments)",
+                self.name(a),
+                self.name(b),
+                b - a + 1
+            )
+        }
+    }
+
+    /// The newest segment present (archive or backup) on the timelines
+    /// recovery follows.
+    fn last(&self) -> u64 {
+        let mut last = self.stop;
+        for s in &self.spans {
+            if let Some(m) = self.have.get(&s.tli) {
+                if let Some((n, _)) = m.iter().rev().find(|(n, _)| Self::covers(s, **n)) {
+                    last = last.max(*n);
+                }
+            }
+        }
+        last
+    }
+
+    /// When the newest segment was archived.
+    fn last_mtime(&self) -> Option<SystemTime> {
+        self.found(self.last()).and_then(|(_, g)| g.mtime)
+    }
+
+    fn timelines(&self) -> String {
+        let v: Vec<String> = self.spans.iter().map(|s| s.tli.to_string()).collect();
+        if v.len() == 1 {
+            format!("timeline {}", v[0])
+        } else {
+            format!("timelines {}", v.join(" → "))
+        }
+    }
+
+    /// Checks the archive against the target; returns what recovery will
+    /// read, for the record.
+    pub fn check(&self, a: &Artifact, tgt: &Target) -> Result<Value> {
+        let end = match tgt {
+            Target::Immediate => self.stop,
+            Target::Lsn(l) => {
+                let l = parse_lsn(l).unwrap_or(0);
+                let stop_lsn = a
+                    .wal
+                    .as_ref()
+                    .and_then(|w| parse_lsn(&w.stop_lsn))
+                    .unwrap_or(0);
+                if l < stop_lsn {
+                    return Err(Error::msg(format!(
+                        "target LSN {} is before the end of backup {} ({}): it is not consistent there; pick an older backup",
+                        format_lsn(l),
+                        a.id,
+                        format_lsn(stop_lsn)
+                    )));
+                }
+                l / self.seg_size
+            }
+            _ => self.last(),
+        };
+        let missing = self.missing(self.start, end);
+        if !missing.is_empty() {
+            let (what, hint) = match tgt {
+                Target::Lsn(_) => ("between the backup's start and the target", ""),
+                _ => (
+                    "between the backup's start and the archive's end",
+                    "; recovery would stop at the gap, short of the target",
+                ),
+            };
+            return Err(Error::msg(format!(
+                "WAL archive lacks segments on {} {what}: missing {}{hint}; nothing was written",
+                self.timelines(),
+                missing.join(", ")
+            )));
+        }
+        let spans: Vec<Value> = self
+            .spans
+            .iter()
+            .filter(|s| s.begin <= end)
+            .map(|s| {
+                json!({
+                    "timeline": s.tli,
+                    "first_segment": segment_name_for_segno(s.tli, s.begin, self.seg_size),
+                    "switchpoint": s.switchpoint.map(format_lsn),
+                })
+            })
+            .collect();
+        let target_tli = self.spans.last().map_or(self.tli, |s| s.tli);
+        let encrypted = (self.start..=end).any(|n| self.found(n).is_some_and(|(_, g)| g.encrypted));
+        Ok(json!({
+            "timeline": self.tli,
+            "target_timeline": target_tli,
+            "timelines": spans,
+            "first_segment": self.name(self.start),
+            "last_segment": self.name(end),
+            "encrypted": encrypted,
+        }))
+    }
+}
+
+/// Whether `a` can reach the target: it ended before it and the archive
+/// holds WAL from its start to (at least) the target, without a gap.
+pub fn reaches(a: &Artifact, archives: &[PathBuf], tgt: &Target) -> Result<()> {
+    if archives.is_empty() && !matches!(tgt, Target::Immediate) {
+        return Err(Error::Usage("--select reach needs --wal-archive".into()));
+    }
+    let cov = Coverage::scan(a, archives)?;
+    match tgt {
+        Target::Time(t) => {
+            let t = crate::run::parse_time(t)?;
+            let took = a
+                .extra
+                .get("duration_ms")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let stopped = a.created + chrono::Duration::milliseconds(took);
+            if stopped > t {
+                return Err(Error::msg(format!("ended at {stopped}, after the target")));
+            }
+            cov.check(a, tgt)?;
+            // The newest archived segment must have been written after the
+            // target time, or the WAL ends before it.
+            match cov.last_mtime() {
+                Some(m) if chrono::DateTime::<chrono::Utc>::from(m) >= t => Ok(()),
+                _ => Err(Error::msg(format!(
+                    "the archive's WAL from it ends at {} (archived before the target)",
+                    cov.name(cov.last())
+                ))),
+            }
+        }
+        _ => cov.check(a, tgt).map(|_| ()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cov(spans: Vec<Span>, have: &[(u32, u64, bool)]) -> Coverage {
+        let mut m: BTreeMap<u32, BTreeMap<u64, Seg>> = BTreeMap::new();
+        for (t, n, enc) in have {
+            m.entry(*t).or_default().insert(
+                *n,
+                Seg {
+                    mtime: None,
+                    encrypted: *enc,
+                },
+            );
+        }
+        Coverage {
+            tli: 1,
+            seg_size: 1 << 20,
+            start: 2,
+            stop: 2,
+            have: m,
+            spans,
+            encrypted_example: None,
+        }
+    }
+
+    #[test]
+    fn stored_names() {
+        let n = "000000010000000000000003";
+        for (s, zst, age) in [
+            ("", false, false),
+            (".zst", true, false),
+            (".age", false, true),
+            (".zst.age", true, true),
+        ] {
+            let (w, z, a) = stored(&format!("{n}{s}")).unwrap();
+            assert_eq!(
+                w,
+                WalFile::Segment {
+                    tli: 1,
+                    log: 0,
+                    seg: 3
+                }
+            );
+            assert_eq!((z, a), (zst, age));
+        }
+        assert!(stored(&format!("{n}.sha256")).is_none());
+        assert!(stored("00000002.history").is_some());
+    }
+
+    #[test]
+    fn follows_the_switch_to_the_next_timeline() {
+        // Timeline 2 forked off 1 in segment 5 (not on a boundary).
+        let spans = vec![
+            Span {
+                tli: 1,
+                begin: 2,
+                end: Some(4),
+                switchpoint: Some(5 * (1 << 20) + 100),
+            },
+            Span {
+                tli: 2,
+                begin: 5,
+                end: None,
+                switchpoint: None,
+            },
+        ];
+        let c = cov(
+            spans.clone(),
+            &[
+                (1, 3, false),
+                (1, 4, false),
+                (2, 5, true),
+                (2, 6, true),
+                (1, 6, false),
+            ],
+        );
+        assert_eq!(c.last(), 6);
+        assert!(c.missing(2, 6).is_empty());
+        assert_eq!(
+            c.found(6).unwrap().0,
+            2,
+            "timeline 1 past its switch is not read"
+        );
+        assert_eq!(c.name(5), "000000020000000000000005");
+        assert_eq!(c.name(4), "000000010000000000000004");
+        // Timeline 2's copy of the switch segment missing: timeline 1's
+        // own one, diverged past the switch, does not serve.
+        let c = cov(
+            spans,
+            &[(1, 3, false), (1, 4, false), (1, 5, false), (2, 6, false)],
+        );
+        assert_eq!(
+            c.missing(2, 6),
+            vec!["000000020000000000000005".to_string()]
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! Reads records, copies each artifact to every destination in parallel,
+//! records the verified copies (stdout, local sidecar, sidecar beside each
+//! copy), judges --require, and maps the outcome to an exit status.
+
+use std::path::{Path, PathBuf};
+
+use pgb_common::dest::{file_rel, Destination, Labels, Readback};
+use pgb_common::digest::Digests;
+use pgb_common::error::{Error, IoContext, Result};
+use pgb_common::fs::{remove_leftover_temps, write_atomic};
+use pgb_common::jsonl::Input;
+use pgb_common::record::{error_record, Artifact, Kind};
+use pgb_common::term::{warn, Progress};
+use pgb_common::{ExitStatus, RecordReader, RecordWriter, RepoLock};
+use serde_json::{json, Map, Value};
+
+use crate::cli::Args;
+
+/// One `--to`: where, and its labels filled in with the defaults.
+struct Target {
+    dest: Destination,
+    media: String,
+    site: String,
+    /// How a directory copy is read back (--verify).
+    readback: Readback,
+    /// Why this destination cannot be used at all (a directory that is not
+    /// there): every artifact fails on it.
+    broken: Option<String>,
+    _lock: Option<RepoLock>,
+}
+
+pub fn run(args: Args) -> ExitStatus {
+    match try_run(args) {
+        Ok(s) => s,
+        Err(e) => {
+            warn(e.to_string());
+            e.exit_status()
+        }
+    }
+}
+
+fn targets(args: &Args) -> Result<Vec<Target>> {
+    let ssh_args: Vec<String> = args
+        .ssh_option
+        .iter()
+        .flat_map(|o| ["-o".to_string(), o.clone()])
+        .collect();
+    let mut out: Vec<Target> = Vec::new();
+    for spec in &args.to {
+        let (mut dest, Labels { media, site }) = Destination::parse(spec)?;
+        dest.add_ssh_options(&ssh_args);
+        dest.set_s3_endpoint(args.s3_endpoint.as_deref());
+        dest.set_s3_region(args.s3_region.as_deref());
+        if out.iter().any(|t| t.dest.root_url() == dest.root_url()) {
+            return Err(Error::Usage(format!(
+                "--to {}: given twice",
+                dest.root_url()
+            )));
+        }
+        let (mut broken, mut lock) = (None, None);
+        if let Destination::Dir(root) = &dest {
+            if !root.is_dir() {
+                broken = Some(format!(
+                    "{}: no such directory (not mounted?); pgb-ship does not create it",
+                    root.display()
+                ));
+            } else {
+                lock = Some(RepoLock::acquire(
+                    root,
+                    args.lock_wait.map(std::time::Duration::from_secs),
+                )?);
+            }
+        }
+        out.push(Target {
+            media: media.unwrap_or_else(|| dest.default_media().to_string()),
+            site: site.unwrap_or_else(|| "onsite".to_string()),
+            readback: match args.verify.as_str() {
+                "disk" => Readback::Disk,
+                _ => Readback::Cache,
+            },
+            dest,
+            broken,
+            _lock: lock,
+        });
+    }
+    Ok(out)
+}
+
+fn now() -> String {
+    chrono::Local::now()
+        .fixed_offset()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+fn try_run(args: Args) -> Result<ExitStatus> {
+    let targets = targets(&args)?;
+    let mut out = RecordWriter::stdout();
+    let mut status = ExitStatus::Ok;
+    let mut handle =
+        |input: Result<Input>, out: &mut RecordWriter<std::io::Stdout>| -> Result<()> {
+            match input {
+                Err(e) => {
+                    warn(e.to_string());
+                    status = status.worst(ExitStatus::Error);
+                }
+                Ok(Input::Artifact { artifact, .. }) => {
+                    let (record, s) = ship(&args, &targets, *artifact);
+                    status = status.worst(s);
+                    out.write(&record)?;
+                }
+                Ok(Input::Error { raw, .. }) => {
+                    out.forward(&raw)?;
+                    status = status.worst(ExitStatus::Error);
+                }
+                Ok(Input::Other { raw, .. }) => out.forward(&raw)?,
+            }
+            Ok(())
+        };
+    match &args.repo {
+        Some(repo) => {
+            for sidecar in sidecars(repo)? {
+                handle(read_sidecar(&sidecar), &mut out)?;
+            }
+        }
+        None => {
+            let stdin = std::io::stdin().lock();
+            for input in RecordReader::new(stdin, "stdin") {
+                handle(input, &mut out)?;
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// A sidecar (one pretty-printed record) as an input record.
+fn read_sidecar(sidecar: &Path) -> Result<Input> {
+    let text = std::fs::read_to_string(sidecar).ctx("read", sidecar)?;
+    let line = serde_json::from_str::<Value>(&text)
+        .map(|v| v.to_string() + "\n")
+        .map_err(|e| Error::Input {
+            source: sidecar.display().to_string(),
+            line: e.line(),
+            msg: format!("malformed JSON: {e}"),
+        })?;
+    RecordReader::new(line.as_bytes(), sidecar.display().to_string())
+        .next()
+        .unwrap_or_else(|| Err(Error::msg(format!("{}: empty sidecar", sidecar.display()))))
+}
+
+/// Every `*.pgb.json` below `repo`, sorted.
+fn sidecars(repo: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let e = e.ctx("read directory", &dir)?;
+            let p = e.path();
+            let ft = e.file_type().ctx("stat", &p)?;
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() && p.to_string_lossy().ends_with(".pgb.json") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Refuses a directory destination that is the repository itself: its
+/// "copy" would be the original.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Copies every file of `a` to `t`; the copies entry on success.
+fn ship_to(t: &Target, a: &Artifact, progress: &Progress) -> Result<Value> {
+    if let Some(why) = &t.broken {
+        return Err(Error::msg(why.clone()));
+    }
+    if let Destination::Dir(root) = &t.dest {
+        if same_dir(root, Path::new(&a.repo)) {
+            return Err(Error::msg(format!(
+                "{}: is the artifact's own repository, not another copy",
+                root.display()
+            )));
+        }
+    }
+    let loc = a.location();
+    let mut verified = "readback";
+    let mut all_existed = true;
+    for f in &a.files {
+        let src = if a.kind == Kind::Physical {
+            loc.join(&f.name)
+        } else {
+            loc.clone()
+        };
+        let expect = Digests {
+            size: f.size,
+            sha256: f.sha256.clone(),
+            blake3: f.blake3.clone(),
+        };
+        let rel = file_rel(a, f);
+        if let Destination::Dir(root) = &t.dest {
+            // Under the destination's lock: temps of killed runs are garbage.
+            let dir = root.join(&rel);
+            for p in remove_leftover_temps(dir.parent().unwrap_or(root))? {
+                warn(format!("removed {}, left by a killed run", p.display()));
+            }
+        }
+        let c = t
+            .dest
+            .put_file(&src, &rel, &expect, &|n| progress.add(n), t.readback)?;
+        verified = c.verified;
+        all_existed &= c.existed;
+    }
+    let files: Vec<Value> = a
+        .files
+        .iter()
+        .map(|f| json!({"name": f.name, "size": f.size, "sha256": f.sha256, "blake3": f.blake3}))
+        .collect();
+    let mut entry = Map::new();
+    entry.insert("to".into(), t.dest.root_url().into());
+    entry.insert("url".into(), t.dest.url_of(&a.path).into());
+    entry.insert("media".into(), t.media.clone().into());
+    entry.insert("site".into(), t.site.clone().into());
+    if let Destination::S3(s) = &t.dest {
+        if let Some(e) = &s.endpoint {
+            entry.insert("endpoint".into(), e.clone().into());
+        }
+        if let Some(r) = &s.region {
+            entry.insert("region".into(), r.clone().into());
+        }
+    }
+    entry.insert("files".into(), files.into());
+    entry.insert("verified".into(), verified.into());
+    entry.insert("when".into(), now().into());
+    if all_existed {
+        entry.insert("existing".into(), true.into());
+    }
+    Ok(Value::Object(entry))
+}
+
+fn sidecar_rel(a: &Artifact) -> String {
+    format!("{}.pgb.json", a.path)
+}
+
+fn pretty(a: &Artifact) -> Result<Vec<u8>> {
+    let mut text =
+        serde_json::to_vec_pretty(a).map_err(|e| Error::msg(format!("encode record: {e}")))?;
+    text.push(b'\n');
+    Ok(text)
+}
+
+/// Ships one artifact; the record to print and the outcome.
+fn ship(args: &Args, targets: &[Target], mut a: Artifact) -> (Value, ExitStatus) {
+    let label = format!("{} {}", a.kind.as_str(), a.id);
+    let results: Vec<Result<Value>> = {
+        let progress = Progress::new(format!("{label}: copying"));
+        std::thread::scope(|s| {
+            let handles: Vec<_> = targets
+                .iter()
+                .map(|t| {
+                    let (a, progress) = (&a, &progress);
+                    s.spawn(move || ship_to(t, a, progress))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::msg("copy thread panicked")))
+                })
+                .collect()
+        })
+    };
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut done: Vec<&Target> = Vec::new();
+    for (t, r) in targets.iter().zip(results) {
+        match r {
+            Ok(entry) => {
+                let url = entry["url"].clone();
+                a.copies.retain(|c| c.get("url") != Some(&url));
+                a.copies.push(entry);
+                done.push(t);
+            }
+            Err(e) => failed.push((t.dest.root_url(), e.to_string())),
+        }
+    }
+    let mut status = ExitStatus::Ok;
+    if args.require.is_some() {
+        let p = crate::policy::three_two_one(&a.copies, &args.media, &args.site, &now());
+        if p["ok"] != true {
+            let why: Vec<&str> = p["failed"]
+                .as_array()
+                .map(|v| v.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            warn(format!("{label}: 3-2-1 not met: {}", why.join("; ")));
+            status = ExitStatus::No;
+        }
+        a.extra.insert("policy".into(), p);
+    }
+    // The record travels with every copy, then replaces the local sidecar.
+    match pretty(&a) {
+        Ok(text) => {
+            for t in done {
+                if let Err(e) = t.dest.put_bytes_replace(&text, &sidecar_rel(&a)) {
+                    failed.push((t.dest.root_url(), format!("sidecar: {e}")));
+                }
+            }
+            let local = a.sidecar();
+            if local.exists() {
+                if let Err(e) = write_atomic(&local, &text, true) {
+                    failed.push((local.display().to_string(), e.to_string()));
+                }
+            }
+        }
+        Err(e) => failed.push(("record".into(), e.to_string())),
+    }
+    let record = serde_json::to_value(&a).unwrap_or(Value::Null);
+    if failed.is_empty() {
+        return (record, status);
+    }
+    for (to, e) in &failed {
+        warn(format!("{label}: {to}: {e}"));
+    }
+    let message = failed
+        .iter()
+        .map(|(to, e)| format!("copy to {to} failed: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut ctx = Map::new();
+    ctx.insert(
+        "failed".into(),
+        failed
+            .iter()
+            .map(|(to, e)| json!({"to": to, "error": e}))
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    (
+        error_record("pgb-ship", &message, Some(&record), ctx),
+        ExitStatus::Error,
+    )
+}
