@@ -19,6 +19,7 @@ pub mod pg;
 pub mod physical;
 pub mod prom;
 pub mod record;
+pub mod repo;
 pub mod term;
 pub mod unpack;
 pub mod wal;

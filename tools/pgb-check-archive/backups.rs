@@ -4,10 +4,11 @@
 //! reaches past its stop (the point-in-time window).
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use pgb_common::error::{Error, IoContext, Result};
+use pgb_common::repo::sidecars;
 use pgb_common::wal::segment_name_for_segno;
 use pgb_common::walhdr::{classify, segno_of, WalFile};
 use pgb_common::{ExitStatus, Input, Kind, RecordReader, RecordWriter};
@@ -50,30 +51,6 @@ pub fn read_repo(repo: &Path) -> Result<Vec<Input>> {
             out.push(input);
         }
     }
-    Ok(out)
-}
-
-/// Every `*.pgb.json` below `repo` (hidden names and symlinks skipped),
-/// sorted.
-fn sidecars(repo: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![repo.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-            let e = e.ctx("read directory", &dir)?;
-            if e.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let p = e.path();
-            let ft = e.file_type().ctx("stat", &p)?;
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file() && p.to_string_lossy().ends_with(".pgb.json") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
     Ok(out)
 }
 

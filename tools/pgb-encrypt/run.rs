@@ -9,6 +9,7 @@ use pgb_common::crypt::{Identities, Recipients, SUFFIX};
 use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::jsonl::Input;
 use pgb_common::record::error_record;
+use pgb_common::repo::{parse_sidecar, sidecars};
 use pgb_common::term::{warn, Progress};
 use pgb_common::{AtomicFile, ExitStatus, RecordReader, RecordWriter};
 use serde_json::{Map, Value};
@@ -122,40 +123,6 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         }
     }
     Ok(status)
-}
-
-/// A sidecar is one pretty-printed record.
-fn parse_sidecar(sidecar: &Path, text: &str) -> Result<Input> {
-    let line = serde_json::from_str::<Value>(text)
-        .map(|v| v.to_string() + "\n")
-        .map_err(|e| Error::Input {
-            source: sidecar.display().to_string(),
-            line: e.line(),
-            msg: format!("malformed JSON: {e}"),
-        })?;
-    RecordReader::new(line.as_bytes(), sidecar.display().to_string())
-        .next()
-        .unwrap_or_else(|| Err(Error::msg(format!("{}: empty sidecar", sidecar.display()))))
-}
-
-/// Every `*.pgb.json` below `repo`, sorted.
-fn sidecars(repo: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![repo.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-            let e = e.ctx("read directory", &dir)?;
-            let p = e.path();
-            let ft = e.file_type().ctx("stat", &p)?;
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file() && p.to_string_lossy().ends_with(".pgb.json") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// --file: one file encrypted or decrypted, like the age command.

@@ -11,6 +11,7 @@ use pgb_common::dest::{file_rel, Destination};
 use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::jsonl::Input;
 use pgb_common::record::{error_record, Artifact, Kind, SCHEMA};
+use pgb_common::repo::sidecars;
 use pgb_common::term::warn;
 use pgb_common::{ExitStatus, RecordReader, RecordWriter, RepoLock};
 use serde_json::{json, Map, Value};
@@ -226,28 +227,6 @@ fn delete_one(args: &Args, i: &Item, opened: &mut HashMap<PathBuf, Root>) -> Res
 
 fn read_stdin() -> Result<Vec<Input>> {
     RecordReader::new(std::io::stdin().lock(), "stdin").collect()
-}
-
-/// Every `*.pgb.json` below `repo`, sorted, not following symlinks.
-fn sidecars(repo: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![repo.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-            let e = e.ctx("read directory", &dir)?;
-            let p = e.path();
-            let ft = e.file_type().ctx("stat", &p)?;
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file() && name.ends_with(".pgb.json") && !name.starts_with('.') {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 fn read_sidecar(path: &Path) -> Result<Input> {

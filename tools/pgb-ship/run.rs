@@ -2,14 +2,15 @@
 //! records the verified copies (stdout, local sidecar, sidecar beside each
 //! copy), judges --require, and maps the outcome to an exit status.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pgb_common::dest::{file_rel, Destination, Labels, Readback};
 use pgb_common::digest::Digests;
-use pgb_common::error::{Error, IoContext, Result};
+use pgb_common::error::{Error, Result};
 use pgb_common::fs::{remove_leftover_temps, write_atomic};
 use pgb_common::jsonl::Input;
 use pgb_common::record::{error_record, Artifact, Kind};
+use pgb_common::repo::{read_sidecar, sidecars};
 use pgb_common::term::{warn, Progress};
 use pgb_common::{ExitStatus, RecordReader, RecordWriter, RepoLock};
 use serde_json::{json, Map, Value};
@@ -130,41 +131,6 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         }
     }
     Ok(status)
-}
-
-/// A sidecar (one pretty-printed record) as an input record.
-fn read_sidecar(sidecar: &Path) -> Result<Input> {
-    let text = std::fs::read_to_string(sidecar).ctx("read", sidecar)?;
-    let line = serde_json::from_str::<Value>(&text)
-        .map(|v| v.to_string() + "\n")
-        .map_err(|e| Error::Input {
-            source: sidecar.display().to_string(),
-            line: e.line(),
-            msg: format!("malformed JSON: {e}"),
-        })?;
-    RecordReader::new(line.as_bytes(), sidecar.display().to_string())
-        .next()
-        .unwrap_or_else(|| Err(Error::msg(format!("{}: empty sidecar", sidecar.display()))))
-}
-
-/// Every `*.pgb.json` below `repo`, sorted.
-fn sidecars(repo: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![repo.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-            let e = e.ctx("read directory", &dir)?;
-            let p = e.path();
-            let ft = e.file_type().ctx("stat", &p)?;
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file() && p.to_string_lossy().ends_with(".pgb.json") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Refuses a directory destination that is the repository itself: its

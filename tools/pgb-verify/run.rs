@@ -9,6 +9,7 @@ use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::fs::write_atomic;
 use pgb_common::jsonl::Input;
 use pgb_common::record::{Artifact, FileEntry, Kind};
+use pgb_common::repo::sidecars;
 use pgb_common::term::warn;
 use pgb_common::{ExitStatus, RecordReader, RecordWriter};
 use serde_json::{json, Map, Value};
@@ -202,26 +203,6 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         }
     }
     Ok(status)
-}
-
-/// Every `*.pgb.json` below `repo`, sorted.
-fn sidecars(repo: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![repo.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-            let e = e.ctx("read directory", &dir)?;
-            let p = e.path();
-            let ft = e.file_type().ctx("stat", &p)?;
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file() && p.to_string_lossy().ends_with(".pgb.json") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Runs the checks; appends one `verified` entry per check that applies.
