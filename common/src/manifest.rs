@@ -32,7 +32,7 @@ pub struct WalRangeEntry {
     pub end: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Manifest {
     pub files: BTreeMap<String, Listed>,
     pub wal_ranges: Vec<WalRangeEntry>,
@@ -67,14 +67,30 @@ pub fn check_checksum(bytes: &[u8]) -> Result<(), String> {
 }
 
 impl Manifest {
-    /// Parses a manifest after checking its own checksum. Errors are phrased
-    /// without the file name; the caller adds it.
+    /// Parses a manifest after checking its own checksum, stopping at the
+    /// first bad entry. Errors are phrased without the file name; the
+    /// caller adds it.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
+        let (m, problems) = Manifest::parse_lenient(bytes)?;
+        match problems.into_iter().next() {
+            Some(p) => Err(p),
+            None => Ok(m),
+        }
+    }
+
+    /// Like [`Manifest::parse`], but a bad file entry or WAL range is left
+    /// out and noted in the returned problems instead of ending the parse.
+    /// A bad checksum or invalid JSON is still an error.
+    pub fn parse_lenient(bytes: &[u8]) -> Result<(Manifest, Vec<String>), String> {
         check_checksum(bytes)?;
         let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+        let mut problems = Vec::new();
         let mut files = BTreeMap::new();
         for f in v["Files"].as_array().into_iter().flatten() {
-            let path = f["Path"].as_str().ok_or("a file entry without Path")?;
+            let Some(path) = f["Path"].as_str() else {
+                problems.push("a file entry without Path".to_string());
+                continue;
+            };
             let sha256 = (f["Checksum-Algorithm"].as_str() == Some("SHA256"))
                 .then(|| f["Checksum"].as_str().map(str::to_string))
                 .flatten();
@@ -92,7 +108,8 @@ impl Manifest {
                 r["Start-LSN"].as_str().and_then(parse_lsn),
                 r["End-LSN"].as_str().and_then(parse_lsn),
             ) else {
-                return Err("WAL-Ranges with a bad LSN".into());
+                problems.push("WAL-Ranges with a bad LSN".to_string());
+                continue;
             };
             wal_ranges.push(WalRangeEntry {
                 timeline: r["Timeline"].as_u64().unwrap_or(0) as u32,
@@ -100,7 +117,34 @@ impl Manifest {
                 end,
             });
         }
-        Ok(Manifest { files, wal_ranges })
+        Ok((Manifest { files, wal_ranges }, problems))
+    }
+
+    /// Compares one file of the backup (path relative to the data
+    /// directory, size, hex SHA256) with the manifest. The problem names
+    /// the path; files in [`IGNORED`] may be absent from the manifest.
+    pub fn check_file(&self, path: &str, size: u64, sha256: &str) -> Option<String> {
+        match self.files.get(path) {
+            None if IGNORED.contains(&path) => None,
+            None => Some(format!(
+                "{path}: present in the backup but not in the manifest"
+            )),
+            Some(l) if l.size != size => {
+                Some(format!("{path}: {size} bytes, manifest says {}", l.size))
+            }
+            Some(l) if l.sha256.as_deref().is_some_and(|w| w != sha256) => {
+                Some(format!("{path}: SHA256 does not match the manifest"))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// The listed files not in `seen`, one problem each.
+    pub fn missing<'a>(&'a self, seen: &'a BTreeSet<String>) -> impl Iterator<Item = String> + 'a {
+        self.files
+            .keys()
+            .filter(|p| !seen.contains(*p))
+            .map(|p| format!("{p}: in the manifest but missing from the backup"))
     }
 
     /// Compares the files a restore wrote (path relative to the data
@@ -116,24 +160,85 @@ impl Manifest {
             if path.starts_with("pg_wal/") {
                 continue;
             }
-            match self.files.get(path) {
-                None if IGNORED.contains(&path) => {}
-                None => problems.push(format!(
-                    "{path}: present in the backup but not in the manifest"
-                )),
-                Some(l) => {
-                    seen.insert(path.to_string());
-                    if l.size != size {
-                        problems.push(format!("{path}: {size} bytes, manifest says {}", l.size));
-                    } else if l.sha256.as_deref().is_some_and(|w| w != sha) {
-                        problems.push(format!("{path}: SHA256 does not match the manifest"));
-                    }
-                }
+            if self.files.contains_key(path) {
+                seen.insert(path.to_string());
             }
+            problems.extend(self.check_file(path, size, sha));
         }
-        for p in self.files.keys().filter(|p| !seen.contains(*p)) {
-            problems.push(format!("{p}: in the manifest but missing from the backup"));
-        }
+        problems.extend(self.missing(&seen));
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest with a valid checksum around `files` and `ranges`.
+    fn manifest(files: &str, ranges: &str) -> Vec<u8> {
+        let body = format!(
+            "{{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [{files}],\n\"WAL-Ranges\": [{ranges}],\n"
+        );
+        let sum = crate::digest::hex(&Sha256::digest(body.as_bytes()));
+        format!("{body}\"Manifest-Checksum\": \"{sum}\"}}\n").into_bytes()
+    }
+
+    const GOOD: &str =
+        r#"{ "Path": "PG_VERSION", "Size": 3, "Checksum-Algorithm": "SHA256", "Checksum": "ab" }"#;
+    const RANGE: &str = r#"{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }"#;
+
+    #[test]
+    fn lenient_parse_notes_bad_entries_and_keeps_the_rest() {
+        let bad_range = r#"{ "Timeline": 1, "Start-LSN": "x", "End-LSN": "0/1" }"#;
+        let bytes = manifest(
+            &format!(r#"{GOOD}, {{ "Size": 1 }}"#),
+            &format!("{bad_range}, {RANGE}"),
+        );
+        let (m, problems) = Manifest::parse_lenient(&bytes).unwrap();
+        assert_eq!(
+            problems,
+            ["a file entry without Path", "WAL-Ranges with a bad LSN"]
+        );
+        assert_eq!(m.files.len(), 1);
+        assert_eq!(m.wal_ranges.len(), 1);
+        assert_eq!(m.wal_ranges[0].start, 0x2000028);
+        assert_eq!(
+            Manifest::parse(&bytes).unwrap_err(),
+            "a file entry without Path"
+        );
+    }
+
+    #[test]
+    fn parse_rejects_an_altered_manifest() {
+        let mut bytes = manifest(GOOD, RANGE);
+        assert!(Manifest::parse(&bytes).is_ok());
+        let i = bytes.iter().position(|&b| b == b'3').unwrap();
+        bytes[i] = b'4';
+        let e = Manifest::parse_lenient(&bytes).unwrap_err();
+        assert!(e.contains("checksum mismatch"), "{e}");
+    }
+
+    #[test]
+    fn check_file_and_missing() {
+        let m = Manifest::parse(&manifest(GOOD, RANGE)).unwrap();
+        assert_eq!(m.check_file("PG_VERSION", 3, "ab"), None);
+        assert_eq!(m.check_file("recovery.signal", 0, ""), None);
+        assert_eq!(
+            m.check_file("PG_VERSION", 1, "ab").unwrap(),
+            "PG_VERSION: 1 bytes, manifest says 3"
+        );
+        assert_eq!(
+            m.check_file("PG_VERSION", 3, "cd").unwrap(),
+            "PG_VERSION: SHA256 does not match the manifest"
+        );
+        assert_eq!(
+            m.check_file("planted", 1, "").unwrap(),
+            "planted: present in the backup but not in the manifest"
+        );
+        let missing: Vec<_> = m.missing(&BTreeSet::new()).collect();
+        assert_eq!(
+            missing,
+            ["PG_VERSION: in the manifest but missing from the backup"]
+        );
     }
 }

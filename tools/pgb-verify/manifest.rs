@@ -7,37 +7,25 @@
 //! in pg_wal. For a plain-format directory stock `pg_verifybackup` runs as
 //! well and its verdict is recorded beside pgb's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use pgb_common::manifest::{Manifest, WalRangeEntry};
 use pgb_common::pg;
 use pgb_common::record::{Artifact, Kind};
-use pgb_common::wal::{parse_lsn, segment_name_for_segno};
+use pgb_common::wal::segment_name_for_segno;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::run::{Ctx, Verdict};
 use crate::stored;
 
-/// Files pg_verifybackup does not expect in the manifest either.
-const IGNORED: [&str; 4] = [
-    "backup_manifest",
-    "postgresql.auto.conf",
-    "recovery.signal",
-    "standby.signal",
-];
-
-struct Listed {
-    size: u64,
-    sha256: Option<String>,
-}
-
 /// What the walk over the backup's files found, compared as it goes.
 #[derive(Default)]
 struct Walk {
-    listed: BTreeMap<String, Listed>,
+    manifest: Manifest,
     seen: BTreeSet<String>,
     wal_files: BTreeSet<String>,
     sysid_in_control: Option<String>,
@@ -73,27 +61,12 @@ impl Walk {
         if full == "global/pg_control" && size >= 8 {
             self.sysid_in_control = Some(u64::from_le_bytes(head).to_string());
         }
-        match self.listed.get(full) {
-            None if IGNORED.contains(&full) => {}
-            None => self.problems.push(format!(
-                "{shown}: {full}: present in the backup but not in the manifest"
-            )),
-            Some(l) => {
-                self.seen.insert(full.to_string());
-                if l.size != size {
-                    self.problems.push(format!(
-                        "{shown}: {full}: {size} bytes, manifest says {}",
-                        l.size
-                    ));
-                } else if let Some(want) = &l.sha256 {
-                    let got = pgb_common::digest::hex(&h.finalize());
-                    if &got != want {
-                        self.problems.push(format!(
-                            "{shown}: {full}: SHA256 does not match the manifest"
-                        ));
-                    }
-                }
-            }
+        if self.manifest.files.contains_key(full) {
+            self.seen.insert(full.to_string());
+        }
+        let sha256 = pgb_common::digest::hex(&h.finalize());
+        if let Some(p) = self.manifest.check_file(full, size, &sha256) {
+            self.problems.push(format!("{shown}: {p}"));
         }
         Ok(())
     }
@@ -165,34 +138,16 @@ fn native(a: &Artifact, plain: bool) -> Verdict {
     let Some((bytes, manifest_shown)) = read_manifest(a, &dir, &mut w.problems) else {
         return Verdict::new(w.problems);
     };
-    if let Err(p) = manifest_checksum(&bytes) {
-        w.problems.push(format!("{manifest_shown}: {p}"));
-        return Verdict::new(w.problems);
-    }
-    let manifest: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
+    match Manifest::parse_lenient(&bytes) {
+        Ok((m, problems)) => {
+            w.manifest = m;
             w.problems
-                .push(format!("{manifest_shown}: not valid JSON: {e}"));
+                .extend(problems.iter().map(|p| format!("{manifest_shown}: {p}")));
+        }
+        Err(p) => {
+            w.problems.push(format!("{manifest_shown}: {p}"));
             return Verdict::new(w.problems);
         }
-    };
-    for f in manifest["Files"].as_array().into_iter().flatten() {
-        let Some(path) = f["Path"].as_str() else {
-            w.problems
-                .push(format!("{manifest_shown}: a file entry without Path"));
-            continue;
-        };
-        let sha256 = (f["Checksum-Algorithm"].as_str() == Some("SHA256"))
-            .then(|| f["Checksum"].as_str().map(str::to_string))
-            .flatten();
-        w.listed.insert(
-            path.to_string(),
-            Listed {
-                size: f["Size"].as_u64().unwrap_or(u64::MAX),
-                sha256,
-            },
-        );
     }
 
     if plain {
@@ -206,10 +161,8 @@ fn native(a: &Artifact, plain: bool) -> Verdict {
         }
     }
 
-    for p in w.listed.keys().filter(|p| !w.seen.contains(*p)) {
-        w.problems
-            .push(format!("{p}: in the manifest but missing from the backup"));
-    }
+    let missing: Vec<String> = w.manifest.missing(&w.seen).collect();
+    w.problems.extend(missing);
     match (&w.sysid_in_control, &a.system_identifier) {
         (Some(got), Some(want)) if got != want => w.problems.push(format!(
             "global/pg_control: system identifier {got}, the record says {want}"
@@ -219,7 +172,7 @@ fn native(a: &Artifact, plain: bool) -> Verdict {
             .push("global/pg_control: not found in the backup".into()),
         _ => {}
     }
-    let wal = missing_wal(&manifest, &w.wal_files, a);
+    let wal = missing_wal(&w.manifest.wal_ranges, &w.wal_files, a);
     w.problems.extend(wal);
     Verdict::new(w.problems)
         .with("files_checked", (w.seen.len() as u64).into())
@@ -352,50 +305,14 @@ fn pg_verifybackup(ctx: &Ctx, dir: &Path) -> Value {
     }
 }
 
-/// The manifest's own checksum: SHA256 of everything before the line
-/// holding "Manifest-Checksum".
-fn manifest_checksum(bytes: &[u8]) -> Result<(), String> {
-    let key = b"\"Manifest-Checksum\"";
-    let pos = bytes
-        .windows(key.len())
-        .rposition(|w| w == key)
-        .ok_or("no Manifest-Checksum")?;
-    let line_start = bytes[..pos]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    let rest = std::str::from_utf8(&bytes[pos + key.len()..]).map_err(|_| "not UTF-8")?;
-    let want: String = rest
-        .trim_start_matches([':', ' '])
-        .trim_start_matches('"')
-        .chars()
-        .take_while(|c| c.is_ascii_hexdigit())
-        .collect();
-    let got = pgb_common::digest::hex(&Sha256::digest(&bytes[..line_start]));
-    if got == want.to_ascii_lowercase() {
-        Ok(())
-    } else {
-        Err("manifest checksum mismatch: the manifest was altered".into())
-    }
-}
-
 /// Segments from the manifest's WAL start to its end that pg_wal lacks.
-fn missing_wal(manifest: &Value, present: &BTreeSet<String>, a: &Artifact) -> Vec<String> {
+fn missing_wal(ranges: &[WalRangeEntry], present: &BTreeSet<String>, a: &Artifact) -> Vec<String> {
     let seg_size = a.wal.as_ref().map(|w| w.segment_size).unwrap_or(16 << 20);
     let mut problems = Vec::new();
-    for r in manifest["WAL-Ranges"].as_array().into_iter().flatten() {
-        let tli = r["Timeline"].as_u64().unwrap_or(0) as u32;
-        let (Some(s), Some(e)) = (
-            r["Start-LSN"].as_str().and_then(parse_lsn),
-            r["End-LSN"].as_str().and_then(parse_lsn),
-        ) else {
-            problems.push("backup_manifest: WAL-Ranges with a bad LSN".into());
-            continue;
-        };
-        let last = e.saturating_sub(1).max(s) / seg_size;
-        for segno in s / seg_size..=last {
-            let name = segment_name_for_segno(tli, segno, seg_size);
+    for r in ranges {
+        let last = r.end.saturating_sub(1).max(r.start) / seg_size;
+        for segno in r.start / seg_size..=last {
+            let name = segment_name_for_segno(r.timeline, segno, seg_size);
             if !present.contains(&name) {
                 problems.push(format!(
                     "pg_wal: WAL segment {name} the backup needs is missing"
