@@ -107,23 +107,6 @@ fn temps(dir: &Path) -> Vec<String> {
     out
 }
 
-fn snapshot(c: &Cluster, repo: &Path, args: &[&str]) -> Vec<Value> {
-    let out = c
-        .tool("pgb-snapshot")
-        .arg("--out")
-        .arg(repo)
-        .args(args)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    records(&out.stdout)
-}
-
 fn small_db(c: &Cluster) {
     c.sql("postgres", "CREATE DATABASE appdb; ");
     c.sql(
@@ -151,7 +134,7 @@ fn dumps_encrypt_to_what_age_decrypts_and_come_back() {
     let repo = Scratch::new("repo");
     let keys = Scratch::new("keys");
     let (id, recipient) = age_key(&keys.path, "id.txt");
-    let plain = snapshot(&c, &repo.path, &["-d", "appdb", "--globals"]);
+    let plain = snapshot_records(&c, &repo.path, &["-d", "appdb", "--globals"]);
     assert_eq!(plain.len(), 2);
 
     let out = encrypt_cmd(&["-r", &recipient], &lines(&plain));
@@ -261,7 +244,7 @@ fn physical_backup_is_encrypted_file_by_file_and_comes_back_whole() {
     let (id, recipient) = age_key(&keys.path, "id.txt");
     let rfile = keys.path.join("recipients.txt");
     fs::write(&rfile, format!("# backup key\n\n{recipient}\n")).unwrap();
-    let plain = snapshot(&c, &repo.path, &["--physical"]);
+    let plain = snapshot_records(&c, &repo.path, &["--physical"]);
     let p = &plain[0];
     let dir = location(p);
     let original = keys.path.join("original");

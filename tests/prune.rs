@@ -386,16 +386,6 @@ fn golden_results_hold_against_restic_rules_checked_by_hand() {
 
 // ------------------------------------------------------ real repositories
 
-fn snapshot(c: &Cluster, repo: &Path, args: &[&str]) -> Vec<Value> {
-    let out = run(c
-        .tool("pgb-snapshot")
-        .args(args)
-        .arg("--out")
-        .arg(repo)
-        .stdout(Stdio::piped()));
-    records(&out.stdout)
-}
-
 /// Sets `created` in an artifact's sidecar (the input prune reads).
 fn set_created(rec: &Value, created: &str) -> Value {
     let side = PathBuf::from(format!(
@@ -421,7 +411,7 @@ fn three_days(c: &Cluster, repo: &Path) -> Vec<Value> {
             // Names carry the UTC second.
             std::thread::sleep(Duration::from_millis(1100));
         }
-        for r in snapshot(c, repo, &["-d", "postgres", "--globals"]) {
+        for r in snapshot_records(c, repo, &["-d", "postgres", "--globals"]) {
             all.push(set_created(&r, &format!("{day}T02:00:00Z")));
         }
     }
@@ -759,10 +749,10 @@ fn wal_expiry_keeps_the_kept_backup_restorable() {
     let a = archiving_cluster("--compress zstd");
     make_segments(&a.cluster, &a.dir, 3);
     let repo = Scratch::new("prune-wal");
-    let old = snapshot(&a.cluster, &repo.path, &["--physical"]);
+    let old = snapshot_records(&a.cluster, &repo.path, &["--physical"]);
     make_segments(&a.cluster, &a.dir, 3);
     std::thread::sleep(Duration::from_millis(1100));
-    let new = snapshot(&a.cluster, &repo.path, &["--physical"]);
+    let new = snapshot_records(&a.cluster, &repo.path, &["--physical"]);
     let last = make_segments(&a.cluster, &a.dir, 3);
     let old = set_created(&old[0], "2026-11-19T02:00:00Z");
     let new = set_created(&new[0], "2026-11-20T02:00:00Z");

@@ -627,44 +627,17 @@ fn logical_set_into_a_fresh_cluster_whose_roles_did_not_exist() {
     assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
 }
 
-/// Temp directories pgb-verify run `pid` made.
-fn verify_dirs(pid: u32) -> Vec<PathBuf> {
-    fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&format!("pgb-verify.{pid}."))
-        })
-        .collect()
-}
-
 /// Waits up to 10 s for a process to end (an immediate shutdown removes
 /// postmaster.pid a moment before the process is gone).
 fn gone(pid: i32) -> bool {
     let t0 = Instant::now();
-    while pid_alive(pid) {
+    while alive(pid) {
         if t0.elapsed() > Duration::from_secs(10) {
             return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     true
-}
-
-/// A process that exists and is not a zombie (a daemonized postmaster's
-/// parent may be an init that does not reap).
-fn pid_alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(true),
-        Err(_) => false,
-    }
 }
 
 /// Starts pgb-verify --restore on `rec`, waits until its restored server
@@ -688,7 +661,7 @@ fn verify_until_running(c: &Cluster, rec: &str, sql: &Path) -> (std::process::Ch
         .unwrap();
     let t0 = Instant::now();
     loop {
-        if let Some(dir) = verify_dirs(child.id()).into_iter().next() {
+        if let Some(dir) = verify_temp_dirs(child.id()).into_iter().next() {
             // The smoke query holds the server up: wait for it to run.
             if let Ok(text) = fs::read_to_string(dir.join("server.log")) {
                 if text.contains("ready to accept connections") {
@@ -752,9 +725,9 @@ fn verify_restores_a_physical_backup_and_cleans_up_even_when_killed() {
     assert_eq!(v["manifest_checked"], true, "{v}");
     assert!(v["databases_queried"].as_u64().unwrap() >= 2, "{v}");
     assert!(
-        verify_dirs(pid).is_empty(),
+        verify_temp_dirs(pid).is_empty(),
         "temp dirs left: {:?}",
-        verify_dirs(pid)
+        verify_temp_dirs(pid)
     );
 
     // Ctrl-C while the restored server runs: stopped and removed.
@@ -775,7 +748,7 @@ fn verify_restores_a_physical_backup_and_cleans_up_even_when_killed() {
     let (mut child, dir, pm) = verify_until_running(&c, &line, &slow);
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(dir.exists() && pid_alive(pm));
+    assert!(dir.exists() && alive(pm));
     let o = piped(
         {
             let mut cmd = c.tool("pgb-verify");
@@ -828,7 +801,7 @@ fn verify_restores_a_physical_backup_and_cleans_up_even_when_killed() {
         problems.contains("base.tar.zst") || problems.contains("backup_manifest"),
         "{v}"
     );
-    assert!(verify_dirs(pid).is_empty());
+    assert!(verify_temp_dirs(pid).is_empty());
 
     // pgb-restore on the same damaged backup: an error record, and no
     // half-restored directory left behind.

@@ -15,24 +15,11 @@ use crate::util::*;
 
 /// Runs pgb-ship with `recs` on stdin and `envs` set.
 fn ship(recs: &[Value], args: &[String], envs: &[(&str, String)]) -> (i32, Vec<Value>, String) {
-    let mut child = Command::new(bin("pgb-ship"))
-        .args(args)
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for r in recs {
-        writeln!(stdin, "{r}").unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        records(&out.stdout),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    pipe(
+        Command::new(bin("pgb-ship"))
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str()))),
+        recs,
     )
 }
 
@@ -245,27 +232,11 @@ fn snapshot_ships_to_a_directory_an_ssh_host_and_s3_and_meets_3_2_1() {
         assert!(!String::from_utf8_lossy(&bytes).contains(S3_SECRET), "{f}");
     }
     // pgb-verify re-reads every copy and agrees.
-    let mut v = c
-        .tool("pgb-verify")
-        .arg("--checksums")
-        .envs(d.env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = v.stdin.take().unwrap();
-    for r in &shipped {
-        writeln!(stdin, "{r}").unwrap();
-    }
-    drop(stdin);
-    let vout = v.wait_with_output().unwrap();
-    assert_eq!(
-        vout.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&vout.stderr)
+    let (code, _, err) = pipe(
+        c.tool("pgb-verify").arg("--checksums").envs(d.env()),
+        &shipped,
     );
+    assert_eq!(code, 0, "{err}");
 
     // Only the NAS: 2 copies counting the original, none offsite.
     let nas2 = d.root.path().join("nas2");

@@ -348,6 +348,73 @@ pub fn records(stdout: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+/// Runs `cmd` with `recs` as JSON lines on stdin: its exit code (-1 when
+/// killed), the records it printed and its stderr.
+pub fn pipe(cmd: &mut Command, recs: &[Value]) -> (i32, Vec<Value>, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    for r in recs {
+        writeln!(stdin, "{r}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        records(&out.stdout),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `pgb-snapshot --out REPO ARGS` against `c`, which must succeed: its records.
+pub fn snapshot_records(c: &Cluster, repo: &Path, args: &[&str]) -> Vec<Value> {
+    let out = c
+        .tool("pgb-snapshot")
+        .arg("--out")
+        .arg(repo)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    records(&out.stdout)
+}
+
+/// The temp directories (throwaway clusters) that pgb-verify run `pid` made.
+pub fn verify_temp_dirs(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("pgb-verify.{pid}.");
+    fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .collect()
+}
+
+/// True while `pid` runs; a zombie does not count (the container's init
+/// may never reap a daemonized postmaster).
+pub fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .map_or(true, |(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
 /// Every file below `dir` (relative paths), sorted; the lock file excluded.
 pub fn files_below(dir: &Path) -> Vec<String> {
     let mut out: Vec<String> = walk(dir)

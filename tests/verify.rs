@@ -10,44 +10,9 @@ use serde_json::{json, Value};
 
 use crate::util::*;
 
-fn snapshot(c: &Cluster, repo: &Path, args: &[&str]) -> Vec<Value> {
-    let out = c
-        .tool("pgb-snapshot")
-        .arg("--out")
-        .arg(repo)
-        .args(args)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    records(&out.stdout)
-}
-
 /// Runs pgb-verify with `records` on stdin.
 fn verify(c: &Cluster, recs: &[Value], args: &[&str]) -> (i32, Vec<Value>, String) {
-    let mut child = c
-        .tool("pgb-verify")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for r in recs {
-        writeln!(stdin, "{r}").unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        records(&out.stdout),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    pipe(c.tool("pgb-verify").args(args), recs)
 }
 
 fn location(a: &Value) -> PathBuf {
@@ -73,7 +38,7 @@ fn untouched_artifacts_pass_and_the_verdict_is_recorded() {
     let c = Cluster::new();
     c.load_sample();
     let repo = Scratch::new("repo");
-    let recs = snapshot(&c, &repo.path, &["-d", "appdb", "--globals", "--physical"]);
+    let recs = snapshot_records(&c, &repo.path, &["-d", "appdb", "--globals", "--physical"]);
     let (code, out, err) = verify(&c, &recs, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.len(), 3);
@@ -122,7 +87,7 @@ fn every_kind_of_damage_to_a_dump_fails_and_names_the_file() {
     let c = Cluster::new();
     c.load_sample();
     let repo = Scratch::new("repo");
-    let recs = snapshot(&c, &repo.path, &["-d", "appdb", "--no-row-counts"]);
+    let recs = snapshot_records(&c, &repo.path, &["-d", "appdb", "--no-row-counts"]);
     let dump = location(&recs[0]);
     let original = fs::read(&dump).unwrap();
     let n = original.len();
@@ -203,8 +168,8 @@ fn damage_inside_a_physical_backups_tars_is_caught_without_extracting() {
     let c = Cluster::new();
     c.load_sample();
     let repo = Scratch::new("repo");
-    let recs = snapshot(&c, &repo.path, &["--physical", "--cluster", "main"]);
-    let other = snapshot(&c, &repo.path, &["--physical", "--cluster", "other"]);
+    let recs = snapshot_records(&c, &repo.path, &["--physical", "--cluster", "main"]);
+    let other = snapshot_records(&c, &repo.path, &["--physical", "--cluster", "other"]);
     let dir = location(&recs[0]);
     let pristine = Scratch::new("pristine");
     run(Command::new("cp")
@@ -305,26 +270,12 @@ fn damage_inside_a_physical_backups_tars_is_caught_without_extracting() {
     assert_eq!(code, 0, "{err}");
 }
 
-fn verify_dirs_of(pid: u32) -> Vec<PathBuf> {
-    fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&format!("pgb-verify.{pid}."))
-        })
-        .collect()
-}
-
 #[test]
 fn restore_test_compares_row_counts_taken_in_the_dumps_snapshot() {
     let c = Cluster::new();
     c.load_sample();
     let repo = Scratch::new("repo");
-    let recs = snapshot(&c, &repo.path, &["--globals", "-d", "appdb"]);
+    let recs = snapshot_records(&c, &repo.path, &["--globals", "-d", "appdb"]);
     // Rows deleted after the snapshot do not matter: the counts were taken
     // in the dump's own snapshot.
     c.sql("appdb", "DELETE FROM app.orders WHERE id > 100");
@@ -390,7 +341,7 @@ fn restore_test_compares_row_counts_taken_in_the_dumps_snapshot() {
         "{err}"
     );
     assert!(
-        verify_dirs_of(pid).is_empty(),
+        verify_temp_dirs(pid).is_empty(),
         "the throwaway cluster was removed"
     );
 
@@ -409,7 +360,7 @@ fn a_killed_restore_leaves_nothing_after_the_next_run() {
     let c = Cluster::new();
     c.load_sample();
     let repo = Scratch::new("repo");
-    let recs = snapshot(&c, &repo.path, &["-d", "appdb"]);
+    let recs = snapshot_records(&c, &repo.path, &["-d", "appdb"]);
     let mut child = c
         .tool("pgb-verify")
         .args(["--restore"])
@@ -423,7 +374,7 @@ fn a_killed_restore_leaves_nothing_after_the_next_run() {
     // Wait for its throwaway cluster to be running, then kill it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let dir = loop {
-        if let Some(d) = verify_dirs_of(pid)
+        if let Some(d) = verify_temp_dirs(pid)
             .into_iter()
             .find(|d| d.join("data/postmaster.pid").exists())
         {
@@ -503,7 +454,7 @@ fn prom_metrics_keep_other_series_and_the_last_success() {
     let c = Cluster::new();
     small_sample(&c);
     let repo = Scratch::new("repo");
-    let recs = snapshot(&c, &repo.path, &["-d", "appdb", "--no-row-counts"]);
+    let recs = snapshot_records(&c, &repo.path, &["-d", "appdb", "--no-row-counts"]);
     let prom = repo.path.join("pgb.prom");
     // A series of another cluster, written by an earlier run.
     fs::write(
@@ -582,7 +533,7 @@ fn copies_are_read_back_and_a_differing_copy_fails_naming_it() {
     let repo = Scratch::new("repo");
     let nas = Scratch::new("nas");
     let gone = Scratch::new("gone");
-    let mut recs = snapshot(&c, &repo.path, &["-d", "appdb", "--physical"]);
+    let mut recs = snapshot_records(&c, &repo.path, &["-d", "appdb", "--physical"]);
     for r in recs.iter_mut() {
         let copies = vec![
             copy_to(r, &nas.path),
@@ -706,7 +657,7 @@ fn encrypted_artifacts_are_checked_as_ciphertext_and_decrypted_with_an_identity(
     let keys = Scratch::new("keys");
     let (key, public) = age_key(&keys.path, "id.txt");
     let (other_key, _) = age_key(&keys.path, "other.txt");
-    let plain = snapshot(&c, &repo.path, &["-d", "appdb", "--globals", "--physical"]);
+    let plain = snapshot_records(&c, &repo.path, &["-d", "appdb", "--globals", "--physical"]);
     let recs: Vec<Value> = plain.iter().map(|a| encrypt_with_age(a, &public)).collect();
     let key_arg = key.to_str().unwrap();
 
@@ -842,26 +793,12 @@ fn encrypted_artifacts_are_checked_as_ciphertext_and_decrypted_with_an_identity(
 
 /// Runs pgb-encrypt `-r recipient` over `recs`; its output records.
 fn pgb_encrypt(recs: &[Value], recipient: &str) -> Vec<Value> {
-    let mut child = Command::new(bin("pgb-encrypt"))
-        .args(["-r", recipient])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for r in recs {
-        writeln!(stdin, "{r}").unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (code, out, err) = pipe(
+        Command::new(bin("pgb-encrypt")).args(["-r", recipient]),
+        recs,
     );
-    records(&out.stdout)
+    assert_eq!(code, 0, "{err}");
+    out
 }
 
 /// A pid that no process has now (a child that has exited and been reaped).
@@ -884,7 +821,7 @@ fn encrypted_dumps_of_every_compression_are_decrypted_before_pg_restore() {
     fs::write(&stale, "plaintext left by a killed run").unwrap();
     for z in ["none", "pg_dump:6"] {
         let repo = Scratch::new("repo");
-        let plain = snapshot(&c, &repo.path, &["-d", "appdb", "-Z", z]);
+        let plain = snapshot_records(&c, &repo.path, &["-d", "appdb", "-Z", z]);
         let recs = pgb_encrypt(&plain, &public);
         assert!(s(&recs[0], "path").ends_with(".age"), "{z}: {}", recs[0]);
         for target in [None, Some("postgres")] {
@@ -1104,7 +1041,7 @@ fn a_dump_whose_table_data_was_altered_fails_the_restore_naming_the_table() {
     let c = Cluster::new();
     c.load_sample();
     let repo = Scratch::new("repo");
-    let recs = snapshot(&c, &repo.path, &["-d", "appdb"]);
+    let recs = snapshot_records(&c, &repo.path, &["-d", "appdb"]);
     let dump = location(&recs[0]);
     // Inside the dump (pg_dump -Z0, compressed by pgb) one row of
     // app.orders becomes COPY's end-of-data marker, the same number of bytes:
@@ -1156,7 +1093,7 @@ fn running_cluster_of(pid: u32) -> (PathBuf, i32) {
             .unwrap_or(false)
     };
     let dir = loop {
-        if let Some(d) = verify_dirs_of(pid).into_iter().find(|d| ready(d)) {
+        if let Some(d) = verify_temp_dirs(pid).into_iter().find(|d| ready(d)) {
             break d;
         }
         assert!(
@@ -1175,26 +1112,13 @@ fn running_cluster_of(pid: u32) -> (PathBuf, i32) {
     (dir, postmaster)
 }
 
-/// True while `pid` runs (a zombie nobody reaps does not count).
-fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
 #[test]
 fn an_interrupted_restore_removes_its_cluster_and_records_nothing() {
     let c = Cluster::new();
     // The full sample: its restore takes long enough to be interrupted.
     c.load_sample();
     let repo = Scratch::new("repo");
-    let recs = snapshot(&c, &repo.path, &["-d", "appdb"]);
+    let recs = snapshot_records(&c, &repo.path, &["-d", "appdb"]);
     let sidecar = format!("{}.pgb.json", location(&recs[0]).display());
     let before = fs::read(&sidecar).unwrap();
     for (sig, code) in [
@@ -1256,7 +1180,7 @@ fn a_signal_while_the_throwaway_cluster_starts_leaves_no_server_behind() {
     let c = Cluster::new();
     small_sample(&c);
     let repo = Scratch::new("repo");
-    let recs = snapshot(&c, &repo.path, &["-d", "appdb"]);
+    let recs = snapshot_records(&c, &repo.path, &["-d", "appdb"]);
     for (sig, code) in [
         (nix::sys::signal::Signal::SIGINT, 130),
         (nix::sys::signal::Signal::SIGTERM, 143),
@@ -1276,7 +1200,7 @@ fn a_signal_while_the_throwaway_cluster_starts_leaves_no_server_behind() {
             // exists once initdb is done) and postmaster.pid is there.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
             let dir = loop {
-                if let Some(d) = verify_dirs_of(pid).into_iter().find(|d| {
+                if let Some(d) = verify_temp_dirs(pid).into_iter().find(|d| {
                     d.join("server.log").exists() && d.join("data/postmaster.pid").exists()
                 }) {
                     break d;
@@ -1333,7 +1257,7 @@ fn copies_on_an_ssh_host_and_in_s3_are_read_back() {
     let remote = Scratch::new("remote");
     let mut env = s3.env();
     env.push(("PGB_SSH_OPTIONS", sshd.client_options()));
-    let recs = snapshot(&c, &repo.path, &["-d", "appdb"]);
+    let recs = snapshot_records(&c, &repo.path, &["-d", "appdb"]);
     let mut ship = Command::new(bin("pgb-ship"))
         .args(["--to", &sshd.url(&remote.path)])
         .args(["--to", &format!("s3://{}/pg", s3.bucket)])

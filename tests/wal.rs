@@ -304,16 +304,19 @@ fn encrypted_push_and_get_interoperate_with_age() {
 
     // PostgreSQL retrying after a crash (archived, not acknowledged): an
     // identical re-push succeeds without the key.
-    let o = wal(&[
-        &"push",
-        &seg,
-        &"--archive",
-        &a,
-        &"-Z",
-        &"zstd",
-        &"-r",
-        &public,
-    ]);
+    let push_to_key = || {
+        wal(&[
+            &"push",
+            &seg,
+            &"--archive",
+            &a,
+            &"-Z",
+            &"zstd",
+            &"-r",
+            &public,
+        ])
+    };
+    let o = push_to_key();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("identical"), "{}", stderr(&o));
     // Different content: refused, original and checksum file kept.
@@ -321,16 +324,7 @@ fn encrypted_push_and_get_interoperate_with_age() {
     other[700_000] ^= 1;
     fs::write(&seg, &other).unwrap();
     let before = fs::read(&stored).unwrap();
-    let o = wal(&[
-        &"push",
-        &seg,
-        &"--archive",
-        &a,
-        &"-Z",
-        &"zstd",
-        &"-r",
-        &public,
-    ]);
+    let o = push_to_key();
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("different content"), "{}", stderr(&o));
     assert_eq!(fs::read(&stored).unwrap(), before);
@@ -340,16 +334,7 @@ fn encrypted_push_and_get_interoperate_with_age() {
     // key: an error, nothing overwritten; with -i it is compared by
     // decrypting, and the checksum file is written again.
     fs::remove_file(a.join(format!("{SEG}.sha256"))).unwrap();
-    let o = wal(&[
-        &"push",
-        &seg,
-        &"--archive",
-        &a,
-        &"-Z",
-        &"zstd",
-        &"-r",
-        &public,
-    ]);
+    let o = push_to_key();
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot tell"), "{}", stderr(&o));
     assert_eq!(fs::read(&stored).unwrap(), before);

@@ -246,6 +246,17 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap()
     }
 
+    /// One item per RFC 3339 time, keyed by it.
+    fn items<'a>(times: &[&'a str]) -> Vec<Item<'a>> {
+        times
+            .iter()
+            .map(|s| Item {
+                created: t(s),
+                key: s,
+            })
+            .collect()
+    }
+
     fn kept(times: &[&str], p: &Policy) -> Vec<String> {
         let keys: Vec<String> = (0..times.len()).map(|i| format!("{i:04}")).collect();
         let items: Vec<Item> = times
@@ -337,13 +348,7 @@ mod tests {
             daily: 5,
             ..Default::default()
         };
-        let items: Vec<Item> = times
-            .iter()
-            .map(|s| Item {
-                created: t(s),
-                key: s,
-            })
-            .collect();
+        let items = items(&times);
         let r = apply(&items, &p);
         assert_eq!(r[0], ["daily 2026-11-20"]);
         assert!(r[1].is_empty());
@@ -359,13 +364,7 @@ mod tests {
             daily: 1,
             ..Default::default()
         };
-        let items: Vec<Item> = times
-            .iter()
-            .map(|s| Item {
-                created: t(s),
-                key: s,
-            })
-            .collect();
+        let items = items(&times);
         let r = apply(&items, &p);
         assert_eq!(r[0], ["daily 2026-11-21"]);
         assert!(r[1].is_empty(), "count used up: {:?}", r[1]);
@@ -389,13 +388,7 @@ mod tests {
             weekly: 3,
             ..Default::default()
         };
-        let items: Vec<Item> = times
-            .iter()
-            .map(|s| Item {
-                created: t(s),
-                key: s,
-            })
-            .collect();
+        let items = items(&times);
         let r = apply(&items, &p);
         assert_eq!(r[0], ["weekly 2027-W01"]);
         assert_eq!(r[1], ["weekly 2026-W53"]);
