@@ -99,6 +99,15 @@ impl Drop for Progress {
     }
 }
 
+/// A tool's exit status: its run's own, or after an error, the error
+/// printed (prefixed with the tool name) and its status.
+pub fn finish(r: crate::error::Result<crate::exit::ExitStatus>) -> crate::exit::ExitStatus {
+    r.unwrap_or_else(|e| {
+        warn(e.to_string());
+        e.exit_status()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

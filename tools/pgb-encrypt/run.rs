@@ -21,13 +21,7 @@ use crate::stream;
 const TOOL: &str = "pgb-encrypt";
 
 pub fn run(args: Args) -> ExitStatus {
-    match try_run(args) {
-        Ok(s) => s,
-        Err(e) => {
-            warn(e.to_string());
-            e.exit_status()
-        }
-    }
+    pgb_common::term::finish(try_run(args))
 }
 
 fn try_run(args: Args) -> Result<ExitStatus> {

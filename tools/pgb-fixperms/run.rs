@@ -20,13 +20,7 @@ use crate::guard::{forbidden, home_dirs, open_dir_nofollow};
 use crate::walk::{Plan, Walker};
 
 pub fn run(args: Args) -> ExitStatus {
-    match try_run(args) {
-        Ok(s) => s,
-        Err(e) => {
-            warn(e.to_string());
-            e.exit_status()
-        }
-    }
+    pgb_common::term::finish(try_run(args))
 }
 
 fn refuse(path: &Path, why: impl std::fmt::Display) -> Error {

@@ -40,17 +40,7 @@ enum Rec {
 }
 
 pub fn run(args: Args) -> ExitStatus {
-    match try_run(&args) {
-        Ok(s) => s,
-        Err(e) => {
-            warn(e.to_string());
-            if e.is_broken_pipe() {
-                ExitStatus::Error
-            } else {
-                e.exit_status()
-            }
-        }
-    }
+    pgb_common::term::finish(try_run(&args))
 }
 
 fn options(args: &Args) -> Result<Options> {

@@ -19,13 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::cli::Args;
 
 pub fn run(args: Args) -> ExitStatus {
-    match try_run(args) {
-        Ok(s) => s,
-        Err(e) => {
-            warn(e.to_string());
-            e.exit_status()
-        }
-    }
+    pgb_common::term::finish(try_run(args))
 }
 
 /// The recovery target the flags ask for.

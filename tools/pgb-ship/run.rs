@@ -31,13 +31,7 @@ struct Target {
 }
 
 pub fn run(args: Args) -> ExitStatus {
-    match try_run(args) {
-        Ok(s) => s,
-        Err(e) => {
-            warn(e.to_string());
-            e.exit_status()
-        }
-    }
+    pgb_common::term::finish(try_run(args))
 }
 
 fn targets(args: &Args) -> Result<Vec<Target>> {

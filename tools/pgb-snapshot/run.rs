@@ -180,13 +180,7 @@ enum Job {
 }
 
 pub fn run(args: Args) -> ExitStatus {
-    match try_run(args) {
-        Ok(s) => s,
-        Err(e) => {
-            warn(e.to_string());
-            e.exit_status()
-        }
-    }
+    pgb_common::term::finish(try_run(args))
 }
 
 fn try_run(args: Args) -> Result<ExitStatus> {

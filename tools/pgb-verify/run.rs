@@ -102,13 +102,7 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
 }
 
 pub fn run(args: Args) -> ExitStatus {
-    match try_run(args) {
-        Ok(s) => s,
-        Err(e) => {
-            warn(e.to_string());
-            e.exit_status()
-        }
-    }
+    pgb_common::term::finish(try_run(args))
 }
 
 fn try_run(args: Args) -> Result<ExitStatus> {
