@@ -456,6 +456,43 @@ fn age_cli_output_decrypts_with_pgb_encrypt_and_back() {
     assert!(temps(&dir.path).is_empty());
 }
 
+/// pgb seals the age payload itself (1 MiB blocks of 64 KiB chunks, the
+/// last chunk flagged): sizes on every boundary of that layout, with two
+/// recipients, must decrypt with the age CLI under either key.
+#[test]
+fn age_cli_decrypts_every_size_on_chunk_and_block_boundaries() {
+    let dir = Scratch::new("boundaries");
+    let (id1, r1) = age_key(&dir.path, "one.txt");
+    let (id2, r2) = age_key(&dir.path, "two.txt");
+    const K: usize = 64 * 1024;
+    const M: usize = 1024 * 1024;
+    for len in [0, 1, K - 1, K, K + 1, M - 1, M, M + 1, 2 * M, 2 * M + K] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let plain = dir.path.join(format!("p{len}"));
+        fs::write(&plain, &data).unwrap();
+        let out = encrypt_cmd(
+            &["-r", &r1, "-r", &r2, "--file", plain.to_str().unwrap()],
+            b"",
+        );
+        assert_eq!(out.code, 0, "{len} bytes: {}", out.stderr);
+        let ct = dir.path.join(format!("p{len}.age"));
+        // 16-byte tag per 64 KiB chunk, one (empty) chunk at least.
+        let chunks = len.div_ceil(K).max(1);
+        let header = fs::metadata(&ct).unwrap().len() as usize - len - 16 * chunks;
+        assert!((150..400).contains(&header), "{len} bytes: header {header}");
+        for (n, id) in [&id1, &id2].into_iter().enumerate() {
+            let back = dir.path.join(format!("b{len}-{n}"));
+            age_decrypt(id, &ct, &back);
+            // age creates its -o file on the first byte out.
+            let got = match fs::read(&back) {
+                Err(e) if len == 0 && e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                r => r.unwrap(),
+            };
+            assert_eq!(got, data, "{len} bytes, key {n}");
+        }
+    }
+}
+
 #[test]
 fn ssh_ed25519_keys_work_both_ways_with_age() {
     let dir = Scratch::new("ssh");

@@ -117,14 +117,22 @@ impl Recipients {
         self.0.iter().map(|r| r.fingerprint.clone()).collect()
     }
 
+    /// Starts an age file for these recipients: the header (payload nonce
+    /// included) and the sealer for the payload; see [`crate::seal`].
+    pub fn begin(&self) -> Result<(Vec<u8>, crate::seal::Sealer)> {
+        crate::seal::begin(&self.as_age())
+    }
+
+    fn as_age(&self) -> Vec<&dyn age::Recipient> {
+        self.0
+            .iter()
+            .map(|r| &*r.inner as &dyn age::Recipient)
+            .collect()
+    }
+
     /// Wraps `out`; the caller must call `finish()` on the result.
-    pub fn encrypt<W: Write>(&self, out: W) -> Result<age::stream::StreamWriter<W>> {
-        let enc = age::Encryptor::with_recipients(
-            self.0.iter().map(|r| &*r.inner as &dyn age::Recipient),
-        )
-        .map_err(|e| Error::Msg(format!("age: {e}")))?;
-        enc.wrap_output(out)
-            .map_err(|e| Error::Msg(format!("age: writing header: {e}")))
+    pub fn encrypt<W: Write>(&self, out: W) -> Result<crate::seal::SealWriter<W>> {
+        crate::seal::SealWriter::new(&self.as_age(), out)
     }
 }
 

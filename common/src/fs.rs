@@ -69,12 +69,39 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     }
 }
 
+/// Starts writeback of a range (`wait`: and waits until it is on the
+/// device), as `sync_file_range(2)`.
+pub fn sync_range(f: &File, off: u64, len: u64, wait: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = if wait {
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER
+    } else {
+        libc::SYNC_FILE_RANGE_WRITE
+    };
+    // SAFETY: plain syscall on a descriptor `f` keeps open.
+    let r = unsafe { libc::sync_file_range(f.as_raw_fd(), off as i64, len as i64, flags) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// With [`AtomicFile::write_behind`], writeback is started each time this
+/// much more has been written.
+const WRITE_BEHIND: u64 = 8 << 20;
+
 /// A file being written under a temp name, published by [`AtomicFile::commit`].
 /// Dropped without commit, the temp file is removed.
 pub struct AtomicFile {
     file: Option<File>,
     temp: PathBuf,
     target: PathBuf,
+    written: u64,
+    /// With write-behind: where the range not yet handed to writeback starts.
+    behind: Option<u64>,
 }
 
 impl AtomicFile {
@@ -92,7 +119,18 @@ impl AtomicFile {
             file: Some(file),
             temp,
             target,
+            written: 0,
+            behind: None,
         })
+    }
+
+    /// Starts writeback of every 8 MiB as soon as it is written
+    /// (`sync_file_range`), so the device works while the writer computes
+    /// and the final fsync has little left to do, as with a large stream
+    /// written then fsynced. An error starting writeback is a write error.
+    pub fn write_behind(mut self) -> AtomicFile {
+        self.behind = Some(self.written);
+        self
     }
 
     pub fn target(&self) -> &Path {
@@ -132,7 +170,27 @@ impl AtomicFile {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file().write(buf)
+        let n = self.file().write(buf)?;
+        self.written += n as u64;
+        if let Some(started) = self.behind {
+            if self.written - started >= WRITE_BEHIND {
+                let f = self.file.as_ref().expect("file used after commit");
+                match sync_range(f, started, self.written - started, false) {
+                    Ok(()) => self.behind = Some(self.written),
+                    // A file system without it: fsync does it all at the end.
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::ESPIPE)
+                        ) =>
+                    {
+                        self.behind = None
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -20,6 +20,7 @@ pub mod physical;
 pub mod prom;
 pub mod record;
 pub mod repo;
+pub mod seal;
 pub mod term;
 pub mod unpack;
 pub mod wal;

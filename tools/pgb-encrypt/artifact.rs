@@ -162,7 +162,7 @@ fn recheck(a: &Artifact, loc: &Path, is_dir: bool) -> Result<()> {
 fn encrypt_one(ctx: &Ctx, from: &Path, to: &Path, expect: &FileEntry) -> Result<FileEntry> {
     let recipients = ctx.recipients.as_ref().expect("recipients");
     let mut input = File::open(from).ctx("open", from)?;
-    let target = AtomicFile::create(to)?;
+    let target = AtomicFile::create(to)?.write_behind();
     let label = format!(
         "encrypt {}",
         from.file_name().unwrap_or_default().to_string_lossy()
@@ -175,6 +175,7 @@ fn encrypt_one(ctx: &Ctx, from: &Path, to: &Path, expect: &FileEntry) -> Result<
         target,
         to,
         Some(expect),
+        true,
         &progress,
     )?;
     done.out.commit()?;

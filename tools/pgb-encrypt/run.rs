@@ -182,16 +182,35 @@ fn one_file(ctx: &Ctx, input: &Path, output: Option<&Path>) -> Result<()> {
             stream::decrypt(ids, &mut reader, in_name, stdout, name, None, &progress)?;
         } else {
             let rs = ctx.recipients.as_ref().expect("recipients");
-            stream::encrypt(rs, &mut reader, in_name, stdout, name, None, &progress)?;
+            stream::encrypt(
+                rs,
+                &mut reader,
+                in_name,
+                stdout,
+                name,
+                None,
+                false,
+                &progress,
+            )?;
         }
         return Ok(());
     }
-    let target = AtomicFile::create(&output)?;
+    let target = AtomicFile::create(&output)?.write_behind();
     let target = if let Some(ids) = &ctx.identities {
         stream::decrypt(ids, &mut reader, in_name, target, &output, None, &progress)?
     } else {
         let rs = ctx.recipients.as_ref().expect("recipients");
-        stream::encrypt(rs, &mut reader, in_name, target, &output, None, &progress)?.out
+        stream::encrypt(
+            rs,
+            &mut reader,
+            in_name,
+            target,
+            &output,
+            None,
+            false,
+            &progress,
+        )?
+        .out
     };
     target.commit()
 }

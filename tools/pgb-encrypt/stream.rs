@@ -1,12 +1,13 @@
 //! Streaming encryption and decryption of one file, with the checksums of
 //! both sides computed on the way.
 //!
-//! Work is spread over threads so age's ChaCha20-Poly1305 and the hashes
-//! overlap: the caller's thread reads and encrypts (or decrypts); when
-//! encrypting, one thread checks the plaintext (size, blake3) and one hashes
-//! the ciphertext (sha256, blake3, both recorded) and writes it out; when
-//! decrypting, one thread checks the plaintext and writes it out. Buffers of 1 MiB travel through bounded
-//! channels and come back for reuse, so memory stays flat whatever the size.
+//! Work is spread over threads so ChaCha20-Poly1305 and the hashes overlap:
+//! the caller's thread reads and encrypts (or decrypts); when encrypting,
+//! one thread checks the plaintext (size, blake3), one hashes the ciphertext
+//! (sha256, blake3, both recorded) and one writes it out; when decrypting,
+//! one thread checks the plaintext and writes it out. Buffers of 1 MiB
+//! travel through bounded channels and come back for reuse, so memory stays
+//! flat whatever the size.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -62,6 +63,8 @@ fn fill(r: &mut dyn Read, buf: &mut Vec<u8>) -> io::Result<usize> {
 enum Hashing {
     Full(Hasher),
     Light(blake3::Hasher, u64),
+    /// No hash: the size only.
+    Size(u64),
 }
 
 impl Hashing {
@@ -72,6 +75,7 @@ impl Hashing {
                 h.update(buf);
                 *n += buf.len() as u64;
             }
+            Hashing::Size(n) => *n += buf.len() as u64,
         }
     }
 
@@ -83,6 +87,11 @@ impl Hashing {
                 size,
                 sha256: String::new(),
                 blake3: h.finalize().to_hex().to_string(),
+            },
+            Hashing::Size(size) => Digests {
+                size,
+                sha256: String::new(),
+                blake3: String::new(),
             },
         }
     }
@@ -128,43 +137,6 @@ fn spawn_sink<'s, W: Write + Send + 's>(
     })
 }
 
-/// A `Write` that gathers bytes into 1 MiB buffers and sends them on.
-struct ChanWriter {
-    tx: SyncSender<Vec<u8>>,
-    pool: Pool,
-    buf: Vec<u8>,
-}
-
-impl ChanWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let mut next = self.pool.get();
-        next.clear();
-        let full = std::mem::replace(&mut self.buf, next);
-        self.tx
-            .send(full)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "writer thread stopped"))
-    }
-}
-
-impl Write for ChanWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = BUF - self.buf.len();
-        let n = room.min(data.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == BUF {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Checks the digests of what was read against the record's entry (sha256
 /// only when it was computed).
 pub fn check_expected(got: &Digests, want: &FileEntry, what: &Path) -> Result<()> {
@@ -192,12 +164,40 @@ pub fn check_expected(got: &Digests, want: &FileEntry, what: &Path) -> Result<()
 /// What one encrypted file came to.
 pub struct Encrypted<W> {
     pub out: W,
-    /// Digests of the ciphertext written.
+    /// Digests of the ciphertext written (sha256 and blake3 empty when not
+    /// asked for).
     pub output: Digests,
 }
 
-/// Encrypts `input` (named `in_name`) to `out` (named `out_name`), hashing
-/// both sides. With `expect`, the plaintext must match it or nothing counts.
+/// A thread that hashes the buffers it receives and passes them on.
+fn spawn_relay<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    rx: Receiver<Vec<u8>>,
+    next: SyncSender<Vec<u8>>,
+    mut h: Hashing,
+) -> std::thread::ScopedJoinHandle<'s, Digests> {
+    s.spawn(move || {
+        for buf in rx {
+            h.update(&buf);
+            if next.send(buf).is_err() {
+                break;
+            }
+        }
+        h.finish()
+    })
+}
+
+/// Encrypts `input` (named `in_name`) to `out` (named `out_name`). With
+/// `expect`, the plaintext must match it (size, blake3) or nothing counts;
+/// with `hash_output`, the ciphertext's sha256 and blake3 are computed for
+/// the record.
+///
+/// Four threads share the work so it spreads over the cores: this one reads
+/// the plaintext in 1 MiB blocks and seals them (age STREAM, see
+/// `pgb_common::seal`); one hashes the plaintext; one hashes the
+/// ciphertext; one writes it. A block is sealed only once the next one is
+/// read, because the last chunk of the file is sealed differently.
+#[allow(clippy::too_many_arguments)]
 pub fn encrypt<W: Write + Send>(
     recipients: &Recipients,
     input: &mut dyn Read,
@@ -205,55 +205,83 @@ pub fn encrypt<W: Write + Send>(
     out: W,
     out_name: &Path,
     expect: Option<&FileEntry>,
+    hash_output: bool,
     progress: &Progress,
 ) -> Result<Encrypted<W>> {
+    let (header, mut sealer) = recipients.begin()?;
     let (pt_tx, pt_rx) = sync_channel::<Vec<u8>>(DEPTH);
-    let (pt_back_tx, pt_back) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let (pt_back_tx, pt_back) = sync_channel::<Vec<u8>>(2 * DEPTH + 2);
     let (ct_tx, ct_rx) = sync_channel::<Vec<u8>>(DEPTH);
-    let (ct_back_tx, ct_back) = sync_channel::<Vec<u8>>(DEPTH + 2);
+    let (ct_back_tx, ct_back) = sync_channel::<Vec<u8>>(2 * DEPTH + 2);
     let pt_pool = Pool { back: pt_back };
+    let ct_pool = Pool { back: ct_back };
     std::thread::scope(|s| {
-        let pt_hash = spawn_hasher(s, pt_rx, pt_back_tx, light());
-        let sink = spawn_sink(s, ct_rx, ct_back_tx, out, Hashing::Full(Hasher::new()));
-        let chan = ChanWriter {
-            tx: ct_tx,
-            pool: Pool { back: ct_back },
-            buf: Vec::with_capacity(BUF),
+        // Plaintext: checked against the record, or straight back to the pool.
+        let (pt_send, pt_hash) = if expect.is_some() {
+            (pt_tx, Some(spawn_hasher(s, pt_rx, pt_back_tx, light())))
+        } else {
+            drop(pt_rx);
+            (pt_back_tx, None)
         };
+        // Ciphertext: hashed on its own thread, then written.
+        let (ct_send, ct_hash, sink) = if hash_output {
+            let (w_tx, w_rx) = sync_channel::<Vec<u8>>(DEPTH);
+            let relay = spawn_relay(s, ct_rx, w_tx, Hashing::Full(Hasher::new()));
+            let sink = spawn_sink(s, w_rx, ct_back_tx, out, Hashing::Size(0));
+            (ct_tx, Some(relay), sink)
+        } else {
+            let sink = spawn_sink(s, ct_rx, ct_back_tx, out, Hashing::Size(0));
+            (ct_tx, None, sink)
+        };
+        let gone = || Error::msg("a worker thread stopped");
         // The body runs in a closure so that every channel is closed (and
         // the threads end) before they are joined, whatever happened.
         let body = move || -> Result<()> {
-            let mut w = recipients.encrypt(chan)?;
+            let mut read = |buf: &mut Vec<u8>| -> Result<usize> {
+                fill(input, buf).map_err(|e| Error::io("read", in_name, e))
+            };
+            let mut header = Some(header);
+            let mut cur = pt_pool.get();
+            read(&mut cur)?;
             loop {
-                let mut buf = pt_pool.get();
-                let n = fill(input, &mut buf).map_err(|e| Error::io("read", in_name, e))?;
-                if n == 0 {
-                    break;
+                let mut next = None;
+                let last = if cur.len() < BUF {
+                    true
+                } else {
+                    let mut nx = pt_pool.get();
+                    let n = read(&mut nx)?;
+                    next = Some(nx);
+                    n == 0
+                };
+                progress.add(cur.len() as u64);
+                let mut ct = ct_pool.get();
+                ct.clear();
+                if let Some(h) = header.take() {
+                    ct.extend_from_slice(&h);
                 }
-                progress.add(n as u64);
-                if let Err(e) = w.write_all(&buf) {
-                    return Err(Error::io("write", out_name, e));
-                }
-                if pt_tx.send(buf).is_err() {
-                    return Err(Error::msg("hash thread stopped"));
+                sealer.seal_block(&cur, last, &mut ct)?;
+                ct_send.send(ct).map_err(|_| gone())?;
+                pt_send.send(cur).map_err(|_| gone())?;
+                match next {
+                    Some(nx) if !last => cur = nx,
+                    _ => return Ok(()),
                 }
             }
-            let mut chan = w.finish().map_err(|e| Error::io("write", out_name, e))?;
-            chan.send().map_err(|e| Error::io("write", out_name, e))?;
-            Ok(())
         };
         let result = body();
-        let input_digests = pt_hash.join().expect("hash thread");
+        let input_digests = pt_hash.map(|h| h.join().expect("hash thread"));
+        let output_digests = ct_hash.map(|h| h.join().expect("hash thread"));
         let sunk = sink.join().expect("writer thread");
         // A write error in the sink thread is the cause of a failed send.
-        let (out, output) = match (result, sunk) {
+        let (out, written) = match (result, sunk) {
             (_, Err(e)) => return Err(Error::io("write", out_name, e)),
             (Err(e), _) => return Err(e),
             (Ok(()), Ok(v)) => v,
         };
-        if let Some(want) = expect {
-            check_expected(&input_digests, want, in_name)?;
+        if let (Some(want), Some(got)) = (expect, &input_digests) {
+            check_expected(got, want, in_name)?;
         }
+        let output = output_digests.unwrap_or(written);
         Ok(Encrypted { out, output })
     })
 }

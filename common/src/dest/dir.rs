@@ -10,7 +10,7 @@ use std::path::Path;
 use super::{check_digests, Copied, Readback};
 use crate::digest::{hash_reader_parallel, Digests};
 use crate::error::{Error, IoContext, Result};
-use crate::fs::{create_dir_all_durable, AtomicFile};
+use crate::fs::{create_dir_all_durable, sync_range, AtomicFile};
 
 const BUF: usize = 8 << 20;
 
@@ -174,26 +174,6 @@ fn copy_range(from: &File, to: &File, len: usize) -> io::Result<usize> {
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
-    }
-}
-
-/// Starts writeback of a range (`wait`: and waits until it is on the
-/// device), as `sync_file_range(2)`.
-fn sync_range(f: &File, off: u64, len: u64, wait: bool) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let flags = if wait {
-        libc::SYNC_FILE_RANGE_WAIT_BEFORE
-            | libc::SYNC_FILE_RANGE_WRITE
-            | libc::SYNC_FILE_RANGE_WAIT_AFTER
-    } else {
-        libc::SYNC_FILE_RANGE_WRITE
-    };
-    // SAFETY: plain syscall on a descriptor `f` keeps open.
-    let r = unsafe { libc::sync_file_range(f.as_raw_fd(), off as i64, len as i64, flags) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
