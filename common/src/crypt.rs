@@ -189,20 +189,19 @@ impl Identities {
         Ok(Identities(v))
     }
 
-    /// Wraps an age stream: reads and checks the header, unwraps the file key.
-    /// The plaintext's integrity is checked chunk by chunk as it is read; a
-    /// truncated or altered file gives an error from `read`, never short data.
-    pub fn decrypt<R: Read>(&self, input: R) -> Result<age::stream::StreamReader<R>> {
-        let d = age::Decryptor::new(input).map_err(|e| Error::Msg(format!("age: {e}")))?;
-        d.decrypt(self.0.iter().map(|i| &**i as &dyn age::Identity))
-            .map_err(|e| Error::Msg(format!("age: {e}")))
+    /// Wraps an age stream: reads and checks the header, unwraps the file
+    /// key (see [`crate::seal::Opener`]). The plaintext's integrity is
+    /// checked chunk by chunk as it is read; a truncated or altered file
+    /// gives an error from `read`, never short data.
+    pub fn decrypt<R: Read>(&self, input: R) -> Result<crate::seal::Opener<R>> {
+        let ids: Vec<&dyn age::Identity> = self.0.iter().map(|i| &**i).collect();
+        crate::seal::Opener::new(&ids, input)
     }
 
-    /// Buffered variant of [`decrypt`](Self::decrypt), faster on files.
-    pub fn decrypt_buffered<R: BufRead>(&self, input: R) -> Result<age::stream::StreamReader<R>> {
-        let d = age::Decryptor::new_buffered(input).map_err(|e| Error::Msg(format!("age: {e}")))?;
-        d.decrypt(self.0.iter().map(|i| &**i as &dyn age::Identity))
-            .map_err(|e| Error::Msg(format!("age: {e}")))
+    /// [`decrypt`](Self::decrypt) for callers holding a `BufRead` (the
+    /// opener reads in large blocks itself).
+    pub fn decrypt_buffered<R: BufRead>(&self, input: R) -> Result<crate::seal::Opener<R>> {
+        self.decrypt(input)
     }
 }
 

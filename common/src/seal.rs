@@ -16,7 +16,7 @@
 //! this module and tests/encrypt.rs prove both).
 
 use std::collections::HashSet;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use age_core::format::{FileKey, Stanza};
 use age_core::primitives::hkdf;
@@ -252,6 +252,322 @@ impl<W: Write> Write for SealWriter<W> {
     }
 }
 
+/// Longest header line accepted (stanza argument lines are short; body
+/// lines are 64 columns).
+const MAX_LINE: usize = 4096;
+/// Largest header accepted: far above any real one, so that a large file
+/// that is not age is refused early.
+const MAX_HEADER: usize = 1 << 20;
+/// Ciphertext read at a time: 16 sealed chunks.
+const READ_BLOCK: usize = 16 * (CHUNK + TAG);
+
+fn malformed(what: impl std::fmt::Display) -> Error {
+    Error::msg(format!(
+        "age: not an age file, or its header is damaged: {what}"
+    ))
+}
+
+fn damaged(what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Reads an age v1 file: the header is parsed and its MAC checked, the file
+/// key unwrapped by the first identity that can (through the age crate),
+/// and the payload opened chunk by chunk with ring as it is read. A wrong
+/// key fails at [`Opener::new`]; a truncated or altered payload fails from
+/// `read`, never with short or wrong bytes that count as good: the last
+/// chunk must carry the last-chunk flag and nothing may follow it.
+pub struct Opener<R: Read> {
+    inner: R,
+    key: LessSafeKey,
+    /// Ciphertext read but not yet opened is `buf[pos..]`; the plaintext
+    /// of the chunk opened last, not yet returned, is `buf[out..out_end]`.
+    buf: Vec<u8>,
+    pos: usize,
+    out: usize,
+    out_end: usize,
+    eof: bool,
+    counter: u64,
+    /// Payload bytes opened so far.
+    opened: u64,
+    done: bool,
+}
+
+impl<R: Read> Opener<R> {
+    pub fn new(identities: &[&dyn age::Identity], mut inner: R) -> Result<Opener<R>> {
+        let mut buf = Vec::with_capacity(READ_BLOCK + CHUNK);
+        let mut eof = false;
+        let mut pos = 0;
+        let mut next_line = |buf: &mut Vec<u8>, pos: &mut usize| -> Result<Vec<u8>> {
+            loop {
+                if *pos > MAX_HEADER {
+                    return Err(malformed("the header is larger than 1 MiB"));
+                }
+                if let Some(i) = buf[*pos..].iter().position(|&b| b == b'\n') {
+                    let line = buf[*pos..*pos + i].to_vec();
+                    *pos += i + 1;
+                    return Ok(line);
+                }
+                if buf.len() - *pos > MAX_LINE {
+                    return Err(malformed("a header line is too long"));
+                }
+                if eof {
+                    return Err(malformed("it ends inside the header"));
+                }
+                if fill_more(&mut inner, buf, MAX_LINE)
+                    .map_err(|e| Error::msg(format!("age: reading the header: {e}")))?
+                    == 0
+                {
+                    eof = true;
+                }
+            }
+        };
+        let version = next_line(&mut buf, &mut pos)?;
+        if version != VERSION_LINE.as_bytes() {
+            return Err(malformed("the first line is not age-encryption.org/v1"));
+        }
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+        let mut stanzas = Vec::new();
+        let (mac_input_end, mac) = loop {
+            let start = pos;
+            let line = next_line(&mut buf, &mut pos)?;
+            if let Some(mac) = line.strip_prefix(b"--- ") {
+                let mac = b64
+                    .decode(mac)
+                    .ok()
+                    .filter(|m| m.len() == 32)
+                    .ok_or_else(|| malformed("the header MAC is not 32 bytes of base64"))?;
+                break (start + 3, mac);
+            }
+            let Some(rest) = line.strip_prefix(b"-> ") else {
+                return Err(malformed("a line is neither a stanza nor the MAC"));
+            };
+            let rest = std::str::from_utf8(rest).map_err(|_| malformed("a stanza is not ASCII"))?;
+            let mut args: Vec<String> = Vec::new();
+            for a in rest.split(' ') {
+                if a.is_empty() || !a.bytes().all(|b| (33..=126).contains(&b)) {
+                    return Err(malformed("a stanza argument is empty or not printable"));
+                }
+                args.push(a.to_string());
+            }
+            let tag = args.remove(0);
+            let mut body = Vec::new();
+            loop {
+                let l = next_line(&mut buf, &mut pos)?;
+                if l.len() > COLUMNS {
+                    return Err(malformed("a stanza body line is longer than 64 columns"));
+                }
+                b64.decode_vec(&l, &mut body)
+                    .map_err(|_| malformed("a stanza body is not canonical base64"))?;
+                if l.len() < COLUMNS {
+                    break;
+                }
+            }
+            stanzas.push(Stanza { tag, args, body });
+        };
+        let mut file_key = None;
+        for id in identities {
+            match id.unwrap_stanzas(&stanzas) {
+                Some(Ok(k)) => {
+                    file_key = Some(k);
+                    break;
+                }
+                Some(Err(e)) => return Err(Error::msg(format!("age: {e}"))),
+                None => {}
+            }
+        }
+        let file_key = file_key.ok_or_else(|| {
+            Error::msg(
+                "age: No matching keys found (no identity given is a recipient of this file)",
+            )
+        })?;
+        let mac_key = hkdf(&[], b"header", file_key.expose_secret());
+        ring::hmac::verify(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &mac_key),
+            &buf[..mac_input_end],
+            &mac,
+        )
+        .map_err(|_| malformed("the header MAC does not match (altered header)"))?;
+        while buf.len() - pos < 16 && !eof {
+            if fill_more(&mut inner, &mut buf, 16)
+                .map_err(|e| Error::msg(format!("age: reading the payload nonce: {e}")))?
+                == 0
+            {
+                eof = true;
+            }
+        }
+        if buf.len() - pos < 16 {
+            return Err(Error::msg(
+                "age: the file ends before its payload (truncated)",
+            ));
+        }
+        let payload_key = hkdf(&buf[pos..pos + 16], b"payload", file_key.expose_secret());
+        pos += 16;
+        let key = LessSafeKey::new(
+            UnboundKey::new(&CHACHA20_POLY1305, &payload_key).expect("a 32-byte key"),
+        );
+        Ok(Opener {
+            inner,
+            key,
+            buf,
+            pos,
+            out: 0,
+            out_end: 0,
+            eof,
+            counter: 0,
+            opened: 0,
+            done: false,
+        })
+    }
+
+    /// Opens the next chunk into `buf[out..out_end]`. Returns false at the
+    /// end (after checking nothing follows the last chunk).
+    fn next_chunk(&mut self) -> io::Result<bool> {
+        const SEALED: usize = CHUNK + TAG;
+        // One byte past a full chunk tells whether it is the last.
+        while !self.eof && self.buf.len() - self.pos <= SEALED {
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            if fill_more(&mut self.inner, &mut self.buf, READ_BLOCK)? == 0 {
+                self.eof = true;
+            }
+        }
+        let avail = self.buf.len() - self.pos;
+        if self.done {
+            if avail > 0 {
+                return Err(damaged("age: data follows the last chunk (altered)"));
+            }
+            return Ok(false);
+        }
+        if avail == 0 {
+            return Err(damaged(
+                "age: the file ends without its last chunk (truncated)",
+            ));
+        }
+        let (n, last) = if avail > SEALED {
+            (SEALED, false)
+        } else {
+            (avail, true)
+        };
+        if n < TAG || (last && n == TAG && self.counter != 0) {
+            return Err(damaged("age: the last chunk is cut short (truncated)"));
+        }
+        let nonce = |last: bool| {
+            let mut b = [0u8; 12];
+            b[3..11].copy_from_slice(&self.counter.to_be_bytes());
+            b[11] = u8::from(last);
+            Nonce::assume_unique_for_key(b)
+        };
+        let range = self.pos..self.pos + n;
+        if self
+            .key
+            .open_in_place(nonce(last), Aad::empty(), &mut self.buf[range.clone()])
+            .is_err()
+        {
+            // A whole chunk at the end that opens as a middle one: the file
+            // was cut at a chunk boundary.
+            let mut copy = self.buf[range].to_vec();
+            let cut = n == SEALED
+                && self
+                    .key
+                    .open_in_place(nonce(false), Aad::empty(), &mut copy)
+                    .is_ok();
+            return Err(damaged(if cut {
+                "age: the file ends without its last chunk (truncated)"
+            } else {
+                "age: a chunk does not authenticate (wrong key, or the file is altered or truncated)"
+            }));
+        }
+        self.out = self.pos;
+        self.out_end = self.pos + n - TAG;
+        self.pos += n;
+        self.opened += n as u64;
+        self.counter += 1;
+        self.done = last;
+        Ok(true)
+    }
+}
+
+impl<R: Read + io::Seek> Opener<R> {
+    /// The plaintext's length, from the file's size, authenticated by
+    /// opening the last chunk (which must carry the last-chunk flag): a
+    /// truncated file is an error here too. Only the last chunk is read;
+    /// the opener is spent afterwards (reads return nothing).
+    pub fn authenticated_len(&mut self) -> io::Result<u64> {
+        use io::SeekFrom;
+        const SEALED: u64 = (CHUNK + TAG) as u64;
+        let here = self.inner.stream_position()?;
+        let start = here - (self.buf.len() - self.pos) as u64 - self.opened;
+        let end = self.inner.seek(SeekFrom::End(0))?;
+        let len = end.saturating_sub(start);
+        let chunks = len.div_ceil(SEALED);
+        let last_len = len - chunks.saturating_sub(1) * SEALED;
+        if len == 0 || last_len < TAG as u64 || (last_len == TAG as u64 && chunks > 1) {
+            return Err(damaged(
+                "age: the file ends without its last chunk (truncated)",
+            ));
+        }
+        let mut last = vec![0u8; last_len as usize];
+        self.inner
+            .seek(SeekFrom::Start(start + (chunks - 1) * SEALED))?;
+        self.inner.read_exact(&mut last)?;
+        let mut b = [0u8; 12];
+        b[3..11].copy_from_slice(&(chunks - 1).to_be_bytes());
+        b[11] = 1;
+        self.key
+            .open_in_place(Nonce::assume_unique_for_key(b), Aad::empty(), &mut last)
+            .map_err(|_| {
+                damaged("age: the last chunk does not authenticate (truncated or altered)")
+            })?;
+        self.buf.clear();
+        self.pos = 0;
+        self.out = 0;
+        self.out_end = 0;
+        self.eof = true;
+        self.done = true;
+        Ok(len - chunks * TAG as u64)
+    }
+}
+
+/// Reads into the spare room of `buf` (at least `want` bytes of room),
+/// once; returns how many bytes came.
+fn fill_more(r: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+    let len = buf.len();
+    buf.resize(len + want.max(CHUNK), 0);
+    loop {
+        match r.read(&mut buf[len..]) {
+            Ok(n) => {
+                buf.truncate(len + n);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(len);
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for Opener<R> {
+    fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        if dst.is_empty() {
+            return Ok(0);
+        }
+        while self.out == self.out_end {
+            if !self.next_chunk()? {
+                return Ok(0);
+            }
+        }
+        let n = dst.len().min(self.out_end - self.out);
+        dst[..n].copy_from_slice(&self.buf[self.out..self.out + n]);
+        self.out += n;
+        Ok(n)
+    }
+}
+
 /// Ciphertext size for `plaintext` bytes, header excluded.
 pub fn payload_size(plaintext: u64) -> u64 {
     let chunks = plaintext.div_ceil(CHUNK as u64).max(1);
@@ -369,6 +685,104 @@ mod tests {
                 assert_eq!(decrypt(&ct, &id).unwrap(), plain, "len {len} piece {piece}");
             }
         }
+    }
+
+    fn open_all(ct: &[u8], id: &dyn age::Identity) -> std::io::Result<Vec<u8>> {
+        let mut r = Opener::new(&[id], ct).map_err(std::io::Error::other)?;
+        let mut v = Vec::new();
+        r.read_to_end(&mut v)?;
+        Ok(v)
+    }
+
+    /// The age crate's own writer, as a reference for the opener.
+    fn age_encrypt(plain: &[u8], r: &dyn age::Recipient) -> Vec<u8> {
+        let e = age::Encryptor::with_recipients(std::iter::once(r)).unwrap();
+        let mut ct = Vec::new();
+        let mut w = e.wrap_output(&mut ct).unwrap();
+        w.write_all(plain).unwrap();
+        w.finish().unwrap();
+        ct
+    }
+
+    #[test]
+    fn the_opener_reads_both_writers_at_every_boundary() {
+        let id = age::x25519::Identity::generate();
+        let r = id.to_public();
+        for len in [
+            0,
+            1,
+            CHUNK - 1,
+            CHUNK,
+            CHUNK + 1,
+            16 * CHUNK,
+            17 * CHUNK + 5,
+        ] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            for ct in [encrypt(&plain, &[&r], 16 * CHUNK), age_encrypt(&plain, &r)] {
+                assert_eq!(open_all(&ct, &id).unwrap(), plain, "len {len}");
+                let mut o = Opener::new(&[&id], std::io::Cursor::new(&ct)).unwrap();
+                let mut first = [0u8; 10];
+                let n = o.read(&mut first).unwrap();
+                assert_eq!(&first[..n], &plain[..n]);
+                assert_eq!(o.authenticated_len().unwrap(), len as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn the_opener_refuses_every_cut_every_flip_and_the_wrong_key() {
+        let id = age::x25519::Identity::generate();
+        let r = id.to_public();
+        let plain: Vec<u8> = (0..2 * CHUNK + 100).map(|i| (i % 13) as u8).collect();
+        let ct = encrypt(&plain, &[&r], CHUNK);
+        let payload = ct.len() - payload_size(plain.len() as u64) as usize;
+        // Cut anywhere (header, nonce, on and off chunk boundaries).
+        let sealed = CHUNK + TAG;
+        for cut in [
+            0,
+            10,
+            payload - 20,
+            payload - 1,
+            payload,
+            payload + 5,
+            payload + sealed,
+            payload + 2 * sealed,
+            ct.len() - 1,
+        ] {
+            assert!(open_all(&ct[..cut], &id).is_err(), "cut at {cut}");
+            if cut >= payload {
+                let mut o = Opener::new(&[&id], std::io::Cursor::new(&ct[..cut])).unwrap();
+                assert!(o.authenticated_len().is_err(), "len after cut at {cut}");
+            }
+        }
+        // Any flipped bit, in the header, its MAC or the payload.
+        for at in (0..ct.len())
+            .step_by(997)
+            .chain([payload - 1, ct.len() - 1])
+        {
+            let mut bad = ct.clone();
+            bad[at] ^= 0x10;
+            assert!(open_all(&bad, &id).is_err(), "byte {at} flipped");
+        }
+        // Bytes after the last chunk.
+        let mut longer = ct.clone();
+        longer.push(0);
+        assert!(open_all(&longer, &id).is_err());
+        // The wrong identity fails before any plaintext.
+        let other = age::x25519::Identity::generate();
+        let e = Opener::new(&[&other], &ct[..]).err().unwrap().to_string();
+        assert!(e.contains("No matching keys found"), "{e}");
+        // Not age at all.
+        let e = Opener::new(&[&id], &b"hello\nworld\n"[..])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not an age file"), "{e}");
+        let e = Opener::new(&[&id], &[b'x'; 100_000][..])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("too long"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,6 @@
 use pgb_common::fs::read_full;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -251,7 +250,7 @@ fn first_page_encrypted(
     let mut page = vec![0u8; FIRST_PAGE];
     let n = read_full(&mut dec, &mut page).map_err(explain)?;
     page.truncate(n);
-    let len = dec.seek(SeekFrom::End(0)).map_err(explain)?;
+    let len = dec.authenticated_len().map_err(explain)?;
     Ok((Some(len), page))
 }
 

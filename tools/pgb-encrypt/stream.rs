@@ -304,14 +304,9 @@ pub fn decrypt<W: Write + Send>(
     std::thread::scope(|s| {
         let sink = spawn_sink(s, rx, back_tx, out, light());
         let body = move || -> Result<()> {
-            let buffered = io::BufReader::with_capacity(BUF, input);
-            let mut r = identities.decrypt_buffered(buffered).map_err(|e| {
-                Error::msg(format!(
-                    "{}: {}",
-                    in_name.display(),
-                    e.to_string().replace("age: ", "age header: ")
-                ))
-            })?;
+            let mut r = identities
+                .decrypt(input)
+                .map_err(|e| Error::msg(format!("{}: {e}", in_name.display())))?;
             loop {
                 let mut buf = pool.get();
                 let n = fill(&mut r, &mut buf)
