@@ -785,6 +785,38 @@ mod tests {
         assert!(e.contains("too long"), "{e}");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Whatever the size and the write pattern, the opener gives back
+        /// exactly the plaintext; cut anywhere or with any byte changed, it
+        /// fails (reading through an error never yields the whole text).
+        #[test]
+        fn whole_or_refused(
+            len in 0usize..(3 * CHUNK + 100),
+            piece in 1usize..(2 * CHUNK),
+            cut_at in 0.0f64..1.0,
+            flip_at in 0.0f64..1.0,
+            bit in 0u8..8,
+        ) {
+            let id = age::x25519::Identity::generate();
+            let r = id.to_public();
+            let plain: Vec<u8> = (0..len).map(|i| (i * 131 % 257) as u8).collect();
+            let mut w = SealWriter::new(&[&r], Vec::new()).unwrap();
+            for p in plain.chunks(piece) {
+                w.write_all(p).unwrap();
+            }
+            let ct = w.finish().unwrap();
+            proptest::prop_assert_eq!(open_all(&ct, &id).unwrap(), plain.clone());
+            let cut = ((ct.len() as f64) * cut_at) as usize;
+            proptest::prop_assert!(open_all(&ct[..cut], &id).is_err());
+            let mut bad = ct.clone();
+            let at = ((ct.len() as f64) * flip_at) as usize;
+            bad[at] ^= 1 << bit;
+            proptest::prop_assert!(open_all(&bad, &id).is_err());
+        }
+    }
+
     #[test]
     fn out_of_layout_chunks_are_refused() {
         let r = age::x25519::Identity::generate().to_public();
