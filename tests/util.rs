@@ -163,6 +163,9 @@ impl Cluster {
             "fsync = off".into(),
             "synchronous_commit = off".into(),
             "log_min_messages = warning".into(),
+            // Segments in the data directory: a cluster killed by a test
+            // leaves nothing in /dev/shm.
+            "dynamic_shared_memory_type = mmap".into(),
         ];
         let archive =
             (opts.archive || opts.archive_command.is_some()).then(|| scratch.owned_dir("archive"));

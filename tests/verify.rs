@@ -355,8 +355,21 @@ fn restore_test_compares_row_counts_taken_in_the_dumps_snapshot() {
     assert!(err.contains("more than the RTO"), "{err}");
 }
 
+/// PostgreSQL's dynamic shared memory segments in /dev/shm.
+fn dsm_segments() -> std::collections::BTreeSet<String> {
+    fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("PostgreSQL."))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
 fn a_killed_restore_leaves_nothing_after_the_next_run() {
+    let shm_before = dsm_segments();
     let c = Cluster::new();
     c.load_sample();
     let repo = Scratch::new("repo");
@@ -371,13 +384,19 @@ fn a_killed_restore_leaves_nothing_after_the_next_run() {
         .unwrap();
     let pid = child.id();
     writeln!(child.stdin.take().unwrap(), "{}", recs[0]).unwrap();
-    // Wait for its throwaway cluster to be running, then kill it.
+    // Wait for its throwaway cluster to be running (a postmaster that is
+    // ready, not initdb's standalone backend, whose lock file holds a
+    // negated pid), then kill it.
+    let ready = |d: &PathBuf| {
+        let text = fs::read_to_string(d.join("data/postmaster.pid")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines.len() >= 8
+            && lines[7].trim() == "ready"
+            && lines[0].parse::<i32>().is_ok_and(|p| p > 0)
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let dir = loop {
-        if let Some(d) = verify_temp_dirs(pid)
-            .into_iter()
-            .find(|d| d.join("data/postmaster.pid").exists())
-        {
+        if let Some(d) = verify_temp_dirs(pid).into_iter().find(ready) {
             break d;
         }
         assert!(
@@ -393,8 +412,13 @@ fn a_killed_restore_leaves_nothing_after_the_next_run() {
         .unwrap()
         .parse()
         .unwrap();
+    // pgb-verify and its postmaster killed hard, as the OOM killer would.
     child.kill().unwrap();
     child.wait().unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(postmaster),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     assert!(dir.exists());
     // The next run (this one, or a concurrent test's) stops and removes it.
     let (code, _, err) = verify(&c, &recs, &["--restore"]);
@@ -411,6 +435,10 @@ fn a_killed_restore_leaves_nothing_after_the_next_run() {
         })
         .unwrap_or(false);
     assert!(!alive, "the killed run's postmaster was stopped");
+    // Its shared memory went with its directory (no test cluster puts
+    // segments in /dev/shm, so any new one is a leak).
+    let leaked: Vec<String> = dsm_segments().difference(&shm_before).cloned().collect();
+    assert!(leaked.is_empty(), "left in /dev/shm: {leaked:?}");
 }
 
 /// A small `appdb` (much quicker than the full sample): a table of 1,000

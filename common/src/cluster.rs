@@ -305,7 +305,9 @@ impl TempCluster {
     }
 
     /// Settings that keep the cluster to itself: its own socket, no TCP,
-    /// no archiving, no fsync.
+    /// no archiving, no fsync, and dynamic shared memory in files under the
+    /// data directory (not /dev/shm), so that a postmaster killed hard
+    /// leaves nothing behind once the directory is removed.
     pub fn settings(&self) -> Vec<(String, String)> {
         [
             ("listen_addresses", "''".to_string()),
@@ -318,6 +320,7 @@ impl TempCluster {
             ("synchronous_commit", "off".into()),
             ("archive_mode", "off".into()),
             ("logging_collector", "off".into()),
+            ("dynamic_shared_memory_type", "mmap".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
