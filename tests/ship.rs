@@ -543,6 +543,35 @@ fn ssh_copy_killed_mid_stream_leaves_nothing_on_the_host() {
     );
 }
 
+/// A run killed between upload and publish leaves a whole temp on the host
+/// (nothing there can tell it from a live upload): the next upload to that
+/// directory removes it once it has stood for an hour, and says so; a
+/// fresh one (a concurrent upload) is left alone.
+#[test]
+fn ssh_temps_of_killed_runs_go_once_an_hour_old() {
+    let repo = tempfile::tempdir().unwrap();
+    let d = Dests::start();
+    let a = fake_artifact(repo.path(), "next", 1 << 20, 3);
+    let rel = a["path"].as_str().unwrap();
+    let dir = d.remote().join(rel).parent().unwrap().to_path_buf();
+    fs::create_dir_all(&dir).unwrap();
+    let old = dir.join(".prev.dump.zst.pgb-tmp.4242.0");
+    let fresh = dir.join(".other.dump.zst.pgb-tmp.4343.0");
+    fs::write(&old, b"left by a killed run").unwrap();
+    fs::write(&fresh, b"being uploaded").unwrap();
+    run(Command::new("touch").args(["-d", "2 hours ago"]).arg(&old));
+    let to = vec!["--to".to_string(), d.sshd.url(&d.remote())];
+    let (code, _, err) = ship(std::slice::from_ref(&a), &to, &d.env());
+    assert_eq!(code, 0, "{err}");
+    assert!(!old.exists(), "the hour-old temp was removed");
+    assert!(fresh.exists(), "a recent temp is never touched");
+    assert!(
+        err.contains("removed ssh://") && err.contains(".prev.dump.zst.pgb-tmp.4242.0"),
+        "{err}"
+    );
+    assert!(d.remote().join(rel).exists());
+}
+
 #[test]
 fn bad_destinations_are_usage_errors() {
     for (spec, why) in [

@@ -25,8 +25,14 @@ use clap::Parser;
 /// failed (exit 2). A directory destination must exist (an unmounted
 /// disk is a failed destination, not a new directory on the root file
 /// system); it is locked like a repository while pgb-ship runs, and temp
-/// files left there by killed runs are removed. Records it does not act on pass through untouched; error
-/// records are forwarded and make the exit status 2.
+/// files left there by killed runs are removed. An SSH host has no lock
+/// pgb can take: a temp left by a run killed between upload and publish is
+/// removed by the next upload to its directory once it has stood unchanged
+/// for an hour. An S3 multipart upload that was never completed stays
+/// invisible but billed until a bucket lifecycle rule
+/// (AbortIncompleteMultipartUpload) removes it; set one. Records it does not
+/// act on pass through untouched; error records are forwarded and make the
+/// exit status 2.
 #[derive(Parser, Debug)]
 #[command(name = "pgb-ship", version, disable_help_flag = true)]
 pub struct Args {

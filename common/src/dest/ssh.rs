@@ -142,6 +142,12 @@ fn existing(t: &Target, rel: &str, expect: &Digests) -> Result<Option<Copied>> {
     }
 }
 
+/// Minutes a temp on the host must have stood unchanged before an upload to
+/// its directory removes it.
+const STALE_MINUTES: u32 = 60;
+/// What the upload script prints on stderr for each leftover it removed.
+const LEFTOVER: &str = "pgb-removed-leftover";
+
 /// Streams `src` into a fresh temp beside `final_path`, checks its size,
 /// fsyncs it; returns the temp's name and the sha256 the host computed.
 fn upload(
@@ -154,8 +160,14 @@ fn upload(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(String, String)> {
     let tmp = temp_for(final_path);
+    // Temps of runs killed between upload and publish are removed once they
+    // have not changed for an hour (an upload in progress writes to its temp
+    // all the time; the host has no lock pgb could take).
     let script = format!(
-        "set -e; umask 077; t={t}; mkdir -p -- {d}; trap 'rm -f -- \"$t\"' EXIT; \
+        "set -e; umask 077; t={t}; mkdir -p -- {d}; \
+         find {d} -maxdepth 1 -type f -name '.*{TEMP_MARK}*' -mmin +{STALE_MINUTES} \
+           -exec sh -c 'for f; do rm -f -- \"$f\" && echo \"{LEFTOVER} $f\" >&2; done' sh {{}} + || true; \
+         trap 'rm -f -- \"$t\"' EXIT; \
          cat > \"$t\"; n=$(wc -c < \"$t\"); \
          if [ \"$n\" != {size} ]; then echo \"got $n bytes of {size}: input cut short\" >&2; exit 3; fi; \
          sync \"$t\" 2>/dev/null || sync; sha256sum < \"$t\"; trap - EXIT",
@@ -207,6 +219,14 @@ fn upload(
             "copy: {}: {sent} bytes read where the record says {size}: the source changed",
             src_name.display()
         )));
+    }
+    for line in String::from_utf8_lossy(&err).lines() {
+        if let Some(f) = line.strip_prefix(LEFTOVER).map(str::trim) {
+            crate::term::warn(format!(
+                "removed {}, left by a run killed over {STALE_MINUTES} minutes ago",
+                super::ssh_url(t, f)
+            ));
+        }
     }
     let sha = String::from_utf8_lossy(&out)
         .split_whitespace()
