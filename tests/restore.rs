@@ -1064,3 +1064,129 @@ fn encrypted_backup_and_encrypted_wal_archive_across_a_timeline_switch() {
     );
     assert_eq!(started.sql("SELECT count(*) FROM t"), "210");
 }
+
+#[test]
+fn target_timeline_goes_back_along_the_original_timeline_after_a_pitr_went_too_far() {
+    let a = archiving_cluster("");
+    let c = &a.cluster;
+    let s = Scratch::new("restore-tli");
+    let repo = s.path.join("repo");
+    fs::create_dir(&repo).unwrap();
+    c.sql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT i, 'before backup' FROM generate_series(1, 100) i;",
+    );
+    physical_backup(c, &repo);
+    c.sql(
+        "postgres",
+        "INSERT INTO t SELECT i, 'after backup' FROM generate_series(101, 200) i;",
+    );
+    let noted = c.sql("postgres", "SELECT now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    // Written on timeline 1 after the point the PITR below stops at.
+    c.sql(
+        "postgres",
+        "INSERT INTO t SELECT i, 'timeline 1, past the fork' FROM generate_series(1000, 1009) i;",
+    );
+    switch_and_archive(&a);
+    let restore_to = |dest: &Path, extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"--repo", &repo, &"--wal-archive", &a.dir, &"-D", &dest];
+        args.extend_from_slice(extra);
+        restore(&args)
+    };
+
+    // A point-in-time recovery to `noted`: promoted onto timeline 2, it
+    // writes its own rows and archives into the same archive.
+    let pitr = s.path.join("pitr");
+    ok(&restore_to(&pitr, &[&"--target-time", &noted]));
+    {
+        let r = Restored::start_with(&pitr, &s, "pitr", "");
+        r.wait_promoted();
+        r.sql("INSERT INTO t SELECT i, 'timeline 2' FROM generate_series(5000, 5009) i");
+        let seg = r.sql("SELECT pg_walfile_name(pg_switch_wal())");
+        assert!(seg.starts_with("00000002"), "{seg}");
+        wait_for_file(&a.dir.join("00000002.history"), || r.log());
+        wait_for_file(&a.dir.join(&seg), || r.log());
+    }
+
+    // The plans: latest (the default) follows timeline 2 and writes no
+    // setting; current and 1 stay on timeline 1 and say so.
+    let dest1 = s.path.join("along-1");
+    let plan = ok(&restore_to(&dest1, &[&"--dry-run"]));
+    assert_eq!(plan["wal"]["target_timeline"], 2, "{plan}");
+    assert_eq!(plan["target"]["timeline"], "latest", "{plan}");
+    assert!(
+        !plan["plan"]
+            .to_string()
+            .contains("recovery_target_timeline"),
+        "{plan}"
+    );
+    for (value, setting) in [("current", "current"), ("00000001", "1")] {
+        let plan = ok(&restore_to(
+            &dest1,
+            &[&"--target-timeline", &value, &"--dry-run"],
+        ));
+        assert_eq!(plan["wal"]["target_timeline"], 1, "{plan}");
+        assert_eq!(plan["wal"]["timelines"].as_array().unwrap().len(), 1);
+        assert_eq!(plan["target"]["timeline"], setting, "{plan}");
+        assert!(
+            plan["plan"]
+                .to_string()
+                .contains(&format!("recovery_target_timeline = '{setting}'")),
+            "{plan}"
+        );
+    }
+    // A timeline the archive has no history of: refused, named.
+    let o = restore_to(&dest1, &[&"--target-timeline", &"3"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("00000003.history is not in the WAL archive"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dest1.exists());
+
+    // Along the original timeline 1: its rows past the fork are back, and
+    // none of timeline 2's; the server promotes onto a new timeline
+    // branching off timeline 1.
+    let r = ok(&restore_to(&dest1, &[&"--target-timeline", &"1"]));
+    assert_eq!(r["wal"]["target_timeline"], 1, "{r}");
+    let auto = fs::read_to_string(dest1.join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("recovery_target_timeline = '1'"), "{auto}");
+    let started = Restored::start(&dest1, &s, "along-1");
+    started.wait_promoted();
+    assert_eq!(
+        started.sql("SELECT count(*) FROM t WHERE id BETWEEN 1000 AND 1009"),
+        "10"
+    );
+    assert_eq!(started.sql("SELECT count(*) FROM t WHERE id >= 5000"), "0");
+    assert_eq!(started.sql("SELECT count(*) FROM t"), "210");
+    let tli = started.sql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)");
+    assert_eq!(tli, "00000003", "2 is taken");
+    let history = started.sql(&format!("SELECT pg_read_file('pg_wal/{tli}.history')"));
+    let parents: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    assert_eq!(parents, ["1"], "{history}");
+    drop(started);
+
+    // Along timeline 2: the recovered state and what was written on it.
+    let dest2 = s.path.join("along-2");
+    let r = ok(&restore_to(&dest2, &[&"--target-timeline", &"2"]));
+    assert_eq!(r["wal"]["target_timeline"], 2, "{r}");
+    let spans = r["wal"]["timelines"].as_array().unwrap();
+    assert_eq!(spans.len(), 2, "{r}");
+    assert_eq!(spans[0]["timeline"], 1);
+    assert!(spans[0]["switchpoint"].is_string(), "{r}");
+    let started = Restored::start(&dest2, &s, "along-2");
+    started.wait_promoted();
+    assert_eq!(started.sql("SELECT count(*) FROM t WHERE id >= 5000"), "10");
+    assert_eq!(
+        started.sql("SELECT count(*) FROM t WHERE id BETWEEN 1000 AND 1009"),
+        "0"
+    );
+    assert_eq!(started.sql("SELECT count(*) FROM t"), "210");
+}

@@ -19,8 +19,8 @@ use pgb_common::pg::ConnArgs;
 /// pgb-fixperms sets them. Before anything is written it checks that the
 /// WAL archive holds every segment from the backup's start to the target
 /// and names what is missing (those the backup carries itself count),
-/// following .history files from the backup's timeline to the newest one,
-/// as recovery_target_timeline = latest (PostgreSQL's default) does.
+/// following .history files from the backup's timeline to the target
+/// timeline as PostgreSQL does (--target-timeline; the newest by default).
 /// Encrypted WAL (pgb-wal push -r/-R) is fetched with --wal-identity. At
 /// recovery time pgb-wal get exits 1 for a segment the archive lacks, which
 /// ends recovery there, and 255 on a real failure (unreadable archive, wrong
@@ -119,6 +119,22 @@ pub struct Args {
           value_parser = ["promote", "pause", "shutdown"])]
     pub target_action: String,
 
+    /// Physical: the timeline recovery follows (recovery_target_timeline):
+    /// `latest` (PostgreSQL's default, also when not given) follows every
+    /// timeline switch to the newest timeline in the archive; `current`
+    /// stays on the backup's own timeline; a timeline ID (3, 0x3, or
+    /// 00000003 as in WAL file names; written in decimal) follows the path
+    /// from the backup's timeline to that one, through its .history file,
+    /// and ignores timelines off that path. After a point-in-time recovery
+    /// that went too far, the archive holds both histories: restore the
+    /// backup again with `--target-timeline 1` to follow the original
+    /// timeline past the fork, or with the new timeline's ID to follow the
+    /// recovered one. The WAL check follows the same path; a timeline that
+    /// does not descend from the backup's, or whose .history file the
+    /// archive lacks, is refused before anything is written
+    #[arg(long = "target-timeline", value_name = "current|latest|TLI")]
+    pub target_timeline: Option<String>,
+
     /// Stop just before the target instead of just after it
     /// (recovery_target_inclusive = off); for time, LSN and xid targets
     #[arg(long = "exclusive")]
@@ -216,6 +232,15 @@ install \-d \-o postgres \-m 700 /var/lib/postgresql/.pgb
 install \-o postgres \-m 600 /root/pgb/identity.txt /var/lib/postgresql/.pgb/wal.key
 pgb\-restore \-\-repo /srv/backups/pg \-i /root/pgb/identity.txt \-\-wal\-archive /srv/wal\-archive \\
   \-\-wal\-identity /var/lib/postgresql/.pgb/wal.key \-\-target\-time '2026\-11\-21 10:14:00+00' \-D /srv/pg/restored
+.RE
+.fi
+.PP
+A point-in-time recovery went too far and the restored server, promoted to timeline 2, has been archiving into the same archive; go back along the original timeline 1, past the fork (\-\-target\-timeline 2 or latest follows the recovered one):
+.PP
+.nf
+.RS 4
+pgb\-restore \-\-repo /srv/backups/pg \-\-target\-timeline 1 \-\-target\-time '2026\-11\-21 10:20:00+00' \\
+  \-\-wal\-archive /srv/wal\-archive \-D /var/lib/postgresql/15/main \-\-force
 .RE
 .fi
 .PP

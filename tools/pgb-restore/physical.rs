@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 
 use pgb_common::crypt::Identities;
 use pgb_common::error::{Error, IoContext, Result};
-use pgb_common::physical::{self, clear_dir, running_postmaster, Recovery, Target};
+use pgb_common::physical::{self, clear_dir, conf_quote, running_postmaster, Recovery, Target};
 use pgb_common::record::Artifact;
 use pgb_common::unpack::{sync_fs, Owner};
 use serde_json::{json, Value};
 
 use crate::cli::Args;
 use crate::run::{pgb_wal, record, sh_quote, Done};
-use crate::walcheck::Coverage;
+use crate::walcheck::{Coverage, TimelineGoal};
 
 fn tablespace_map(args: &Args) -> Result<BTreeMap<u32, PathBuf>> {
     let mut m = BTreeMap::new();
@@ -148,7 +148,13 @@ fn check_wal_identity(f: &Path, owner: Owner, from_i: bool) -> Result<PathBuf> {
     Ok(abs)
 }
 
-pub fn restore(args: &Args, a: &Artifact, ids: Option<&Identities>, tgt: &Target) -> Result<Done> {
+pub fn restore(
+    args: &Args,
+    a: &Artifact,
+    ids: Option<&Identities>,
+    tgt: &Target,
+    goal: TimelineGoal,
+) -> Result<Done> {
     let dest = std::path::absolute(args.pgdata.as_ref().expect("checked in run"))
         .ctx("resolve", "--pgdata")?;
     let layout = physical::layout(a)?;
@@ -167,9 +173,18 @@ pub fn restore(args: &Args, a: &Artifact, ids: Option<&Identities>, tgt: &Target
                 "recovery past the end of the backup needs --wal-archive DIR (or --target-immediate)".into(),
             ));
         }
+        if let (TimelineGoal::Id(n), Some(w)) = (goal, &a.wal) {
+            if n != w.timeline {
+                return Err(Error::Usage(format!(
+                    "--target-timeline {n}: the backup is on timeline {}; reaching another \
+                     timeline needs its history and WAL: give --wal-archive DIR",
+                    w.timeline
+                )));
+            }
+        }
         (Value::Null, None)
     } else {
-        let cov = Coverage::scan(a, &args.wal_archive)?;
+        let cov = Coverage::scan(a, &args.wal_archive, goal)?;
         (cov.check(a, tgt)?, cov.encrypted_example)
     };
 
@@ -255,7 +270,18 @@ pub fn restore(args: &Args, a: &Artifact, ids: Option<&Identities>, tgt: &Target
         action: args.target_action.clone(),
         inclusive: !args.exclusive,
         standby: args.standby,
-        extra: Vec::new(),
+        // Only when asked for: PostgreSQL's default is latest.
+        extra: args
+            .target_timeline
+            .as_ref()
+            .map(|_| {
+                (
+                    "recovery_target_timeline".to_string(),
+                    conf_quote(&goal.setting()),
+                )
+            })
+            .into_iter()
+            .collect(),
     };
     let (kind, value) = tgt.describe();
     let mut rec = record(a);
@@ -263,7 +289,8 @@ pub fn restore(args: &Args, a: &Artifact, ids: Option<&Identities>, tgt: &Target
     rec.insert(
         "target".into(),
         json!({"type": kind, "value": value, "inclusive": !args.exclusive,
-               "action": args.target_action, "standby": args.standby}),
+               "action": args.target_action, "standby": args.standby,
+               "timeline": goal.setting()}),
     );
     rec.insert("wal".into(), wal);
     rec.insert("owner".into(), json!({"uid": owner.uid, "gid": owner.gid}));

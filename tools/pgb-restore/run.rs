@@ -17,6 +17,7 @@ use pgb_common::{ExitStatus, RecordReader, RecordWriter};
 use serde_json::{json, Map, Value};
 
 use crate::cli::Args;
+use crate::walcheck::TimelineGoal;
 
 pub fn run(args: Args) -> ExitStatus {
     pgb_common::term::finish(try_run(args))
@@ -45,6 +46,14 @@ pub fn target(args: &Args) -> Result<Target> {
     } else {
         Target::End
     })
+}
+
+/// The timeline recovery follows (--target-timeline; latest when not
+/// given).
+pub fn timeline_goal(args: &Args) -> Result<TimelineGoal> {
+    args.target_timeline
+        .as_deref()
+        .map_or(Ok(TimelineGoal::Latest), TimelineGoal::parse)
 }
 
 /// A recovery target time as PostgreSQL reads it: RFC 3339, or
@@ -104,10 +113,11 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         Some(Identities::load(&args.identity)?)
     };
     let tgt = target(&args)?;
+    let goal = timeline_goal(&args)?;
     let mut out = RecordWriter::stdout();
     let mut status = ExitStatus::Ok;
     let picked: Vec<(Artifact, Value)> = match &args.repo {
-        Some(repo) => select(&args, repo, &tgt)?,
+        Some(repo) => select(&args, repo, &tgt, goal)?,
         None => {
             let mut v = Vec::new();
             for input in RecordReader::new(std::io::stdin().lock(), "stdin") {
@@ -166,7 +176,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         let result = match a.kind {
             Kind::Globals => crate::logical::globals(&args, a, ids.as_ref()),
             Kind::Logical => crate::logical::database(&args, a, ids.as_ref()),
-            Kind::Physical => crate::physical::restore(&args, a, ids.as_ref(), &tgt),
+            Kind::Physical => crate::physical::restore(&args, a, ids.as_ref(), &tgt, goal),
             Kind::Wal => unreachable!("refused above"),
         };
         match result {
@@ -233,7 +243,12 @@ fn load_repo(repo: &Path) -> Result<Vec<(Artifact, Value)>> {
 
 /// Picks from a repository: a physical backup (latest, by id, or the newest
 /// that reaches the target), or with --database a dump plus its globals.
-fn select(args: &Args, repo: &Path, tgt: &Target) -> Result<Vec<(Artifact, Value)>> {
+fn select(
+    args: &Args,
+    repo: &Path,
+    tgt: &Target,
+    goal: TimelineGoal,
+) -> Result<Vec<(Artifact, Value)>> {
     let all = load_repo(repo)?;
     let in_cluster = |a: &Artifact| args.cluster.as_deref().map_or(true, |c| a.cluster == c);
     let sel = args.select.as_str();
@@ -286,7 +301,7 @@ fn select(args: &Args, repo: &Path, tgt: &Target) -> Result<Vec<(Artifact, Value
         } else {
             let mut why = Vec::new();
             let found = candidates.iter().find(|(a, _)| {
-                match crate::walcheck::reaches(a, &args.wal_archive, tgt) {
+                match crate::walcheck::reaches(a, &args.wal_archive, tgt, goal) {
                     Ok(()) => true,
                     Err(e) => {
                         why.push(format!("{}: {e}", a.id));
