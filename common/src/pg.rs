@@ -348,6 +348,28 @@ pub fn parse_version(text: &str) -> String {
     }
 }
 
+/// Runs one SQL command through psql (no psqlrc, unaligned, tuples only,
+/// fields separated by a tab, stopping at the first error); returns its
+/// output without the trailing newline. `what` names the step in errors.
+pub fn query(conn: &Conn, sql: &str, what: &str) -> Result<String> {
+    let mut c = conn.command("psql", true);
+    c.args([
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-F",
+        "\t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        sql,
+    ])
+    .stdin(Stdio::null());
+    let out = output(c, what)?;
+    Ok(String::from_utf8_lossy(&out).trim_end().to_string())
+}
+
 /// A psql session kept open for several queries (one transaction can span
 /// them, as the exported snapshot and the row counts need).
 pub struct Psql {

@@ -37,25 +37,6 @@ fn describe(args: &Args) -> Value {
     })
 }
 
-fn psql(conn: &Conn, sql: &str, what: &str) -> Result<String> {
-    let mut c = conn.command("psql", true);
-    c.args([
-        "-X",
-        "-q",
-        "-A",
-        "-t",
-        "-F",
-        "\t",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-c",
-        sql,
-    ])
-    .stdin(Stdio::null());
-    let out = pg::output(c, what)?;
-    Ok(String::from_utf8_lossy(&out).trim_end().to_string())
-}
-
 fn plaintext(a: &Artifact, ids: Option<&Identities>) -> Result<(Box<dyn Read>, PathBuf)> {
     let path = a.location();
     if path.is_dir() {
@@ -134,10 +115,11 @@ pub fn globals(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<Do
     let (mut r, path) = plaintext(a, ids)?;
     let mut sql = String::new();
     r.read_to_string(&mut sql).ctx("read", &path)?;
-    let existing: BTreeSet<String> = psql(&admin, "SELECT rolname FROM pg_roles", "list roles")?
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let existing: BTreeSet<String> =
+        pg::query(&admin, "SELECT rolname FROM pg_roles", "list roles")?
+            .lines()
+            .map(str::to_string)
+            .collect();
     let (filtered, kept, skipped) = filter_globals(&sql, &existing);
     let mut rec = record(a);
     rec.insert("server".into(), describe(args));
@@ -255,7 +237,7 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
         f.flush().ctx("write", &dump)?;
     }
     if args.create_database {
-        psql(
+        pg::query(
             &admin,
             &format!("CREATE DATABASE {}", quote_ident(&db)),
             "create the target database",
@@ -290,7 +272,7 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
                 .map(|k| quote_literal(k))
                 .collect::<Vec<_>>()
                 .join(",");
-            psql(
+            pg::query(
                 &target,
                 &format!(
                     "SELECT k FROM unnest(ARRAY[{arr}]::text[]) k WHERE to_regclass(k) IS NOT NULL"
@@ -316,7 +298,7 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
                 .map(|t| format!("SELECT {}, count(*) FROM ONLY {t}", quote_literal(t)))
                 .collect::<Vec<_>>()
                 .join(" UNION ALL ");
-            for line in psql(&target, &sql, "count rows")?.lines() {
+            for line in pg::query(&target, &sql, "count rows")?.lines() {
                 let Some((t, n)) = line.rsplit_once('\t') else {
                     continue;
                 };

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, FixedOffset, Local, NaiveDateTime, TimeZone};
 use pgb_common::crypt::Identities;
-use pgb_common::error::{Error, IoContext, Result};
+use pgb_common::error::{Error, Result};
 use pgb_common::jsonl::Input;
 use pgb_common::physical::Target;
 use pgb_common::record::{error_record, Artifact, Kind, SCHEMA};
@@ -210,31 +210,10 @@ fn try_run(args: Args) -> Result<ExitStatus> {
 /// Every artifact record in a repository's sidecars.
 fn load_repo(repo: &Path) -> Result<Vec<(Artifact, Value)>> {
     let mut out = Vec::new();
-    let mut stack = vec![repo.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-            let e = e.ctx("read directory", &dir)?;
-            let p = e.path();
-            let ft = e.file_type().ctx("stat", &p)?;
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file() && p.to_string_lossy().ends_with(".pgb.json") {
-                let text = std::fs::read(&p).ctx("read", &p)?;
-                let v: Value = serde_json::from_slice(&text).map_err(|e| Error::Input {
-                    source: p.display().to_string(),
-                    line: e.line(),
-                    msg: format!("malformed JSON: {e}"),
-                })?;
-                if v["type"] != "artifact" {
-                    continue;
-                }
-                let a: Artifact = serde_json::from_value(v.clone()).map_err(|e| Error::Input {
-                    source: p.display().to_string(),
-                    line: 1,
-                    msg: format!("not a pgb.v1 artifact: {e}"),
-                })?;
-                out.push((a, v));
-            }
+    for p in pgb_common::repo::sidecars(repo)? {
+        if let Input::Artifact { artifact, raw, .. } = pgb_common::repo::read_sidecar(&p)? {
+            let v: Value = serde_json::from_str(&raw).expect("a record parsed once parses again");
+            out.push((*artifact, v));
         }
     }
     out.sort_by_key(|(a, _)| a.created);

@@ -35,14 +35,6 @@ pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
     }
 }
 
-/// Runs SQL through psql; returns its unaligned output.
-fn psql(conn: &Conn, sql: &str, what: &str) -> Result<String> {
-    let mut c = conn.command("psql", true);
-    c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
-    let out = pg::output(c, what)?;
-    Ok(String::from_utf8_lossy(&out).trim_end().to_string())
-}
-
 /// The newest globals artifact of the same cluster in the same repository.
 fn globals_for(a: &Artifact) -> Option<(PathBuf, Artifact)> {
     let dir = Path::new(&a.repo).join(&a.cluster).join("globals");
@@ -91,7 +83,7 @@ fn logical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             quote_ident(&scratch_db)
         );
-        if let Err(e) = psql(&admin, &drop, "drop the scratch database") {
+        if let Err(e) = pg::query(&admin, &drop, "drop the scratch database") {
             warn(e.to_string());
         }
     }
@@ -112,7 +104,7 @@ fn restore_and_compare(
     details: &mut serde_json::Map<String, Value>,
 ) -> Result<Verdict> {
     // Extensions the dump needs must be installable on the target.
-    let available = psql(
+    let available = pg::query(
         admin,
         "SELECT name FROM pg_available_extensions",
         "list extensions",
@@ -201,7 +193,7 @@ fn restore_and_compare(
         src.clone()
     };
 
-    psql(
+    pg::query(
         admin,
         &format!("CREATE DATABASE {}", quote_ident(db)),
         "create the restore database",
@@ -237,21 +229,8 @@ fn restore_and_compare(
                 .map(|t| format!("SELECT {}, count(*) FROM ONLY {t}", quote_literal(t)))
                 .collect::<Vec<_>>()
                 .join(" UNION ALL ");
-            let mut cmd = target.command("psql", true);
-            cmd.args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-F",
-                "\t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                &sql,
-            ]);
-            let out = match pg::output(cmd, "count rows") {
-                Ok(o) => String::from_utf8_lossy(&o).into_owned(),
+            let out = match pg::query(&target, &sql, "count rows") {
+                Ok(o) => o,
                 Err(e) => {
                     problems.push(e.to_string());
                     continue;
@@ -364,7 +343,7 @@ fn physical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
     }
     let admin = Conn::new(&tc.conn_args(), Some("postgres"))?;
     let mut problems = Vec::new();
-    let dbs = psql(
+    let dbs = pg::query(
         &admin,
         "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
         "list databases",
@@ -373,7 +352,7 @@ fn physical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
     for db in dbs.lines() {
         match admin
             .with_database(db)
-            .and_then(|c| psql(&c, "SELECT count(*) FROM pg_class", &format!("query {db}")))
+            .and_then(|c| pg::query(&c, "SELECT count(*) FROM pg_class", &format!("query {db}")))
         {
             Ok(_) => queried += 1,
             Err(e) => problems.push(e.to_string()),
