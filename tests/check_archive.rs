@@ -526,44 +526,18 @@ fn promoted_restore_on_timeline_2_checks_clean() {
         .args(["-X", "none", "-c", "fast"]));
     make_segments(&a.cluster, &a.dir, 3);
     a.cluster.stop();
-    let sock = s2.owned_dir("sock");
     let wal = bin("pgb-wal");
     let conf = format!(
-        "\nunix_socket_directories = '{}'\nrestore_command = '{} get %f %p --archive {}'\n\
-         archive_command = '{} push %p --archive {} --compress zstd'\n",
-        sock.display(),
+        "restore_command = '{} get %f %p --archive {}'\n\
+         archive_command = '{} push %p --archive {} --compress zstd'",
         wal.display(),
         a.dir.display(),
         wal.display(),
         a.dir.display()
     );
-    let mut text = fs::read_to_string(data2.join("postgresql.conf")).unwrap();
-    text.push_str(&conf);
-    fs::write(data2.join("postgresql.conf"), text).unwrap();
     fs::write(data2.join("recovery.signal"), "").unwrap();
-    if is_root() {
-        run(Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&data2));
-    }
-    run(Command::new("chmod").arg("700").arg(&data2));
-    let c2 = Cluster {
-        scratch: s2,
-        data: data2,
-        socket: sock,
-        port: a.cluster.port,
-        archive: None,
-    };
-    c2.start();
-    let t0 = Instant::now();
-    while c2.sql("postgres", "SELECT pg_is_in_recovery()") != "f" {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{}",
-            c2.server_log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let c2 = Cluster::adopt(s2, data2, a.cluster.port, &conf);
+    c2.wait_for("SELECT pg_is_in_recovery()", "f");
     let tl2 = make_segments(&c2, &a.dir, 3);
     assert!(tl2.iter().all(|n| n.starts_with("00000002")), "{tl2:?}");
     wait_archived(&c2, &a.dir, "00000002.history");
@@ -745,36 +719,8 @@ fn server_view_with_dbname() {
         .arg("-D")
         .arg(&data2)
         .args(["-R", "-X", "stream", "-c", "fast"]));
-    let sock2 = s2.owned_dir("sock");
-    let mut conf = fs::read_to_string(data2.join("postgresql.conf")).unwrap();
-    conf.push_str(&format!(
-        "\nunix_socket_directories = '{}'\narchive_mode = on\n",
-        sock2.display()
-    ));
-    fs::write(data2.join("postgresql.conf"), conf).unwrap();
-    if is_root() {
-        run(Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&data2));
-    }
-    run(Command::new("chmod").arg("700").arg(&data2));
-    let standby = Cluster {
-        scratch: s2,
-        data: data2,
-        socket: sock2,
-        port: a.cluster.port,
-        archive: None,
-    };
-    standby.start();
-    let t0 = Instant::now();
-    while standby.sql("postgres", "SELECT count(*) FROM pg_stat_wal_receiver") != "1" {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{}",
-            standby.server_log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let standby = Cluster::adopt(s2, data2, a.cluster.port, "archive_mode = on");
+    standby.wait_for("SELECT count(*) FROM pg_stat_wal_receiver", "1");
     let out = standby
         .tool("pgb-check-archive")
         .arg(&a.dir)

@@ -127,6 +127,30 @@ fn age_decrypt(id: &Path, file: &Path, out: &Path) {
         .arg(file));
 }
 
+/// `age FLAG RECIPIENT -o CT PLAIN` (FLAG: -r for a key, -R for a file).
+fn age_encrypt(flag: &str, recipient: impl AsRef<std::ffi::OsStr>, plain: &Path, ct: &Path) {
+    run(Command::new("age")
+        .arg(flag)
+        .arg(recipient)
+        .arg("-o")
+        .arg(ct)
+        .arg(plain));
+}
+
+/// The arguments of `pgb-encrypt -d -i ID --file CT -o OUT`.
+fn decrypt_args(id: &Path, ct: &Path, out: &str) -> Vec<String> {
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    ["-d", "-i", &p(id), "--file", &p(ct), "-o", out]
+        .map(String::from)
+        .to_vec()
+}
+
+/// `pgb-encrypt -d -i ID --file CT -o OUT`.
+fn decrypt_file(id: &Path, ct: &Path, out: &str) -> Out {
+    let args = decrypt_args(id, ct, out);
+    encrypt_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>(), b"")
+}
+
 #[test]
 fn dumps_encrypt_to_what_age_decrypts_and_come_back() {
     let c = Cluster::new();
@@ -396,41 +420,14 @@ fn age_cli_output_decrypts_with_pgb_encrypt_and_back() {
 
     // age -r ... | pgb-encrypt -d
     let by_age = dir.path.join("by-age.age");
-    sh(Command::new("age")
-        .arg("-r")
-        .arg(&recipient)
-        .arg("-o")
-        .arg(&by_age)
-        .arg(&plain));
+    age_encrypt("-r", &recipient, &plain, &by_age);
     let back = dir.path.join("back1");
-    let out = encrypt_cmd(
-        &[
-            "-d",
-            "-i",
-            id.to_str().unwrap(),
-            "--file",
-            by_age.to_str().unwrap(),
-            "-o",
-            back.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let out = decrypt_file(&id, &by_age, back.to_str().unwrap());
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.is_empty());
     assert_eq!(fs::read(&back).unwrap(), data);
     // -o - streams the plaintext to stdout.
-    let out = encrypt_cmd(
-        &[
-            "-d",
-            "-i",
-            id.to_str().unwrap(),
-            "--file",
-            by_age.to_str().unwrap(),
-            "-o",
-            "-",
-        ],
-        b"",
-    );
+    let out = decrypt_file(&id, &by_age, "-");
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout, data);
 
@@ -528,25 +525,9 @@ fn ssh_ed25519_keys_work_both_ways_with_age() {
     let plain = dir.path.join("plain");
     fs::write(&plain, &data).unwrap();
     let ct = dir.path.join("plain.age");
-    sh(Command::new("age")
-        .arg("-R")
-        .arg(&pubkey)
-        .arg("-o")
-        .arg(&ct)
-        .arg(&plain));
+    age_encrypt("-R", &pubkey, &plain, &ct);
     let back = dir.path.join("back2");
-    let out = encrypt_cmd(
-        &[
-            "-d",
-            "-i",
-            key.to_str().unwrap(),
-            "--file",
-            ct.to_str().unwrap(),
-            "-o",
-            back.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let out = decrypt_file(&key, &ct, back.to_str().unwrap());
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(fs::read(&back).unwrap(), data);
 }
@@ -560,12 +541,7 @@ fn refusals_leave_nothing_behind() {
     let plain = dir.path.join("p.bin");
     fs::write(&plain, &data).unwrap();
     let ct = dir.path.join("p.bin.age");
-    sh(Command::new("age")
-        .arg("-r")
-        .arg(&recipient)
-        .arg("-o")
-        .arg(&ct)
-        .arg(&plain));
+    age_encrypt("-r", &recipient, &plain, &ct);
     let ct_bytes = fs::read(&ct).unwrap();
     let truncated = dir.path.join("truncated.age");
     fs::write(&truncated, &ct_bytes[..ct_bytes.len() - 100]).unwrap();
@@ -612,69 +588,29 @@ fn refusals_leave_nothing_behind() {
         ),
         (
             "identity readable by group",
-            vec![
-                "-d".into(),
-                "-i".into(),
-                p(&loose),
-                "--file".into(),
-                p(&ct),
-                "-o".into(),
-                o.clone(),
-            ],
+            decrypt_args(&loose, &ct, &o),
             "0640",
         ),
         (
             "wrong identity",
-            vec![
-                "-d".into(),
-                "-i".into(),
-                p(&other_id),
-                "--file".into(),
-                p(&ct),
-                "-o".into(),
-                o.clone(),
-            ],
+            decrypt_args(&other_id, &ct, &o),
             "No matching keys",
         ),
         (
             "truncated ciphertext",
-            vec![
-                "-d".into(),
-                "-i".into(),
-                p(&id),
-                "--file".into(),
-                p(&truncated),
-                "-o".into(),
-                o.clone(),
-            ],
+            decrypt_args(&id, &truncated, &o),
             "decryption failed",
         ),
         (
             "altered ciphertext",
-            vec![
-                "-d".into(),
-                "-i".into(),
-                p(&id),
-                "--file".into(),
-                p(&altered),
-                "-o".into(),
-                o.clone(),
-            ],
+            decrypt_args(&id, &altered, &o),
             "decryption failed",
         ),
     ];
     if foreign_owned {
         cases.push((
             "identity owned by another user",
-            vec![
-                "-d".into(),
-                "-i".into(),
-                p(&foreign),
-                "--file".into(),
-                p(&ct),
-                "-o".into(),
-                o.clone(),
-            ],
+            decrypt_args(&foreign, &ct, &o),
             "owned by uid",
         ));
     } else {

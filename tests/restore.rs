@@ -169,6 +169,27 @@ fn ok(o: &Output) -> Value {
     r
 }
 
+/// Table `t` with rows 1..=100 ('before backup').
+fn table_t(c: &Cluster) {
+    c.sql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT i, 'before backup' FROM generate_series(1, 100) i;",
+    );
+}
+
+/// Rows 101..=200 ('after backup'), then the server's time, then a second
+/// more, so that what is written next is after the time noted.
+fn write_then_note_the_time(c: &Cluster) -> String {
+    c.sql(
+        "postgres",
+        "INSERT INTO t SELECT i, 'after backup' FROM generate_series(101, 200) i;",
+    );
+    let noted = c.sql("postgres", "SELECT now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    noted
+}
+
 /// An age key pair in `dir`: (identity file, recipient).
 fn age_key(dir: &Path) -> (PathBuf, String) {
     let id = dir.join("identity.txt");
@@ -185,18 +206,9 @@ fn pitr_drill_to_a_time_before_a_destructive_delete_plain_and_encrypted() {
     let s = Scratch::new("restore-pitr");
     let repo = s.path.join("repo");
     fs::create_dir(&repo).unwrap();
-    c.sql(
-        "postgres",
-        "CREATE TABLE t (id int PRIMARY KEY, v text);
-         INSERT INTO t SELECT i, 'before backup' FROM generate_series(1, 100) i;",
-    );
+    table_t(c);
     let rec = physical_backup(c, &repo);
-    c.sql(
-        "postgres",
-        "INSERT INTO t SELECT i, 'after backup' FROM generate_series(101, 200) i;",
-    );
-    let noted = c.sql("postgres", "SELECT now()");
-    std::thread::sleep(Duration::from_millis(1100));
+    let noted = write_then_note_the_time(c);
     c.sql("postgres", "DELETE FROM t WHERE id <= 150");
     c.sql(
         "postgres",
@@ -699,25 +711,12 @@ fn verify_restores_a_physical_backup_and_cleans_up_even_when_killed() {
     // A good backup passes: started, promoted, queried, timed.
     let sql = s.path.join("smoke.sql");
     fs::write(&sql, "SELECT count(*) FROM t;\n").unwrap();
-    let mut cmd = c.tool("pgb-verify");
-    cmd.args(["--restore", "--sql"]).arg(&sql);
-    let child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut child = child;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(line.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let out = records(&o.stdout).remove(0);
+    let (pid, code0, mut out, err) = pipe_pid(
+        c.tool("pgb-verify").args(["--restore", "--sql"]).arg(&sql),
+        std::slice::from_ref(&rec),
+    );
+    assert_eq!(code0, 0, "{err}");
+    let out = out.remove(0);
     let v = out["verified"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(v["method"], "restore", "{v}");
     assert_eq!(v["ok"], true, "{v}");
@@ -773,25 +772,12 @@ fn verify_restores_a_physical_backup_and_cleans_up_even_when_killed() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     fs::write(&base, &bytes).unwrap();
-    let child = c
-        .tool("pgb-verify")
-        .arg("--restore")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut child = child;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(line.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    let out = records(&o.stdout).remove(0);
+    let (pid, code1, mut out, err) = pipe_pid(
+        c.tool("pgb-verify").arg("--restore"),
+        std::slice::from_ref(&rec),
+    );
+    assert_eq!(code1, 1, "{err}");
+    let out = out.remove(0);
     let v = out["verified"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(v["ok"], false, "{v}");
     // A decompression error names the tar; a file that decompressed to
@@ -884,11 +870,7 @@ fn encrypted_backup_and_encrypted_wal_archive_across_a_timeline_switch() {
     let c = &a.cluster;
     let repo = s.path.join("repo");
     fs::create_dir(&repo).unwrap();
-    c.sql(
-        "postgres",
-        "CREATE TABLE t (id int PRIMARY KEY, v text);
-         INSERT INTO t SELECT i, 'before backup' FROM generate_series(1, 100) i;",
-    );
+    table_t(c);
     let rec = physical_backup(c, &repo);
     let o = piped(
         {
@@ -1072,18 +1054,9 @@ fn target_timeline_goes_back_along_the_original_timeline_after_a_pitr_went_too_f
     let s = Scratch::new("restore-tli");
     let repo = s.path.join("repo");
     fs::create_dir(&repo).unwrap();
-    c.sql(
-        "postgres",
-        "CREATE TABLE t (id int PRIMARY KEY, v text);
-         INSERT INTO t SELECT i, 'before backup' FROM generate_series(1, 100) i;",
-    );
+    table_t(c);
     physical_backup(c, &repo);
-    c.sql(
-        "postgres",
-        "INSERT INTO t SELECT i, 'after backup' FROM generate_series(101, 200) i;",
-    );
-    let noted = c.sql("postgres", "SELECT now()");
-    std::thread::sleep(Duration::from_millis(1100));
+    let noted = write_then_note_the_time(c);
     // Written on timeline 1 after the point the PITR below stops at.
     c.sql(
         "postgres",

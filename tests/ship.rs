@@ -23,6 +23,40 @@ fn ship(recs: &[Value], args: &[String], envs: &[(&str, String)]) -> (i32, Vec<V
     )
 }
 
+/// Starts pgb-ship on artifact `a` and SIGKILLs it as soon as
+/// `under_way()` holds (polled every `poll`); it must not finish first.
+fn ship_killed_when(
+    a: &Value,
+    args: &[String],
+    envs: &[(&str, String)],
+    poll: Duration,
+    under_way: impl Fn() -> bool,
+) {
+    let mut child = Command::new(bin("pgb-ship"))
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{a}").unwrap();
+    let start = Instant::now();
+    while !under_way() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the copy never got under way"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        std::thread::sleep(poll);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// The three kinds of destination, running.
 struct Dests {
     sshd: Sshd,
@@ -456,28 +490,9 @@ fn killed_mid_copy_leaves_no_final_name_and_the_next_run_completes() {
     let a = fake_artifact(repo.path(), "big", 48 << 20, 6);
     let rel = a["path"].as_str().unwrap();
     let args = ["--to".to_string(), dest.path().display().to_string()];
-    let mut child = Command::new(bin("pgb-ship"))
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{a}").unwrap();
-    let start = Instant::now();
-    while temps_below(dest.path()).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no temp appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    ship_killed_when(&a, &args, &[], Duration::from_millis(1), || {
+        !temps_below(dest.path()).is_empty()
+    });
     assert!(
         !dest.path().join(rel).exists(),
         "no file under the final name"
@@ -501,30 +516,10 @@ fn ssh_copy_killed_mid_stream_leaves_nothing_on_the_host() {
     let a = fake_artifact(repo.path(), "big", 24 << 20, 7);
     let rel = a["path"].as_str().unwrap();
     let to = vec!["--to".to_string(), d.sshd.url(&d.remote())];
-    let mut child = Command::new(bin("pgb-ship"))
-        .args(&to)
-        .envs(d.env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{a}").unwrap();
-    let start = Instant::now();
-    while temps_below(&d.remote()).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no temp appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
     // SIGKILL pgb-ship: its ssh child sees the input end early.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    ship_killed_when(&a, &to, &d.env(), Duration::from_millis(1), || {
+        !temps_below(&d.remote()).is_empty()
+    });
     let start = Instant::now();
     while !temps_below(&d.remote()).is_empty() && start.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
@@ -595,26 +590,9 @@ fn s3_upload_killed_mid_way_publishes_no_object() {
     let a = fake_artifact(repo.path(), "big", 40 << 20, 8);
     let key = format!("pg/{}", a["path"].as_str().unwrap());
     let to = vec!["--to".to_string(), format!("s3://{}/pg", s3.bucket)];
-    let mut child = Command::new(bin("pgb-ship"))
-        .args(&to)
-        .envs(s3.env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{a}").unwrap();
-    let start = Instant::now();
-    while s3.pending_uploads() == 0 {
-        assert!(start.elapsed() < Duration::from_secs(30), "no upload began");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    ship_killed_when(&a, &to, &s3.env(), Duration::from_millis(5), || {
+        s3.pending_uploads() > 0
+    });
     assert!(!s3.keys().contains(&key), "no object under the final key");
     let (code, out, err) = ship(std::slice::from_ref(&a), &to, &s3.env());
     assert_eq!(code, 0, "{err}");

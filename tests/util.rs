@@ -195,6 +195,49 @@ impl Cluster {
         c
     }
 
+    /// A data directory made elsewhere (a base backup) run as a harness
+    /// cluster on `port`: its own socket in `scratch`, `conf` appended to its
+    /// postgresql.conf, owned by postgres with mode 0700, started.
+    pub fn adopt(scratch: Scratch, data: PathBuf, port: u16, conf: &str) -> Cluster {
+        let socket = scratch.owned_dir("sock");
+        append(
+            &data.join("postgresql.conf"),
+            &format!(
+                "\nunix_socket_directories = '{}'\n{conf}\n",
+                socket.display()
+            ),
+        );
+        if is_root() {
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&data));
+        }
+        run(Command::new("chmod").arg("700").arg(&data));
+        let c = Cluster {
+            scratch,
+            data,
+            socket,
+            port,
+            archive: None,
+        };
+        c.start();
+        c
+    }
+
+    /// Polls `sql` until it answers `want`; fails with the server log after
+    /// a minute.
+    pub fn wait_for(&self, sql: &str, want: &str) {
+        let t0 = std::time::Instant::now();
+        while self.sql("postgres", sql) != want {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(60),
+                "{sql} never gave {want}:\n{}",
+                self.server_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     pub fn start(&self) {
         run(as_owner(pg_bin("pg_ctl"))
             .arg("-D")
@@ -354,12 +397,20 @@ pub fn records(stdout: &[u8]) -> Vec<Value> {
 /// Runs `cmd` with `recs` as JSON lines on stdin: its exit code (-1 when
 /// killed), the records it printed and its stderr.
 pub fn pipe(cmd: &mut Command, recs: &[Value]) -> (i32, Vec<Value>, String) {
+    let (_, code, out, err) = pipe_pid(cmd, recs);
+    (code, out, err)
+}
+
+/// [`pipe`], also returning the process id it ran as (to look for what it
+/// may have left behind).
+pub fn pipe_pid(cmd: &mut Command, recs: &[Value]) -> (u32, i32, Vec<Value>, String) {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let pid = child.id();
     let mut stdin = child.stdin.take().unwrap();
     for r in recs {
         writeln!(stdin, "{r}").unwrap();
@@ -367,6 +418,7 @@ pub fn pipe(cmd: &mut Command, recs: &[Value]) -> (i32, Vec<Value>, String) {
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     (
+        pid,
         out.status.code().unwrap_or(-1),
         records(&out.stdout),
         String::from_utf8_lossy(&out.stderr).into_owned(),

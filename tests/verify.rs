@@ -163,6 +163,78 @@ fn tar(args: &[&str], tar: &Path, cwd: &Path) {
         .args(std::iter::empty::<&str>()));
 }
 
+/// One way the manifest tests damage a backup, and what pgb-verify must say.
+enum Damage {
+    /// A data file given new contents.
+    Replace(&'static str, &'static str),
+    /// A data file removed.
+    Remove(&'static str),
+    /// A file the manifest does not list.
+    Add(&'static str, &'static str),
+    /// backup_manifest edited (its own checksum no longer matches).
+    TamperManifest,
+    /// backup_manifest of another backup of the same cluster.
+    ForeignManifest,
+}
+
+/// The damage both manifest tests (tar.zst and plain backups) inflict,
+/// with the message each must produce.
+fn manifest_damage() -> Vec<(&'static str, Damage, &'static str)> {
+    vec![
+        (
+            "changed file",
+            Damage::Replace("PG_VERSION", "14\n"),
+            "PG_VERSION: SHA256 does not match the manifest",
+        ),
+        (
+            "missing file",
+            Damage::Remove("global/pg_filenode.map"),
+            "global/pg_filenode.map: in the manifest but missing",
+        ),
+        (
+            "extra file",
+            Damage::Add("planted", "x"),
+            "planted: present in the backup but not in the manifest",
+        ),
+        (
+            "truncated file",
+            Damage::Replace("PG_VERSION", "1"),
+            "PG_VERSION: 1 bytes, manifest says 3",
+        ),
+        (
+            "tampered manifest",
+            Damage::TamperManifest,
+            "manifest checksum mismatch",
+        ),
+        (
+            "manifest of another backup",
+            Damage::ForeignManifest,
+            "global/pg_control: SHA256 does not match the manifest",
+        ),
+    ]
+}
+
+/// Applies the manifest cases of [`Damage`] to the backup in `dir`; file
+/// damage is the caller's (it depends on the format). Returns whether it
+/// applied `d`.
+fn damage_manifest(d: &Damage, dir: &Path, other: &Path) -> bool {
+    let manifest = dir.join("backup_manifest");
+    match d {
+        Damage::TamperManifest => {
+            let text =
+                fs::read_to_string(&manifest)
+                    .unwrap()
+                    .replacen("\"Size\": 3,", "\"Size\": 4,", 1);
+            fs::write(&manifest, text).unwrap();
+        }
+        Damage::ForeignManifest => {
+            fs::copy(other.join("backup_manifest"), &manifest).unwrap();
+        }
+        _ => return false,
+    }
+    true
+}
+
 #[test]
 fn damage_inside_a_physical_backups_tars_is_caught_without_extracting() {
     let c = Cluster::new();
@@ -183,76 +255,24 @@ fn damage_inside_a_physical_backups_tars_is_caught_without_extracting() {
             .arg(format!("{}/.", pristine.path.display()))
             .arg(&dir));
     };
-    type Damage<'a> = Box<dyn Fn() + 'a>;
-    let cases: Vec<(&str, Damage, &str)> = vec![
-        (
-            "changed file",
-            Box::new(|| {
-                edit_tar(&base, |t, w| {
-                    tar(&["--delete", "PG_VERSION"], t, w);
-                    fs::write(w.join("PG_VERSION"), "14\n").unwrap();
-                    tar(&["-r", "PG_VERSION"], t, w);
-                })
-            }),
-            "PG_VERSION: SHA256 does not match the manifest",
-        ),
-        (
-            "missing file",
-            Box::new(|| {
-                edit_tar(&base, |t, w| {
-                    tar(&["--delete", "global/pg_filenode.map"], t, w)
-                })
-            }),
-            "global/pg_filenode.map: in the manifest but missing",
-        ),
-        (
-            "extra file",
-            Box::new(|| {
-                edit_tar(&base, |t, w| {
-                    fs::write(w.join("planted"), "x").unwrap();
-                    tar(&["-r", "planted"], t, w);
-                })
-            }),
-            "planted: present in the backup but not in the manifest",
-        ),
-        (
-            "truncated file",
-            Box::new(|| {
-                edit_tar(&base, |t, w| {
-                    tar(&["--delete", "PG_VERSION"], t, w);
-                    fs::write(w.join("PG_VERSION"), "1").unwrap();
-                    tar(&["-r", "PG_VERSION"], t, w);
-                })
-            }),
-            "PG_VERSION: 1 bytes, manifest says 3",
-        ),
-        (
-            "tampered manifest",
-            Box::new(|| {
-                let p = dir.join("backup_manifest");
-                let text =
-                    fs::read_to_string(&p)
-                        .unwrap()
-                        .replacen("\"Size\": 3,", "\"Size\": 4,", 1);
-                fs::write(&p, text).unwrap();
-            }),
-            "manifest checksum mismatch",
-        ),
-        (
-            "manifest of another backup",
-            Box::new(|| {
-                fs::copy(
-                    location(&other[0]).join("backup_manifest"),
-                    dir.join("backup_manifest"),
-                )
-                .unwrap();
-            }),
-            "global/pg_control: SHA256 does not match the manifest",
-        ),
-    ];
-    for (what, damage, expect) in cases {
+    let other = location(&other[0]);
+    for (what, damage, expect) in manifest_damage() {
         reset();
-        damage();
+        if !damage_manifest(&damage, &dir, &other) {
+            edit_tar(&base, |t, w| match damage {
+                Damage::Replace(name, text) => {
+                    tar(&["--delete", name], t, w);
+                    fs::write(w.join(name), text).unwrap();
+                    tar(&["-r", name], t, w);
+                }
+                Damage::Remove(name) => tar(&["--delete", name], t, w),
+                Damage::Add(name, text) => {
+                    fs::write(w.join(name), text).unwrap();
+                    tar(&["-r", name], t, w);
+                }
+                _ => unreachable!(),
+            });
+        }
         let (code, out, err) = verify(&c, &recs, &["--manifest"]);
         assert_eq!(code, 1, "{what}: {err}");
         assert!(
@@ -323,19 +343,8 @@ fn restore_test_compares_row_counts_taken_in_the_dumps_snapshot() {
     // A dump that does not hold what its record claims fails, naming the table.
     let mut lying = logical.clone();
     lying["row_counts"]["app.orders"] = json!(4999);
-    let mut child = c
-        .tool("pgb-verify")
-        .args(["--restore"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    writeln!(child.stdin.take().unwrap(), "{lying}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (pid, code, _, err) = pipe_pid(c.tool("pgb-verify").args(["--restore"]), &[lying]);
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("table app.orders: 5000 rows after restore, 4999 recorded"),
         "{err}"
@@ -868,20 +877,8 @@ fn encrypted_dumps_of_every_compression_are_decrypted_before_pg_restore() {
             if let Some(t) = target {
                 args.extend(["--target", t]);
             }
-            let mut child = c
-                .tool("pgb-verify")
-                .args(&args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let pid = child.id();
-            writeln!(child.stdin.take().unwrap(), "{}", recs[0]).unwrap();
-            let out = child.wait_with_output().unwrap();
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(0), "{z} {target:?}: {err}");
-            let out = records(&out.stdout);
+            let (pid, code, out, err) = pipe_pid(c.tool("pgb-verify").args(&args), &recs[..1]);
+            assert_eq!(code, 0, "{z} {target:?}: {err}");
             let v = out[0]["verified"].as_array().unwrap().last().unwrap();
             assert_eq!(v["method"], "restore", "{z} {target:?}: {v}");
             assert_eq!(v["ok"], true, "{z} {target:?}: {v}");
@@ -1003,55 +1000,18 @@ fn on_plain_backups_the_verdict_agrees_with_pg_verifybackup() {
     assert!(m["files_checked"].as_u64().unwrap() > 900, "{m}");
     assert!(stock_ok());
 
-    type Damage<'a> = Box<dyn Fn() + 'a>;
-    let cases: Vec<(&str, Damage, &str)> = vec![
-        (
-            "changed file",
-            Box::new(|| fs::write(dir.join("PG_VERSION"), "14\n").unwrap()),
-            "PG_VERSION: SHA256 does not match the manifest",
-        ),
-        (
-            "missing file",
-            Box::new(|| fs::remove_file(dir.join("global/pg_filenode.map")).unwrap()),
-            "global/pg_filenode.map: in the manifest but missing",
-        ),
-        (
-            "extra file",
-            Box::new(|| fs::write(dir.join("planted"), "x").unwrap()),
-            "planted: present in the backup but not in the manifest",
-        ),
-        (
-            "truncated file",
-            Box::new(|| fs::write(dir.join("PG_VERSION"), "1").unwrap()),
-            "PG_VERSION: 1 bytes, manifest says 3",
-        ),
-        (
-            "tampered manifest",
-            Box::new(|| {
-                let p = dir.join("backup_manifest");
-                let text =
-                    fs::read_to_string(&p)
-                        .unwrap()
-                        .replacen("\"Size\": 3,", "\"Size\": 4,", 1);
-                fs::write(&p, text).unwrap();
-            }),
-            "manifest checksum mismatch",
-        ),
-        (
-            "manifest of another backup",
-            Box::new(|| {
-                fs::copy(
-                    location(&other).join("backup_manifest"),
-                    dir.join("backup_manifest"),
-                )
-                .unwrap();
-            }),
-            "global/pg_control: SHA256 does not match the manifest",
-        ),
-    ];
-    for (what, damage, expect) in cases {
+    let other = location(&other);
+    for (what, damage, expect) in manifest_damage() {
         reset();
-        damage();
+        if !damage_manifest(&damage, &dir, &other) {
+            match damage {
+                Damage::Replace(name, text) | Damage::Add(name, text) => {
+                    fs::write(dir.join(name), text).unwrap()
+                }
+                Damage::Remove(name) => fs::remove_file(dir.join(name)).unwrap(),
+                _ => unreachable!(),
+            }
+        }
         let (code, out, err) = verify(&c, std::slice::from_ref(&rec), &["--manifest"]);
         assert_eq!(code, 1, "{what}: {err}");
         assert!(
