@@ -7,7 +7,7 @@
 //! or others, or owned by another user, is refused before it is read.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -196,12 +196,6 @@ impl Identities {
     pub fn decrypt<R: Read>(&self, input: R) -> Result<crate::seal::Opener<R>> {
         let ids: Vec<&dyn age::Identity> = self.0.iter().map(|i| &**i).collect();
         crate::seal::Opener::new(&ids, input)
-    }
-
-    /// [`decrypt`](Self::decrypt) for callers holding a `BufRead` (the
-    /// opener reads in large blocks itself).
-    pub fn decrypt_buffered<R: BufRead>(&self, input: R) -> Result<crate::seal::Opener<R>> {
-        self.decrypt(input)
     }
 }
 

@@ -3,7 +3,6 @@
 //! passwords kept out of argv, every exit status checked, stderr drained on
 //! its own thread and quoted (redacted) on failure.
 
-use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
@@ -348,24 +347,19 @@ pub fn parse_version(text: &str) -> String {
     }
 }
 
-/// Runs one SQL command through psql (no psqlrc, unaligned, tuples only,
-/// fields separated by a tab, stopping at the first error); returns its
-/// output without the trailing newline. `what` names the step in errors.
-pub fn query(conn: &Conn, sql: &str, what: &str) -> Result<String> {
+/// psql as pgb runs it: no psqlrc, quiet, unaligned, tuples only, fields
+/// separated by `sep`, stopping at the first error.
+fn psql_command(conn: &Conn, sep: &str) -> Command {
     let mut c = conn.command("psql", true);
-    c.args([
-        "-X",
-        "-q",
-        "-A",
-        "-t",
-        "-F",
-        "\t",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-c",
-        sql,
-    ])
-    .stdin(Stdio::null());
+    c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", sep]);
+    c
+}
+
+/// Runs one SQL command through psql (fields separated by a tab); returns
+/// its output without the trailing newline. `what` names the step in errors.
+pub fn query(conn: &Conn, sql: &str, what: &str) -> Result<String> {
+    let mut c = psql_command(conn, "\t");
+    c.args(["-c", sql]).stdin(Stdio::null());
     let out = output(c, what)?;
     Ok(String::from_utf8_lossy(&out).trim_end().to_string())
 }
@@ -384,22 +378,11 @@ const FIELD_SEP: char = '\u{1f}';
 
 impl Psql {
     pub fn start(conn: &Conn, what: &str) -> Result<Psql> {
-        let mut c = conn.command("psql", true);
-        c.args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-P",
-            "pager=off",
-            "-F",
-        ])
-        .arg(OsString::from(FIELD_SEP.to_string()))
-        .env("PGAPPNAME", "pgb")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+        let mut c = psql_command(conn, &FIELD_SEP.to_string());
+        c.args(["-P", "pager=off"])
+            .env("PGAPPNAME", "pgb")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
         let mut running = spawn(c, what)?;
         let stdin = running.take_stdin();
         let stdout = BufReader::new(running.take_stdout());

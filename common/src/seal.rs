@@ -608,21 +608,31 @@ mod tests {
         Ok(v)
     }
 
+    /// Plaintext sizes on and around every boundary of the layout: empty,
+    /// chunks, and 1 MiB blocks of 16 chunks.
+    const SIZES: [usize; 9] = [
+        0,
+        1,
+        CHUNK - 1,
+        CHUNK,
+        CHUNK + 1,
+        2 * CHUNK,
+        16 * CHUNK,
+        16 * CHUNK + 7,
+        17 * CHUNK + 5,
+    ];
+
+    /// `len` bytes of a pattern that repeats only every 251 bytes.
+    fn sample(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
     #[test]
     fn the_age_crate_reads_every_size_around_chunk_boundaries() {
         let id = age::x25519::Identity::generate();
         let r = id.to_public();
-        for len in [
-            0,
-            1,
-            CHUNK - 1,
-            CHUNK,
-            CHUNK + 1,
-            2 * CHUNK,
-            16 * CHUNK,
-            16 * CHUNK + 7,
-        ] {
-            let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        for len in SIZES {
+            let plain = sample(len);
             for block in [CHUNK, 16 * CHUNK] {
                 let ct = encrypt(&plain, &[&r], block);
                 assert_eq!(decrypt(&ct, &id).unwrap(), plain, "len {len} block {block}");
@@ -674,8 +684,8 @@ mod tests {
     fn the_writer_matches_the_layout_whatever_the_write_sizes() {
         let id = age::x25519::Identity::generate();
         let r = id.to_public();
-        for len in [0, 5, CHUNK, CHUNK + 1, 3 * CHUNK] {
-            let plain: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        for len in SIZES {
+            let plain = sample(len);
             for piece in [1000, CHUNK, CHUNK + 3] {
                 let mut w = SealWriter::new(&[&r], Vec::new()).unwrap();
                 for p in plain.chunks(piece) {
@@ -708,16 +718,8 @@ mod tests {
     fn the_opener_reads_both_writers_at_every_boundary() {
         let id = age::x25519::Identity::generate();
         let r = id.to_public();
-        for len in [
-            0,
-            1,
-            CHUNK - 1,
-            CHUNK,
-            CHUNK + 1,
-            16 * CHUNK,
-            17 * CHUNK + 5,
-        ] {
-            let plain: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        for len in SIZES {
+            let plain = sample(len);
             for ct in [encrypt(&plain, &[&r], 16 * CHUNK), age_encrypt(&plain, &r)] {
                 assert_eq!(open_all(&ct, &id).unwrap(), plain, "len {len}");
                 let mut o = Opener::new(&[&id], std::io::Cursor::new(&ct)).unwrap();
@@ -801,7 +803,7 @@ mod tests {
         ) {
             let id = age::x25519::Identity::generate();
             let r = id.to_public();
-            let plain: Vec<u8> = (0..len).map(|i| (i * 131 % 257) as u8).collect();
+            let plain = sample(len);
             let mut w = SealWriter::new(&[&r], Vec::new()).unwrap();
             for p in plain.chunks(piece) {
                 w.write_all(p).unwrap();

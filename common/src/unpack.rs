@@ -89,7 +89,7 @@ pub fn open_stored(path: &Path, ids: Option<&Identities>) -> Result<(Box<dyn Rea
                 ))
             })?;
             let d = ids
-                .decrypt_buffered(f)
+                .decrypt(f)
                 .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
             name = stem.to_string();
             Box::new(Decrypted(d))

@@ -147,7 +147,7 @@ pub fn open(a: &Artifact, path: &Path) -> Result<(Stored, PlainCheck)> {
     }
     let ids = identities().ok_or_else(|| Error::msg(format!("{shown}: {NO_IDENTITY}")))??;
     let r = ids
-        .decrypt_buffered(f)
+        .decrypt(f)
         .map_err(|e| Error::msg(format!("{shown}: {e}")))?;
     let hasher = Arc::new(Mutex::new(Hasher::new()));
     let stem = plain_name(&name);

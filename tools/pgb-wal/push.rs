@@ -272,9 +272,9 @@ fn same_encrypted(
             archive::checksum_path(dir, name).display()
         )));
     };
-    let f = io::BufReader::new(File::open(path).ctx("open", path)?);
+    let f = File::open(path).ctx("open", path)?;
     let dec = ids
-        .decrypt_buffered(f)
+        .decrypt(f)
         .map_err(|e| Error::msg(format!("push: {}: {e}", path.display())))?;
     let mut reader: Box<dyn Read> = if existing.zst {
         Box::new(zstd::stream::read::Decoder::new(dec).ctx("decompress", path)?)
