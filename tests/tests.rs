@@ -13,4 +13,5 @@ mod restore;
 mod ship;
 mod snapshot;
 mod verify;
+mod versions;
 mod wal;

@@ -47,6 +47,59 @@ pub fn pg_bin(name: &str) -> PathBuf {
     pg_bindir().join(name)
 }
 
+/// Where `scripts/install-pg` caches the official builds of the majors this
+/// host lacks (the same rule as the script).
+pub fn pg_cache() -> PathBuf {
+    if let Some(c) = std::env::var_os("PGB_PG_CACHE") {
+        return PathBuf::from(c);
+    }
+    if is_root() {
+        return PathBuf::from("/var/cache/pgb/postgresql");
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+    base.join("pgb/postgresql")
+}
+
+/// The server programs of PostgreSQL `major`: Debian's layout, else the
+/// cache `scripts/install-pg` fills (scripts/test runs it).
+pub fn bindir_of(major: u32) -> PathBuf {
+    let candidates = [
+        PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")),
+        pg_cache().join(major.to_string()).join("bin"),
+    ];
+    candidates
+        .iter()
+        .find(|d| d.join("postgres").exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!("PostgreSQL {major} is not installed: run scripts/install-pg {major}")
+        })
+}
+
+/// Every supported major's bin directory present on this host, newest
+/// first, as one `PGB_PG_BINDIR` list: the tools must pick the one that
+/// matches each server and artifact, as on a host in the middle of an
+/// upgrade.
+pub fn all_bindirs() -> String {
+    let mut dirs: Vec<String> = (14..=18)
+        .rev()
+        .flat_map(|m| {
+            [
+                PathBuf::from(format!("/usr/lib/postgresql/{m}/bin")),
+                pg_cache().join(m.to_string()).join("bin"),
+            ]
+        })
+        .filter(|d| d.join("postgres").exists())
+        .map(|d| d.display().to_string())
+        .collect();
+    if dirs.is_empty() {
+        dirs.push(pg_bindir().display().to_string());
+    }
+    dirs.join(":")
+}
+
 /// A command run as the cluster owner: `postgres` when we are root.
 pub fn as_owner(program: impl AsRef<OsStr>) -> Command {
     if is_root() {
@@ -117,6 +170,8 @@ pub struct Options {
     pub extra_conf: Vec<String>,
     /// Extra initdb arguments (`-g` for group access).
     pub initdb_args: Vec<String>,
+    /// The PostgreSQL major to run [default: the host's newest, Debian's].
+    pub major: Option<u32>,
 }
 
 /// A running throwaway cluster.
@@ -126,6 +181,8 @@ pub struct Cluster {
     pub socket: PathBuf,
     pub port: u16,
     pub archive: Option<PathBuf>,
+    /// The server programs it runs.
+    pub bindir: PathBuf,
 }
 
 impl Cluster {
@@ -137,7 +194,11 @@ impl Cluster {
         let scratch = Scratch::new("cluster");
         let data = scratch.path.join("data");
         let socket = scratch.owned_dir("sock");
-        run(as_owner(pg_bin("initdb"))
+        let bindir = match opts.major {
+            Some(m) => bindir_of(m),
+            None => pg_bindir().to_path_buf(),
+        };
+        run(as_owner(bindir.join("initdb"))
             .args([
                 "-A",
                 "trust",
@@ -190,6 +251,7 @@ impl Cluster {
             socket,
             port,
             archive,
+            bindir,
         };
         c.start();
         c
@@ -199,6 +261,17 @@ impl Cluster {
     /// cluster on `port`: its own socket in `scratch`, `conf` appended to its
     /// postgresql.conf, owned by postgres with mode 0700, started.
     pub fn adopt(scratch: Scratch, data: PathBuf, port: u16, conf: &str) -> Cluster {
+        Self::adopt_as(pg_bindir().to_path_buf(), scratch, data, port, conf)
+    }
+
+    /// [`Cluster::adopt`] with the server programs in `bindir`.
+    pub fn adopt_as(
+        bindir: PathBuf,
+        scratch: Scratch,
+        data: PathBuf,
+        port: u16,
+        conf: &str,
+    ) -> Cluster {
         let socket = scratch.owned_dir("sock");
         append(
             &data.join("postgresql.conf"),
@@ -219,6 +292,7 @@ impl Cluster {
             socket,
             port,
             archive: None,
+            bindir,
         };
         c.start();
         c
@@ -239,7 +313,7 @@ impl Cluster {
     }
 
     pub fn start(&self) {
-        run(as_owner(pg_bin("pg_ctl"))
+        run(as_owner(self.bindir.join("pg_ctl"))
             .arg("-D")
             .arg(&self.data)
             .arg("-l")
@@ -249,7 +323,7 @@ impl Cluster {
     }
 
     pub fn stop(&self) {
-        let _ = as_owner(pg_bin("pg_ctl"))
+        let _ = as_owner(self.bindir.join("pg_ctl"))
             .arg("-D")
             .arg(&self.data)
             .args(["-m", "immediate", "-w", "stop"])
@@ -272,14 +346,14 @@ impl Cluster {
     pub fn tool(&self, name: &str) -> Command {
         let mut c = Command::new(bin(name));
         c.envs(self.env())
-            .env("PGB_PG_BINDIR", pg_bindir())
+            .env("PGB_PG_BINDIR", all_bindirs())
             .stdin(Stdio::null());
         c
     }
 
     /// A PostgreSQL client program pointed at this cluster.
     pub fn pg(&self, name: &str) -> Command {
-        let mut c = Command::new(pg_bin(name));
+        let mut c = Command::new(self.bindir.join(name));
         c.envs(self.env()).stdin(Stdio::null());
         c
     }

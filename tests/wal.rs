@@ -751,6 +751,7 @@ fn recovery_stops_at_a_corrupt_segment_instead_of_ending_early() {
         socket: s2.path.join("soft-sock"),
         port: 5432,
         archive: None,
+        bindir: pg_bindir().to_path_buf(),
     };
     assert!(started, "{text}");
     let t0 = std::time::Instant::now();

@@ -16,6 +16,7 @@ pub mod jsonl;
 pub mod lock;
 pub mod manifest;
 pub mod pg;
+pub mod pgbin;
 pub mod physical;
 pub mod prom;
 pub mod record;

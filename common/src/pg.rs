@@ -11,6 +11,8 @@ use std::thread::JoinHandle;
 
 use crate::conninfo::{self, quote_value, redact, split_password};
 use crate::error::{Error, IoContext, Result};
+use crate::pgbin;
+pub use crate::pgbin::{Found, Need};
 
 /// The connection flags every tool that talks to PostgreSQL takes, named as
 /// pg_dump names them. Unset flags fall back to libpq's PG* variables.
@@ -25,9 +27,12 @@ pub struct ConnArgs {
     /// Connect as this database user [env: PGUSER]
     #[arg(short = 'U', long = "username", value_name = "NAME")]
     pub username: Option<String>,
-    /// Directory holding the PostgreSQL client programs to run (pg_dump,
-    /// pg_basebackup, psql...); by default they are found on PATH.
-    #[arg(long = "pg-bindir", value_name = "DIR", env = "PGB_PG_BINDIR")]
+    /// Directories holding PostgreSQL programs (pg_dump, pg_basebackup,
+    /// psql...), separated by ':'. pgb runs the ones matching the server's
+    /// major version, searching these first, then /usr/lib/postgresql/N/bin,
+    /// /usr/pgsql-N/bin and PATH; none matching is an error naming the
+    /// version needed.
+    #[arg(long = "pg-bindir", value_name = "DIRS", env = "PGB_PG_BINDIR")]
     pub pg_bindir: Option<PathBuf>,
 }
 
@@ -139,6 +144,17 @@ impl Conn {
         program_path(self.args.pg_bindir.as_deref(), name)
     }
 
+    /// The same connection, running its programs from the installation
+    /// where `program` is found as `need` asks (the server's major, for
+    /// pg_dump and pg_basebackup); `why` explains the version in the error
+    /// when there is none.
+    pub fn using(&self, program: &str, need: Need, why: &str) -> Result<(Conn, Found)> {
+        let found = pgbin::find(self.args.pg_bindir.as_deref(), program, need, why)?;
+        let mut c = self.clone();
+        c.args.pg_bindir = Some(found.bindir());
+        Ok((c, found))
+    }
+
     /// A command for `program` with stdin closed, the connection flags set
     /// and any password in PGPASSFILE. `-d` is added only when `with_db`.
     pub fn command(&self, program: &str, with_db: bool) -> Command {
@@ -173,12 +189,24 @@ impl Conn {
     }
 }
 
-/// Where the PostgreSQL server programs (initdb, pg_ctl, postgres) are:
-/// `given`, else the newest `/usr/lib/postgresql/N/bin` (Debian keeps them
-/// off PATH), else `None` (search PATH).
+/// Where the server programs of major `major` (initdb, pg_ctl, postgres)
+/// are, or an error naming the version needed; `why` says what needs it.
+pub fn server_bindir_for(given: Option<&Path>, major: u32, why: &str) -> Result<PathBuf> {
+    pgbin::find(given, "postgres", Need::Exact(major), why).map(|f| f.bindir())
+}
+
+/// Where the newest PostgreSQL server programs (initdb, pg_ctl, postgres)
+/// are: the first of `given` holding them, else the newest
+/// `/usr/lib/postgresql/N/bin` (Debian keeps them off PATH), else `None`
+/// (search PATH).
 pub fn server_bindir(given: Option<&Path>) -> Option<PathBuf> {
     if let Some(g) = given {
-        return Some(g.to_path_buf());
+        let dirs: Vec<PathBuf> = std::env::split_paths(g.as_os_str()).collect();
+        return dirs
+            .iter()
+            .find(|d| d.join("initdb").exists())
+            .or(dirs.first())
+            .cloned();
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -194,10 +222,18 @@ pub fn server_bindir(given: Option<&Path>) -> Option<PathBuf> {
     found.pop().map(|(_, b)| b)
 }
 
-/// `bindir/name`, or `name` to be found on PATH.
+/// `bindir/name`, or `name` to be found on PATH. `bindir` may be a list
+/// separated by ':'; the first directory holding `name` wins.
 pub fn program_path(bindir: Option<&Path>, name: &str) -> PathBuf {
     match bindir {
-        Some(d) => d.join(name),
+        Some(d) => {
+            let dirs: Vec<PathBuf> = std::env::split_paths(d.as_os_str()).collect();
+            match dirs.iter().find(|d| d.join(name).exists()) {
+                Some(d) => d.join(name),
+                None if dirs.len() == 1 => dirs[0].join(name),
+                None => PathBuf::from(name),
+            }
+        }
         None => PathBuf::from(name),
     }
 }

@@ -28,6 +28,7 @@ pub const PAGE_MAGICS: &[(u16, u32)] = &[
     (0xD110, 15),
     (0xD113, 16),
     (0xD116, 17),
+    (0xD118, 18),
 ];
 
 /// The major version whose WAL carries `magic`.

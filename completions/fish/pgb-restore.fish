@@ -20,7 +20,7 @@ complete -c pgb-restore -s d -l dbname -d 'Logical: the database to restore into
 complete -c pgb-restore -s h -l host -d 'Database server host or socket directory [env: PGHOST]' -r
 complete -c pgb-restore -s p -l port -d 'Database server port [env: PGPORT]' -r
 complete -c pgb-restore -s U -l username -d 'Connect as this database user [env: PGUSER]' -r
-complete -c pgb-restore -l pg-bindir -d 'Directory holding the PostgreSQL client programs to run (pg_dump, pg_basebackup, psql...); by default they are found on PATH' -r -F
+complete -c pgb-restore -l pg-bindir -d 'Directories holding PostgreSQL programs (pg_dump, pg_basebackup, psql...), separated by \':\'. pgb runs the ones matching the server\'s major version, searching these first, then /usr/lib/postgresql/N/bin, /usr/pgsql-N/bin and PATH; none matching is an error naming the version needed' -r -F
 complete -c pgb-restore -s j -l jobs -d 'Logical: parallel jobs for pg_restore' -r
 complete -c pgb-restore -s t -l table -d 'Logical: restore only this table (repeatable; pg_restore -t)' -r
 complete -c pgb-restore -s n -l schema -d 'Logical: restore only this schema (repeatable; pg_restore -n)' -r

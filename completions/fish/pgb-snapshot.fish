@@ -1,7 +1,7 @@
 complete -c pgb-snapshot -s d -l dbname -d 'Dump this database: a name or a connection string (repeatable)' -r
 complete -c pgb-snapshot -s o -l out -d 'Repository directory the artifacts are written under' -r -F
 complete -c pgb-snapshot -l cluster -d 'Cluster label used in the layout and records [default: the server\'s cluster_name, else its system identifier]' -r
-complete -c pgb-snapshot -s Z -l compress -d 'Compression: zstd[:LEVEL] streams pg_dump\'s uncompressed output through multi-threaded zstd (fast; restore with `zstd -dc FILE | pg_restore ...`); pg_dump[:LEVEL] uses pg_dump\'s own gzip (slower, restorable by pg_restore directly); none stores it as is' -r
+complete -c pgb-snapshot -s Z -l compress -d 'Compression: zstd[:LEVEL] has pg_dump 16+ write zstd into the custom format itself (restorable by stock pg_restore, in parallel too), and streams older pg_dumps\' uncompressed output through multi-threaded zstd (restore with zstd -dc FILE | pg_restore ...); pg_dump[:LEVEL] uses pg_dump\'s own gzip; none stores it as is. Physical backups: pg_basebackup compresses (14\'s only gzip; pgb compresses 14\'s tars with zstd itself)' -r
 complete -c pgb-snapshot -l threads -d 'zstd worker threads [default: the number of CPUs]' -r
 complete -c pgb-snapshot -l maintenance-db -d 'Database to connect to for --all-databases and metadata queries' -r
 complete -c pgb-snapshot -l checkpoint -d 'Checkpoint mode for --physical: fast starts at once, spread waits for the next regular checkpoint' -r -f -a "fast\t''
@@ -11,10 +11,11 @@ complete -c pgb-snapshot -l prom -d 'Write node_exporter textfile metrics to FIL
 complete -c pgb-snapshot -s h -l host -d 'Database server host or socket directory [env: PGHOST]' -r
 complete -c pgb-snapshot -s p -l port -d 'Database server port [env: PGPORT]' -r
 complete -c pgb-snapshot -s U -l username -d 'Connect as this database user [env: PGUSER]' -r
-complete -c pgb-snapshot -l pg-bindir -d 'Directory holding the PostgreSQL client programs to run (pg_dump, pg_basebackup, psql...); by default they are found on PATH' -r -F
+complete -c pgb-snapshot -l pg-bindir -d 'Directories holding PostgreSQL programs (pg_dump, pg_basebackup, psql...), separated by \':\'. pgb runs the ones matching the server\'s major version, searching these first, then /usr/lib/postgresql/N/bin, /usr/pgsql-N/bin and PATH; none matching is an error naming the version needed' -r -F
 complete -c pgb-snapshot -s a -l all-databases -d 'Dump every database that accepts connections, except templates, one artifact each'
 complete -c pgb-snapshot -s g -l globals -d 'Dump roles, memberships and tablespaces (pg_dumpall --globals-only) into their own artifact'
 complete -c pgb-snapshot -l physical -d 'Take a physical base backup with pg_basebackup (tar, WAL streamed in, backup_manifest with SHA256 checksums)'
+complete -c pgb-snapshot -l statistics -d 'Include planner statistics in logical dumps (pg_dump --statistics, PostgreSQL 18\'s pg_dump; an older server is dumped with pg_dump 18 when it is installed, and its dumps then need pg_restore 18)'
 complete -c pgb-snapshot -l no-row-counts -d 'Skip the exact per-table row counts (for very large databases; the counts read every table once more)'
 complete -c pgb-snapshot -l help -d 'Print help'
 complete -c pgb-snapshot -s V -l version -d 'Print version'

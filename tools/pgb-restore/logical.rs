@@ -243,7 +243,7 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
             "create the target database",
         )?;
     }
-    let mut c = target.command("pg_restore", true);
+    let mut c = for_dump(&target, a)?.command("pg_restore", true);
     c.arg("-j")
         .arg(args.jobs.max(1).to_string())
         .args(["--exit-on-error", "--no-tablespaces"]);
@@ -323,6 +323,14 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
     );
     let ok = problems.is_empty();
     Ok(Done { record: rec, ok })
+}
+
+/// `conn` running the pg_restore that reads `a`: of the major of the pg_dump
+/// that wrote it, else the oldest newer one.
+fn for_dump(conn: &pg::Conn, a: &Artifact) -> Result<pg::Conn> {
+    let m = pgb_common::pgbin::writer_major(a)?;
+    let why = format!("{} was written by PostgreSQL {m}", a.id);
+    Ok(conn.using("pg_restore", pg::Need::AtLeast(m), &why)?.0)
 }
 
 #[cfg(test)]

@@ -50,10 +50,13 @@ pub struct Args {
     #[arg(long = "cluster", value_name = "LABEL", env = "PGB_CLUSTER")]
     pub cluster: Option<String>,
 
-    /// Compression: zstd[:LEVEL] streams pg_dump's uncompressed output
-    /// through multi-threaded zstd (fast; restore with `zstd -dc FILE |
-    /// pg_restore ...`); pg_dump[:LEVEL] uses pg_dump's own gzip (slower,
-    /// restorable by pg_restore directly); none stores it as is
+    /// Compression: zstd[:LEVEL] has pg_dump 16+ write zstd into the custom
+    /// format itself (restorable by stock pg_restore, in parallel too), and
+    /// streams older pg_dumps' uncompressed output through multi-threaded
+    /// zstd (restore with zstd -dc FILE | pg_restore ...); pg_dump[:LEVEL]
+    /// uses pg_dump's own gzip; none stores it as is. Physical backups:
+    /// pg_basebackup compresses (14's only gzip; pgb compresses 14's tars
+    /// with zstd itself)
     #[arg(
         short = 'Z',
         long = "compress",
@@ -61,6 +64,12 @@ pub struct Args {
         default_value = "zstd:3"
     )]
     pub compress: String,
+
+    /// Include planner statistics in logical dumps (pg_dump --statistics,
+    /// PostgreSQL 18's pg_dump; an older server is dumped with pg_dump 18
+    /// when it is installed, and its dumps then need pg_restore 18)
+    #[arg(long = "statistics")]
+    pub statistics: bool,
 
     /// zstd worker threads [default: the number of CPUs]
     #[arg(long = "threads", value_name = "N")]

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use pgb_common::error::{Error, Result};
-use pgb_common::pg::{self, Conn};
+use pgb_common::pg::{self, Conn, Need};
 use pgb_common::record::{Artifact, Kind};
 use pgb_common::term::Progress;
 use pgb_common::AtomicFile;
@@ -18,6 +18,9 @@ pub fn dump(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     let created = now();
     let (psql, info) = session(server, "connect for globals")?;
     psql.close()?;
+    let (major, why) = info.need()?;
+    let (server, dumper) = server.using("pg_dumpall", Need::AtLeast(major), &why)?;
+    let server = &server;
     let cluster = info.label(ctx.cluster.as_deref());
     let dir = ctx.dir(&cluster, Kind::Globals, None)?;
     let file_name = match ctx.zstd() {
@@ -41,7 +44,7 @@ pub fn dump(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     let (file, digests) = stored.map_err(|e| Error::msg(format!("{what}: {e}")))?;
     dumped?;
     file.commit()?;
-    let version = pg::program_version(server.args().pg_bindir.as_deref(), "pg_dumpall")?;
+    let version = dumper.version;
     let mut a = artifact(
         ctx,
         Taken {

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use pgb_common::error::{Error, Result};
-use pgb_common::pg::{self, quote_literal, Conn, Psql};
+use pgb_common::pg::{self, quote_literal, Conn, Need, Psql};
 use pgb_common::record::{Artifact, Kind};
 use pgb_common::term::Progress;
 use pgb_common::{redact, AtomicFile};
@@ -30,6 +30,24 @@ pub fn dump(ctx: &Ctx, conn: &Conn, given: &str) -> Result<Artifact> {
     let started = Instant::now();
     let created = now();
     let (mut psql, info) = session(conn, &format!("connect to database {shown}"))?;
+    // pg_dump of the server's major (or a newer one: pg_dump reads older
+    // servers); --statistics needs 18.
+    let (major, why) = info.need()?;
+    let need = match ctx.statistics {
+        true => Need::AtLeast(major.max(18)),
+        false => Need::AtLeast(major),
+    };
+    let (conn, dumper) = conn.using("pg_dump", need, &why)?;
+    let conn = &conn;
+    // pg_dump 16+ writes zstd into the custom format itself: stock
+    // `pg_restore -j` then restores the file as it is, with no decompressed
+    // temp copy. Older ones get pgb's multi-threaded zstd around -Z0.
+    let method = match ctx.method {
+        Method::Zstd(l) if dumper.major >= 16 => Dumped::ByPgDump(format!("zstd:{l}")),
+        Method::Zstd(_) => Dumped::ByPgb,
+        Method::Native(l) => Dumped::ByPgDump(l.to_string()),
+        Method::None => Dumped::ByPgDump("0".into()),
+    };
     let dbname = info.database.clone();
     let what = format!("dump database {dbname}");
     let cluster = info.label(ctx.cluster.as_deref());
@@ -40,9 +58,9 @@ pub fn dump(ctx: &Ctx, conn: &Conn, given: &str) -> Result<Artifact> {
     let snapshot = psql.value("SELECT pg_export_snapshot()")?;
 
     let dir = ctx.dir(&cluster, Kind::Logical, Some(&dbname))?;
-    let ext = match ctx.method {
-        Method::Zstd(_) => "dump.zst",
-        _ => "dump",
+    let ext = match method {
+        Dumped::ByPgb => "dump.zst",
+        Dumped::ByPgDump(_) => "dump",
     };
     let file_name = format!("{dbname}-{}.{ext}", stamp(&created));
     let target = dir.join(&file_name);
@@ -50,14 +68,20 @@ pub fn dump(ctx: &Ctx, conn: &Conn, given: &str) -> Result<Artifact> {
 
     let mut cmd = conn.command("pg_dump", true);
     cmd.args(["-Fc", "-w", "--snapshot", &snapshot])
-        .arg(match ctx.method {
-            Method::Native(l) => format!("-Z{l}"),
-            _ => "-Z0".into(),
+        .arg(match &method {
+            Dumped::ByPgDump(z) => format!("--compress={z}"),
+            Dumped::ByPgb => "--compress=0".into(),
         })
         .stdout(Stdio::piped());
+    if ctx.statistics {
+        cmd.arg("--statistics");
+    }
     let mut child = pg::spawn(cmd, &what)?;
     let stdout = child.take_stdout();
-    let zstd = ctx.zstd();
+    let zstd = match method {
+        Dumped::ByPgb => ctx.zstd(),
+        Dumped::ByPgDump(_) => None,
+    };
     let label = dbname.clone();
     let writer = std::thread::spawn(move || {
         let progress = Progress::new(label);
@@ -83,7 +107,7 @@ pub fn dump(ctx: &Ctx, conn: &Conn, given: &str) -> Result<Artifact> {
     psql.close()?;
     file.commit()?;
 
-    let version = pg::program_version(ctx_bindir(conn), "pg_dump")?;
+    let version = dumper.version;
     let mut a = artifact(
         ctx,
         Taken {
@@ -99,7 +123,13 @@ pub fn dump(ctx: &Ctx, conn: &Conn, given: &str) -> Result<Artifact> {
         ("pg_dump", &version),
     );
     a.format = Some("pg_dump-custom".into());
-    a.compression = Some(ctx.method.record("pgb", "pg_dump"));
+    a.compression = Some(match method {
+        Dumped::ByPgb => ctx.method.record("pgb", "pg_dump"),
+        Dumped::ByPgDump(_) => ctx.method.record("pg_dump", "pg_dump"),
+    });
+    if ctx.statistics {
+        a.extra.insert("statistics".into(), true.into());
+    }
     if ctx.row_counts {
         a.row_counts = Some(counts);
     }
@@ -108,8 +138,11 @@ pub fn dump(ctx: &Ctx, conn: &Conn, given: &str) -> Result<Artifact> {
     Ok(a)
 }
 
-pub fn ctx_bindir(conn: &Conn) -> Option<&std::path::Path> {
-    conn.args().pg_bindir.as_deref()
+/// Who compresses the dump: pgb's zstd around `pg_dump -Z0`, or pg_dump
+/// itself with this `--compress` value.
+enum Dumped {
+    ByPgb,
+    ByPgDump(String),
 }
 
 /// Exact row counts of every table pg_dump dumps, in the session's snapshot.

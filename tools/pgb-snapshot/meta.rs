@@ -20,6 +20,15 @@ pub struct ServerInfo {
 }
 
 impl ServerInfo {
+    /// The server's major version, and why a program of it is needed, for
+    /// picking the PostgreSQL programs that match it.
+    pub fn need(&self) -> Result<(u32, String)> {
+        let major = pgb_common::pgbin::major_of(&self.version).ok_or_else(|| {
+            Error::msg(format!("cannot read the server version {:?}", self.version))
+        })?;
+        Ok((major, format!("the server runs {}", self.version)))
+    }
+
     /// The cluster label: the operator's, else cluster_name, else the system
     /// identifier.
     pub fn label(&self, given: Option<&str>) -> String {

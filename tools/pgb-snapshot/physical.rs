@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use pgb_common::digest::{Digests, Hasher};
 use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::fs::AtomicDir;
-use pgb_common::pg::{self, Conn};
+use pgb_common::pg::{self, Conn, Need};
 use pgb_common::record::{Artifact, Kind, WalRange};
 use pgb_common::term::Progress;
 use pgb_common::wal::{parse_lsn, prev_segment_name, segment_name};
@@ -30,6 +30,11 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     let created = now();
     let (psql, info) = session(server, "connect for physical backup")?;
     psql.close()?;
+    // pg_basebackup of the server's major, or a newer one (it reads older
+    // servers).
+    let (major, why) = info.need()?;
+    let (server, taker) = server.using("pg_basebackup", Need::AtLeast(major), &why)?;
+    let server = &server;
     let cluster = info.label(ctx.cluster.as_deref());
     let parent = ctx.dir(&cluster, Kind::Physical, None)?;
     let name = format!("{cluster}-{}", stamp(&created));
@@ -37,9 +42,16 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     let dir = AtomicDir::create(&target)?;
     let what = "physical backup";
 
+    // pg_basebackup 15 learnt zstd and the method:detail syntax; 14 reads
+    // any other text as level 0 and silently writes plain tars. There pgb
+    // compresses the finished tars itself, and the record says so.
+    let old = taker.major < 15;
     let compress = match ctx.method {
+        Method::Zstd(_) if old => "0".into(),
         Method::Zstd(l) => format!("client-zstd:level={l},workers={}", ctx.threads),
+        Method::Native(l) if old => l.to_string(),
         Method::Native(l) => format!("client-gzip:{l}"),
+        Method::None if old => "0".into(),
         Method::None => "none".into(),
     };
     let mut cmd = server.command("pg_basebackup", true);
@@ -70,18 +82,32 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     if wal_gz.exists() {
         digests.insert("pg_wal.tar.gz".into(), hash_file(&wal_gz)?);
     }
-    let wal_tar = dir.path().join("pg_wal.tar");
-    if wal_tar.exists() {
+    // Plain tars left: the WAL tar (whose headers pg_basebackup rewrites,
+    // so it is never compressed by it) and, from pg_basebackup 14, all.
+    let mut plain: Vec<String> = fs::read_dir(dir.path())
+        .ctx("read directory", dir.path())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tar"))
+        .collect();
+    plain.sort();
+    for tar in plain {
+        if ctx.zstd().is_none() && digests.contains_key(&tar) {
+            continue; // hashed as it was written
+        }
+        let path = dir.path().join(&tar);
+        digests.remove(&tar);
         let (name, d) = match ctx.zstd() {
             Some(z) => {
-                let out = AtomicFile::create(dir.path().join("pg_wal.tar.zst"))?;
-                let src = File::open(&wal_tar).ctx("open", &wal_tar)?;
-                let (out, d) = store(src, out, Some(z), &Progress::new("pg_wal.tar"))?;
+                let name = format!("{tar}.zst");
+                let out = AtomicFile::create(dir.path().join(&name))?;
+                let src = File::open(&path).ctx("open", &path)?;
+                let (out, d) = store(src, out, Some(z), &Progress::new(&tar))?;
                 out.commit()?;
-                fs::remove_file(&wal_tar).ctx("remove", &wal_tar)?;
-                ("pg_wal.tar.zst".to_string(), d)
+                fs::remove_file(&path).ctx("remove", &path)?;
+                (name, d)
             }
-            None => ("pg_wal.tar".to_string(), hash_file(&wal_tar)?),
+            None => (tar.clone(), hash_file(&path)?),
         };
         digests.insert(name, d);
     }
@@ -116,7 +142,7 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     let label = (!label.is_empty()).then_some(label);
     dir.commit()?;
 
-    let version = pg::program_version(server.args().pg_bindir.as_deref(), "pg_basebackup")?;
+    let version = taker.version.clone();
     let files = digests
         .into_iter()
         .map(|(n, d)| file_entry(&n, d))
@@ -136,7 +162,10 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
         ("pg_basebackup", &version),
     );
     a.format = Some("pg_basebackup-tar".into());
-    a.compression = Some(ctx.method.record("pg_basebackup", "pg_basebackup"));
+    a.compression = Some(match old {
+        true => ctx.method.record("pgb", "pg_basebackup"),
+        false => ctx.method.record("pg_basebackup", "pg_basebackup"),
+    });
     a.wal = Some(wal);
     if let Some(label) = label {
         a.extra.insert("backup_label".into(), label.into());

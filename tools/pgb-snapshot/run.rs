@@ -28,6 +28,8 @@ pub struct Ctx {
     pub row_counts: bool,
     pub maintenance_db: String,
     pub checkpoint: &'static str,
+    /// pg_dump --statistics (PostgreSQL 18's pg_dump).
+    pub statistics: bool,
 }
 
 impl Ctx {
@@ -209,6 +211,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         row_counts: !args.no_row_counts,
         maintenance_db: args.maintenance_db.clone(),
         checkpoint: args.checkpoint.as_str(),
+        statistics: args.statistics,
     };
 
     // The first -d says how to reach the server; without one, libpq's

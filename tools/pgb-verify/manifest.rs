@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use pgb_common::manifest::{Manifest, WalRangeEntry};
-use pgb_common::pg;
+use pgb_common::pgbin::{self, Need};
 use pgb_common::record::{Artifact, Kind};
 use pgb_common::wal::segment_name_for_segno;
 use serde_json::{json, Value};
@@ -118,8 +118,13 @@ pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
     }
     let plain = is_plain(a);
     let mut v = native(a, plain);
-    if plain {
-        let stock = pg_verifybackup(ctx, &a.location());
+    // Stock pg_verifybackup checks plain backups, and from 18 on tars too
+    // (the WAL is left to pgb: it cannot parse WAL inside tars, -n).
+    if plain || !pgb_common::physical::is_encrypted(a) {
+        let stock = pg_verifybackup(ctx, a, plain);
+        if stock.is_null() {
+            return v.with("format", "tar".into());
+        }
         if stock["ok"] == false {
             v.problems.push(format!(
                 "pg_verifybackup: {}",
@@ -277,10 +282,30 @@ fn walk_dir(root: &Path, dir: &Path, shown: &str, w: &mut Walk) -> std::io::Resu
 
 /// Stock pg_verifybackup on a plain-format backup: `{"ok", "status",
 /// "message"}`, or `{"ok": null, "message"}` when it could not run.
-fn pg_verifybackup(ctx: &Ctx, dir: &Path) -> Value {
-    let bindir = pg::server_bindir(ctx.args.pg_bindir.as_deref());
-    let prog = pg::program_path(bindir.as_deref(), "pg_verifybackup");
-    let out = Command::new(&prog).arg(dir).stdin(Stdio::null()).output();
+fn pg_verifybackup(ctx: &Ctx, a: &Artifact, plain: bool) -> Value {
+    let dir = a.location();
+    // Its own major: pg_control and the manifest change between majors
+    // (pg_verifybackup 18 calls a 17 backup's pg_control corrupt).
+    let found = pgbin::server_major(a).and_then(|m| match plain || m >= 18 {
+        true => pgbin::find(
+            ctx.args.pg_bindir.as_deref(),
+            "pg_verifybackup",
+            Need::Exact(m),
+            "",
+        ),
+        false => Err(pgb_common::Error::msg("no stock check of tars before 18")),
+    });
+    let prog = match found {
+        Ok(f) => f.path,
+        Err(e) if plain => return json!({"ok": null, "message": e.to_string()}),
+        // Before 18 there is no stock check of tars to record.
+        Err(_) => return Value::Null,
+    };
+    let mut cmd = Command::new(&prog);
+    if !plain {
+        cmd.arg("-n");
+    }
+    let out = cmd.arg(&dir).stdin(Stdio::null()).output();
     match out {
         Err(e) => json!({
             "ok": null,

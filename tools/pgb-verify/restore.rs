@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::pg::{self, quote_ident, quote_literal, Conn, ConnArgs};
+use pgb_common::pgbin;
 use pgb_common::record::{Artifact, Kind};
 use pgb_common::term::warn;
 use serde_json::Value;
@@ -53,7 +54,13 @@ fn globals_for(a: &Artifact) -> Option<(PathBuf, Artifact)> {
 
 fn logical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
     let db = a.database.clone().unwrap_or_else(|| "restored".into());
-    let bindir = pg::server_bindir(ctx.args.pg_bindir.as_deref());
+    // A server and pg_restore that read what the dump's pg_dump wrote.
+    let program = if ctx.args.target.is_some() {
+        "pg_restore"
+    } else {
+        "postgres"
+    };
+    let bindir = Some(pgbin::for_dump(ctx.args.pg_bindir.as_deref(), a, program)?.bindir());
     let client = ConnArgs {
         pg_bindir: bindir.clone(),
         ..ConnArgs::default()
@@ -291,7 +298,7 @@ fn physical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
         return Ok(Verdict::skip());
     }
     let layout = physical::layout(a)?;
-    let bindir = pg::server_bindir(ctx.args.pg_bindir.as_deref());
+    let bindir = Some(pgbin::for_physical(ctx.args.pg_bindir.as_deref(), a, "postgres")?.bindir());
     let started = Instant::now();
     let tc = crate::cluster::create(bindir)?;
     let owner = pgb_common::cluster::owner_ids();

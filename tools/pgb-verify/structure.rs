@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
 use pgb_common::pg;
+use pgb_common::pgbin;
 use pgb_common::record::{Artifact, Kind};
 
 use crate::run::{file_path, Ctx, Verdict};
@@ -56,10 +57,11 @@ fn logical(ctx: &Ctx, a: &Artifact) -> Verdict {
         Err(e) => return Verdict::fail(e.to_string()),
     };
     let whole = plain_check.active();
-    let mut cmd = Command::new(pg::program_path(
-        ctx.args.pg_bindir.as_deref(),
-        "pg_restore",
-    ));
+    let pg_restore = match pgbin::for_dump(ctx.args.pg_bindir.as_deref(), a, "pg_restore") {
+        Ok(f) => f.path,
+        Err(e) => return Verdict::fail(e.to_string()),
+    };
+    let mut cmd = Command::new(pg_restore);
     cmd.arg("--list")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
