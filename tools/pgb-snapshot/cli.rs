@@ -150,12 +150,21 @@ pgb\-snapshot \-h db1.example.com \-U backup \-\-all\-databases \-o /srv/backups
 .RE
 .fi
 .PP
-Restore a zstd dump (the default) with stock tools; pg_restore \-j needs a seekable file, so decompress first for a parallel restore:
+Restore a dump of PostgreSQL 16 or newer (pg_dump's own zstd, the default there) with stock pg_restore, in parallel:
+.PP
+.nf
+.RS 4
+pg_restore \-j 4 \-d appdb_restored appdb\-20261121T020000Z.dump
+.RE
+.fi
+.PP
+Restore a zstd dump of PostgreSQL 14 or 15 (pgb's zstd) with stock tools; pg_restore \-j needs a seekable file, so decompress first for a parallel restore:
 .PP
 .nf
 .RS 4
 zstd \-dc appdb\-20261121T020000Z.dump.zst | pg_restore \-d appdb_restored
-zstd \-d appdb\-20261121T020000Z.dump.zst \-o /tmp/appdb.dump && pg_restore \-j 4 \-d appdb_restored /tmp/appdb.dump
+zstd \-d appdb\-20261121T020000Z.dump.zst \-o /tmp/appdb.dump
+pg_restore \-j 4 \-d appdb_restored /tmp/appdb.dump
 .RE
 .fi
 .PP
@@ -177,5 +186,5 @@ pgb\-snapshot \-\-cluster main \-d appdb \-\-globals \-o /srv/backups/pg \-\-pro
 .RE
 .fi
 .PP
-Repository layout: CLUSTER/logical/DBNAME/DBNAME\-TIMESTAMP.dump.zst, CLUSTER/globals/CLUSTER\-TIMESTAMP.sql.zst, CLUSTER/physical/CLUSTER\-TIMESTAMP/ (base.tar.zst, one OID.tar.zst per tablespace, pg_wal.tar.zst, backup_manifest), each with a .pgb.json sidecar beside it; TIMESTAMP is UTC. Nothing is ever overwritten.
+Repository layout: CLUSTER/logical/DBNAME/DBNAME\-TIMESTAMP.dump (pg_dump 16+) or .dump.zst, CLUSTER/globals/CLUSTER\-TIMESTAMP.sql.zst, CLUSTER/physical/CLUSTER\-TIMESTAMP/ (base.tar.zst, one OID.tar.zst per tablespace, pg_wal.tar.zst, backup_manifest), each with a .pgb.json sidecar beside it; TIMESTAMP is UTC. Nothing is ever overwritten.
 "#;
