@@ -35,7 +35,16 @@ impl Recipient {
     /// the error message.
     pub fn parse(s: &str, origin: &str) -> Result<Recipient> {
         let s = s.trim();
-        if s.starts_with("age1") && !s.starts_with("age1pq") {
+        // age's post-quantum recipients have their own bech32 prefix,
+        // `age1pq`, so they read `age1pq1...` ('1' is the separator and never
+        // a data character). An X25519 key whose data merely begins with
+        // "pq" (about 1 in 1,024) is `age1pq` followed by another character.
+        if s.to_ascii_lowercase().starts_with("age1pq1") {
+            return Err(Error::Usage(format!(
+                "{origin}: a post-quantum age recipient (age1pq1...); pgb encrypts to X25519 (age1...) and SSH keys"
+            )));
+        }
+        if s.starts_with("age1") {
             let r = age::x25519::Recipient::from_str(s)
                 .map_err(|e| Error::Usage(format!("{origin}: not an age recipient: {e}")))?;
             return Ok(Recipient {
@@ -241,6 +250,30 @@ pub fn explain(e: &io::Error) -> String {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn x25519_keys_that_begin_with_pq_are_accepted_and_real_pq_refused() {
+        // About 1 in 1,024 X25519 keys reads age1pq...; the age CLI takes
+        // them, and so must pgb.
+        let mut found = 0;
+        for _ in 0..200_000 {
+            let r = age::x25519::Identity::generate().to_public().to_string();
+            if r.starts_with("age1pq") {
+                Recipient::parse(&r, "test").unwrap_or_else(|e| panic!("{r}: {e}"));
+                found += 1;
+                if found == 2 {
+                    break;
+                }
+            }
+        }
+        assert_eq!(found, 2, "no age1pq X25519 key in 200,000 tries");
+        let pq = "age1pq1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq";
+        let e = Recipient::parse(pq, "recipients.txt")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("post-quantum"), "{e}");
+    }
 
     fn keypair() -> (String, String) {
         let id = age::x25519::Identity::generate();
