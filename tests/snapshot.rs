@@ -677,3 +677,80 @@ fn physical_backup_with_postgresqls_own_gzip() {
     );
     assert_evidence(a);
 }
+
+#[test]
+fn two_dumps_of_one_database_in_one_second_do_not_collide() {
+    let c = Cluster::new();
+    c.sql("postgres", "CREATE DATABASE appdb");
+    let repo = Scratch::new("same-second");
+    // -d appdb, then --all-databases, which dumps appdb again at once.
+    let (code, recs, err) = snapshot(&c, &repo.path, &["-d", "appdb", "--all-databases"]);
+    assert_eq!(code, 0, "{err}");
+    let appdb: Vec<&Value> = recs.iter().filter(|r| r["database"] == "appdb").collect();
+    assert_eq!(appdb.len(), 1, "one dump per database: {recs:?}");
+    // The same database twice in a row, in two runs within one second.
+    let (c1, r1, e1) = snapshot(&c, &repo.path, &["-d", "appdb"]);
+    let (c2, r2, e2) = snapshot(&c, &repo.path, &["-d", "appdb"]);
+    assert_eq!((c1, c2), (0, 0), "{e1}{e2}");
+    let ids = [&appdb[0]["id"], &r1[0]["id"], &r2[0]["id"]];
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+        "{ids:?}"
+    );
+    for r in [&r1[0], &r2[0]] {
+        assert!(repo.path.join(r["path"].as_str().unwrap()).is_file());
+    }
+}
+
+#[test]
+fn a_lock_left_by_a_run_as_root_does_not_lock_out_the_service_account() {
+    assert!(is_root(), "the tests run as root (initdb runs as postgres)");
+    let c = Cluster::new();
+    // A repository owned by postgres, as the systemd unit runs.
+    let repo = Scratch::new("lock-owner");
+    // A snapshot as root, then a pruning run as postgres (both lock).
+    let run_as = |root: bool| {
+        let mut cmd = if root {
+            let mut r = Command::new(bin("pgb-snapshot"));
+            r.args(["--globals", "-o"]);
+            r
+        } else {
+            let mut r = Command::new("runuser");
+            r.args(["-u", "postgres", "--"])
+                .arg(bin("pgb-prune"))
+                .args(["--keep-last", "1", "--apply", "--repo"]);
+            r
+        };
+        cmd.envs(c.env())
+            .env("PGB_PG_BINDIR", pg_bindir())
+            .arg(&repo.path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = run_as(true);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    use std::os::unix::fs::MetadataExt;
+    let pg = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    let lock = repo.path.join(".pgb.lock");
+    assert_eq!(fs::metadata(&lock).unwrap().uid(), pg.uid.as_raw());
+    let o = run_as(false);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // A root-owned 0600 lock from an older run: the message names the fix.
+    nix::unistd::chown(&lock, Some(0.into()), Some(0.into())).unwrap();
+    let o = run_as(false);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("chown postgres"), "{err}");
+}

@@ -104,6 +104,45 @@ pub struct AtomicFile {
     behind: Option<u64>,
 }
 
+/// The account that owns the repository this run writes to, when the run
+/// is root's and the repository is someone else's (set by [`RepoLock`]):
+/// everything pgb creates there is handed to that account, so one run as
+/// root does not lock the service account (postgres) out of its own
+/// repository.
+///
+/// [`RepoLock`]: crate::lock::RepoLock
+static REPO_OWNER: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+
+/// Records `repo`'s owner as the owner of what pgb creates, when running as
+/// root in a repository that root does not own.
+pub fn adopt_repo_owner(repo: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    if let Ok(m) = fs::metadata(repo) {
+        if m.uid() != 0 {
+            let _ = REPO_OWNER.set((m.uid(), m.gid()));
+        }
+    }
+}
+
+/// Hands `path` (not following a symlink) to the repository's owner, when
+/// [`adopt_repo_owner`] set one.
+pub fn give_to_repo_owner(path: &Path) -> Result<()> {
+    if let Some((uid, gid)) = REPO_OWNER.get() {
+        nix::unistd::fchownat(
+            None,
+            path,
+            Some(nix::unistd::Uid::from_raw(*uid)),
+            Some(nix::unistd::Gid::from_raw(*gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| Error::io("chown", path, e.into()))?;
+    }
+    Ok(())
+}
+
 impl AtomicFile {
     /// Creates the temp file for `target` (mode 0600, never an existing file).
     pub fn create(target: impl AsRef<Path>) -> Result<AtomicFile> {
@@ -115,6 +154,7 @@ impl AtomicFile {
             .mode(0o600)
             .open(&temp)
             .ctx("create", &temp)?;
+        give_to_repo_owner(&temp)?;
         Ok(AtomicFile {
             file: Some(file),
             temp,
@@ -233,6 +273,7 @@ impl AtomicDir {
             .mode(0o700)
             .create(&temp)
             .ctx("create directory", &temp)?;
+        give_to_repo_owner(&temp)?;
         Ok(AtomicDir { temp, target })
     }
 
@@ -251,6 +292,8 @@ impl AtomicDir {
             let entry = entry.ctx("read directory", &self.temp)?;
             let p = entry.path();
             if entry.file_type().ctx("stat", &p)?.is_file() {
+                // Written by a child (pg_basebackup) as whoever we are.
+                give_to_repo_owner(&p)?;
                 File::open(&p).and_then(|f| f.sync_all()).ctx("fsync", &p)?;
             }
         }
@@ -280,7 +323,10 @@ pub fn create_dir_all_durable(dir: &Path) -> Result<()> {
         create_dir_all_durable(parent)?;
     }
     match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => fsync_dir(parent),
+        Ok(()) => {
+            give_to_repo_owner(dir)?;
+            fsync_dir(parent)
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
         Err(e) => Err(Error::io("create directory", dir, e)),
     }

@@ -11,7 +11,9 @@ use pgb_common::term::Progress;
 use pgb_common::AtomicFile;
 
 use crate::compress::{store, Method};
-use crate::run::{artifact, file_entry, now, session, stamp, write_sidecar, Ctx, Taken};
+use crate::run::{
+    artifact, file_entry, free_moment, now, session, stamp, write_sidecar, Ctx, Taken,
+};
 
 pub fn dump(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     let started = Instant::now();
@@ -23,6 +25,7 @@ pub fn dump(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     let server = &server;
     let cluster = info.label(ctx.cluster.as_deref());
     let dir = ctx.dir(&cluster, Kind::Globals, None)?;
+    let created = free_moment(created, &dir, |s| format!("{cluster}-{s}"));
     let file_name = match ctx.zstd() {
         Some(_) => format!("{cluster}-{}.sql.zst", stamp(&created)),
         None => format!("{cluster}-{}.sql", stamp(&created)),

@@ -12,7 +12,9 @@ use pgb_common::term::Progress;
 use pgb_common::{redact, AtomicFile};
 
 use crate::compress::{store, Method};
-use crate::run::{artifact, file_entry, now, session, stamp, write_sidecar, Ctx, Taken};
+use crate::run::{
+    artifact, file_entry, free_moment, now, session, stamp, write_sidecar, Ctx, Taken,
+};
 
 /// Tables whose rows pg_dump writes: ordinary tables outside the system
 /// schemas that no extension owns, named as `schema.table` with identifiers
@@ -62,6 +64,7 @@ pub fn dump(ctx: &Ctx, conn: &Conn, given: &str) -> Result<Artifact> {
         Dumped::ByPgb => "dump.zst",
         Dumped::ByPgDump(_) => "dump",
     };
+    let created = free_moment(created, &dir, |s| format!("{dbname}-{s}"));
     let file_name = format!("{dbname}-{}.{ext}", stamp(&created));
     let target = dir.join(&file_name);
     let file = AtomicFile::create(&target)?;

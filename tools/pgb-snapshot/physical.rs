@@ -23,7 +23,9 @@ use pgb_common::AtomicFile;
 use serde_json::Value;
 
 use crate::compress::{store, Method};
-use crate::run::{artifact, file_entry, now, session, stamp, write_sidecar, Ctx, Taken};
+use crate::run::{
+    artifact, file_entry, free_moment, now, session, stamp, write_sidecar, Ctx, Taken,
+};
 
 pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     let started = Instant::now();
@@ -37,6 +39,7 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     let server = &server;
     let cluster = info.label(ctx.cluster.as_deref());
     let parent = ctx.dir(&cluster, Kind::Physical, None)?;
+    let created = free_moment(created, &parent, |s| format!("{cluster}-{s}"));
     let name = format!("{cluster}-{}", stamp(&created));
     let target = parent.join(&name);
     let dir = AtomicDir::create(&target)?;

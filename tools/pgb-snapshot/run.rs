@@ -84,6 +84,37 @@ pub fn now() -> DateTime<FixedOffset> {
         .unwrap_or(t)
 }
 
+/// `created`, or a later moment when its second is already taken in `dir`
+/// by an artifact named `prefix(stamp)` (with any extension: the id does
+/// not carry it). Two artifacts of one database in one second (`-d appdb`
+/// and `--all-databases` on a small cluster) would otherwise collide; the
+/// second waits for the next second (the repository lock is held).
+pub fn free_moment(
+    created: DateTime<FixedOffset>,
+    dir: &Path,
+    prefix: impl Fn(&str) -> String,
+) -> DateTime<FixedOffset> {
+    let taken = |t: &DateTime<FixedOffset>| {
+        let p = prefix(&stamp(t));
+        let dotted = format!("{p}.");
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n == p || n.starts_with(&dotted)
+            })
+    };
+    let mut t = created;
+    while taken(&t) {
+        let left = 1000 - t.timestamp_subsec_millis().min(999);
+        std::thread::sleep(Duration::from_millis(u64::from(left) + 1));
+        t = now();
+    }
+    t
+}
+
 /// `20261121T020000Z`: the UTC timestamp in artifact names.
 pub fn stamp(t: &DateTime<FixedOffset>) -> String {
     t.with_timezone(&chrono::Utc)
