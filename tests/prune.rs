@@ -779,6 +779,20 @@ fn wal_expiry_keeps_the_kept_backup_restorable() {
         "--now",
         "2026-11-21T03:00:00Z",
     ];
+    // An empty policy deletes nothing, the WAL included, as it says.
+    let empty = prune(&["--repo", r, "--wal-archive", d, "--apply"], None);
+    assert_eq!(empty.status.code(), Some(0), "{}", stderr(&empty));
+    assert!(
+        stderr(&empty).contains("nothing will be deleted, WAL included"),
+        "{}",
+        stderr(&empty)
+    );
+    assert_eq!(
+        segment_names(&a.dir),
+        segs_before,
+        "an empty policy expired WAL"
+    );
+
     let plan = prune(&args, None);
     assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
     let recs = records(&plan.stdout);

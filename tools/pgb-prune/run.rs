@@ -77,7 +77,10 @@ fn try_run(args: &Args) -> Result<ExitStatus> {
     }
     let opts = options(args)?;
     if opts.policy.is_empty() {
-        warn("no --keep-* rule given: the policy is empty and nothing will be deleted");
+        warn(match args.wal_archive {
+            Some(_) => "no --keep-* rule given: the policy is empty and nothing will be deleted, WAL included",
+            None => "no --keep-* rule given: the policy is empty and nothing will be deleted",
+        });
     }
     let stdin_records = match &args.repo {
         Some(_) => None,
@@ -483,6 +486,11 @@ fn wal_expiry(
     let Some(dir) = &args.wal_archive else {
         return ExitStatus::Ok;
     };
+    // An empty policy deletes nothing: the archive is not expired either,
+    // though WAL older than every backup is needed by none of them.
+    if options(args).map_or(true, |o| o.policy.is_empty()) {
+        return ExitStatus::Ok;
+    }
     match wal_expiry_inner(dir, recs, plan, apply, out) {
         Ok(s) => s,
         Err(e) => {
