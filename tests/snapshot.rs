@@ -754,3 +754,40 @@ fn a_lock_left_by_a_run_as_root_does_not_lock_out_the_service_account() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("chown postgres"), "{err}");
 }
+
+#[test]
+fn no_password_prompt_on_a_terminal_and_the_message_names_the_ways_to_give_one() {
+    let c = Cluster::with(Options {
+        hba_first: vec!["local all pwuser scram-sha-256".into()],
+        ..Options::default()
+    });
+    c.sql(
+        "postgres",
+        "CREATE ROLE pwuser LOGIN SUPERUSER PASSWORD 'secret-pw'",
+    );
+    let repo = Scratch::new("noprompt");
+    // On a terminal (script gives it one), psql would prompt; a password
+    // typed there never reached pg_dump. Now nothing prompts.
+    let cmd = format!(
+        "{} -U pwuser -d postgres --globals -o {}",
+        bin("pgb-snapshot").display(),
+        repo.path.display()
+    );
+    let out = Command::new("timeout")
+        .args(["30", "script", "-qec", &cmd, "/dev/null"])
+        .envs(c.env())
+        .env_remove("PGUSER")
+        .env("PGPASSFILE", "/nonexistent")
+        .env("PGB_PG_BINDIR", pg_bindir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(!text.contains("Password"), "a prompt appeared: {text}");
+    assert!(text.contains("no password supplied"), "{text}");
+    assert!(
+        text.contains("~/.pgpass") && text.contains("PGPASSWORD"),
+        "{text}"
+    );
+}

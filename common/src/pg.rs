@@ -160,6 +160,10 @@ impl Conn {
     pub fn command(&self, program: &str, with_db: bool) -> Command {
         let mut c = Command::new(self.program(program));
         c.stdin(Stdio::null());
+        // Never a password prompt: one typed into psql's would not reach the
+        // pg_dump that follows. The message on failure names the ways to
+        // give one (NO_PASSWORD_HINT).
+        c.arg("-w");
         if let Some(h) = &self.args.host {
             c.arg("-h").arg(h);
         }
@@ -237,6 +241,9 @@ pub fn program_path(bindir: Option<&Path>, name: &str) -> PathBuf {
         None => PathBuf::from(name),
     }
 }
+
+/// Said when the server wants a password and none was given.
+pub const NO_PASSWORD_HINT: &str = "hint: pgb never prompts for a password; give it in ~/.pgpass (or the file PGPASSFILE names), a service file entry (PGSERVICE), PGPASSWORD, or password= in the -d connection string (kept out of argv)";
 
 /// A child whose stderr is drained on its own thread.
 pub struct Running {
@@ -334,6 +341,11 @@ impl Running {
         if status.success() {
             Ok(stderr)
         } else {
+            let stderr = if stderr.contains("no password supplied") {
+                format!("{}\n{NO_PASSWORD_HINT}", stderr.trim_end())
+            } else {
+                stderr
+            };
             Err(Error::Child {
                 program: self.program.clone(),
                 what: self.what.clone(),
