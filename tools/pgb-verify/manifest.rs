@@ -286,15 +286,22 @@ fn pg_verifybackup(ctx: &Ctx, a: &Artifact, plain: bool) -> Value {
     let dir = a.location();
     // Its own major: pg_control and the manifest change between majors
     // (pg_verifybackup 18 calls a 17 backup's pg_control corrupt).
-    let found = pgbin::server_major(a).and_then(|m| match plain || m >= 18 {
-        true => pgbin::find(
-            ctx.args.pg_bindir.as_deref(),
-            "pg_verifybackup",
-            Need::Exact(m),
-            "",
-        ),
-        false => Err(pgb_common::Error::msg("no stock check of tars before 18")),
-    });
+    // The record's major, else the one a plain backup names (PG_VERSION,
+    // when it is a plausible one); with neither, the first pg_verifybackup
+    // found (a damaged PG_VERSION is pg_verifybackup's to report).
+    let own = std::fs::read_to_string(dir.join("PG_VERSION"))
+        .ok()
+        .and_then(|v| pgbin::major_of(&v))
+        .filter(|m| (10..100).contains(m));
+    let major = pgbin::server_major(a).ok().or(own);
+    let given = ctx.args.pg_bindir.as_deref();
+    let found = match (plain, major) {
+        (_, Some(m)) if plain || m >= 18 => {
+            pgbin::find(given, "pg_verifybackup", Need::Exact(m), "")
+        }
+        (true, None) => pgbin::find(given, "pg_verifybackup", Need::Any, ""),
+        _ => Err(pgb_common::Error::msg("no stock check of tars before 18")),
+    };
     let prog = match found {
         Ok(f) => f.path,
         Err(e) if plain => return json!({"ok": null, "message": e.to_string()}),
