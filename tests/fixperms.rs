@@ -529,3 +529,85 @@ fn refuses_root_homes_non_data_directories_and_a_running_postmaster() {
     let out = fixperms(&["--repo"], &c.data);
     assert_eq!(code(&out), 2);
 }
+
+/// Unmounts when dropped, even after a failed assertion.
+struct BindMount(PathBuf);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_bind_mount_of_the_same_filesystem_is_not_crossed() {
+    if skip_unless_root("a_bind_mount_of_the_same_filesystem_is_not_crossed") {
+        return;
+    }
+    let s = Scratch::new("fixperms-bind");
+    let canary = Canary::new(&s);
+    let repo = repo_tree(&s);
+    // The canary's directory bind-mounted inside the tree: same device
+    // number, another mount.
+    let inside = repo.join("main/bound");
+    fs::create_dir(&inside).unwrap();
+    run(Command::new("mount")
+        .arg("--bind")
+        .arg(&canary.dir)
+        .arg(&inside));
+    let _m = BindMount(inside.clone());
+    // And a single file bind-mounted over one of the tree's.
+    let file = repo.join("main/logical/appdb/a.dump.zst");
+    run(Command::new("mount")
+        .arg("--bind")
+        .arg(&canary.file)
+        .arg(&file));
+    let _f = BindMount(file.clone());
+    assert_eq!(
+        fs::metadata(&inside).unwrap().dev(),
+        fs::metadata(&repo).unwrap().dev()
+    );
+    let out = fixperms(&["--repo"], &repo);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains("bound") && err.contains("a mount point"),
+        "{err}"
+    );
+    assert!(err.contains("a.dump.zst"), "{err}");
+    canary.assert_untouched();
+    // The rest of the tree was repaired.
+    assert_eq!(stamp(&repo.join("main/physical/x/base.tar")).2, 0o600);
+}
+
+#[test]
+fn a_wal_link_to_another_accounts_directory_is_not_taken_over() {
+    if skip_unless_root("a_wal_link_to_another_accounts_directory_is_not_taken_over") {
+        return;
+    }
+    let s = Scratch::new("fixperms-other");
+    let data = s.path.join("data");
+    fs::create_dir_all(data.join("pg_tblspc")).unwrap();
+    fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+    // A WAL directory that looks right but belongs to `nobody`.
+    let wal = s.path.join("elsewhere-wal");
+    fs::create_dir_all(wal.join("archive_status")).unwrap();
+    fs::write(wal.join("000000010000000000000001"), "x").unwrap();
+    run(Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(&wal));
+    symlink(&wal, data.join("pg_wal")).unwrap();
+    let before = stamp(&wal.join("000000010000000000000001"));
+    let out = fixperms(&[], &data);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.contains("belongs to nobody"), "{err}");
+    assert_eq!(stamp(&wal.join("000000010000000000000001")), before);
+    assert_eq!(stamp(&wal).0, stamp(&wal.join("archive_status")).0);
+    // Given to the cluster's owner first, it is followed and repaired.
+    let (uid, gid) = postgres_ids();
+    run(Command::new("chown").arg(format!("{uid}:{gid}")).arg(&wal));
+    let out = fixperms(&[], &data);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stamp(&wal.join("000000010000000000000001")).0, uid);
+}

@@ -59,7 +59,33 @@ struct Job {
     path: PathBuf,
     /// The device the directory's entries must be on (no mount crossing).
     dev: u64,
+    /// Its mount (statx's mount ID): a bind mount of the same filesystem
+    /// has the same device but another mount.
+    mnt: Option<u64>,
     place: Place,
+}
+
+/// The mount ID (`STATX_MNT_ID`) of `name` in `dfd`, a link not followed;
+/// with an empty name, of `dfd` itself. `None` on kernels without it.
+fn mnt_id(dfd: RawFd, name: &CStr) -> Option<u64> {
+    let mut flags = libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_DONT_SYNC;
+    if name.to_bytes().is_empty() {
+        flags |= libc::AT_EMPTY_PATH;
+    }
+    // SAFETY: statx writes only into `stx`, a plain C struct we own; `name`
+    // is a NUL-terminated string that outlives the call.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statx(dfd, name.as_ptr(), flags, libc::STATX_MNT_ID, &mut stx) };
+    (r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+}
+
+fn fd_mnt_id(fd: RawFd) -> Option<u64> {
+    mnt_id(fd, c"")
+}
+
+/// True when both mounts are known and differ.
+fn other_mount(a: Option<u64>, b: Option<u64>) -> bool {
+    matches!((a, b), (Some(x), Some(y)) if x != y)
 }
 
 struct Queue {
@@ -203,6 +229,7 @@ impl<'p> Walker<'p> {
                 self.fix(root.as_raw_fd(), &st, &path, self.plan.dir_mode, &mut local);
                 match Dir::from(root) {
                     Ok(dir) => self.queue.lock().unwrap().jobs.push(Job {
+                        mnt: fd_mnt_id(dir.as_raw_fd()),
                         dir,
                         path,
                         dev: st.st_dev,
@@ -280,6 +307,7 @@ impl<'p> Walker<'p> {
             mut dir,
             path,
             dev,
+            mnt,
             place,
         } = job;
         let dfd = dir.as_raw_fd();
@@ -300,14 +328,22 @@ impl<'p> Walker<'p> {
                 continue;
             }
             let p = path.join(OsStr::from_bytes(bytes));
-            self.entry(dfd, name, &p, dev, place, local);
+            self.entry(dfd, name, &p, (dev, mnt), place, local);
             if local.buf.len() >= FLUSH_AT {
                 self.flush(local);
             }
         }
     }
 
-    fn entry(&self, dfd: RawFd, name: &CStr, p: &Path, dev: u64, place: Place, local: &mut Local) {
+    fn entry(
+        &self,
+        dfd: RawFd,
+        name: &CStr,
+        p: &Path,
+        (dev, mnt): (u64, Option<u64>),
+        place: Place,
+        local: &mut Local,
+    ) {
         let st = match fstatat(Some(dfd), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::ENOENT) => {
@@ -341,6 +377,15 @@ impl<'p> Walker<'p> {
                 if !same(&st, &st2) {
                     return self.swapped(local, p);
                 }
+                let child_mnt = fd_mnt_id(fd.as_raw_fd());
+                if other_mount(child_mnt, mnt) && !own_fs {
+                    return self.error(
+                        local,
+                        "refuse",
+                        p,
+                        "a mount point (a bind mount): not crossed, left alone".into(),
+                    );
+                }
                 self.fix(fd.as_raw_fd(), &st2, p, self.plan.dir_mode, local);
                 let child = if place == Place::DataRoot && name_os == "pg_tblspc" {
                     Place::Tblspc
@@ -353,6 +398,7 @@ impl<'p> Walker<'p> {
                             dir,
                             path: p.to_path_buf(),
                             dev: st2.st_dev,
+                            mnt: child_mnt,
                             place: child,
                         },
                         local,
@@ -361,7 +407,7 @@ impl<'p> Walker<'p> {
                 }
             }
             SFlag::S_IFREG => {
-                if st.st_dev != dev {
+                if st.st_dev != dev || other_mount(mnt_id(dfd, name), mnt) {
                     return self.error(
                         local,
                         "refuse",
@@ -497,10 +543,12 @@ impl<'p> Walker<'p> {
         match self.open_target(dfd, name, p, link) {
             Ok(Some((fd, st, target))) => {
                 self.fix(fd.as_raw_fd(), &st, &target, self.plan.dir_mode, local);
+                let mnt = fd_mnt_id(fd.as_raw_fd());
                 match Dir::from(fd) {
                     Ok(dir) => self.schedule(
                         Job {
                             dir,
+                            mnt,
                             path: target,
                             dev: st.st_dev,
                             place: Place::Plain,
@@ -551,6 +599,15 @@ impl<'p> Walker<'p> {
         let fd = open_dir_nofollow(&canon)
             .map_err(|e| format!("the link target {shown}: {}", err_cause(e)))?;
         let st = fstat(fd.as_raw_fd()).map_err(err_cause)?;
+        // A target another account owns is not the cluster's to take over
+        // (root's is what a restore as root leaves, and is repaired).
+        if st.st_uid != self.plan.uid && st.st_uid != 0 {
+            return Err(format!(
+                "the link target {shown} belongs to {}, not to the cluster's owner: not followed (give it to {} first if it is the cluster's)",
+                user_name(st.st_uid),
+                self.owner_label
+            ));
+        }
         match link {
             Link::Wal => {
                 let ok = fstatat(
