@@ -699,7 +699,7 @@ fn damaged_ciphertext_in_a_repository_becomes_an_error_record() {
 #[test]
 fn a_full_disk_publishes_nothing() {
     let dir = Scratch::new("full");
-    let (_, recipient) = age_key(&dir.path, "id.txt");
+    let (identity, recipient) = age_key(&dir.path, "id.txt");
     let data = vec![5u8; 3 << 20];
     let plain = dir.path.join("big.bin");
     fs::write(&plain, &data).unwrap();
@@ -763,6 +763,56 @@ fn a_full_disk_publishes_nothing() {
         fs::read_dir(&mnt).unwrap().next().is_none(),
         "temp left on the tmpfs"
     );
+
+    // Decryption onto the full disk names the cause, not a thread.
+    let cipher = dir.path.join("big.bin.age");
+    let out = encrypt_cmd(&["-r", &recipient, "--file", plain.to_str().unwrap()], b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let target = mnt.join("big.bin");
+    let out = encrypt_cmd(
+        &[
+            "-d",
+            "-i",
+            identity.to_str().unwrap(),
+            "--file",
+            cipher.to_str().unwrap(),
+            "-o",
+            target.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("No space left on device") && !out.stderr.contains("thread"),
+        "{}",
+        out.stderr
+    );
+    assert!(!target.exists());
+    assert!(
+        fs::read_dir(&mnt).unwrap().next().is_none(),
+        "temp left on the tmpfs"
+    );
+}
+
+#[test]
+fn remove_plaintext_with_file_is_refused_not_ignored() {
+    let dir = Scratch::new("rmfile");
+    let (_, recipient) = age_key(&dir.path, "id.txt");
+    let plain = dir.path.join("x.bin");
+    fs::write(&plain, b"data").unwrap();
+    let out = encrypt_cmd(
+        &[
+            "-r",
+            &recipient,
+            "--remove-plaintext",
+            "--file",
+            plain.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--remove-plaintext"), "{}", out.stderr);
+    assert!(plain.exists() && !dir.path.join("x.bin.age").exists());
 }
 
 #[test]

@@ -71,7 +71,7 @@ pub struct Args {
     /// single-file artifact, the plaintext's sidecar). For an artifact
     /// already encrypted, plaintext left beside it is deleted once the
     /// ciphertext is re-read and matches its record
-    #[arg(long = "remove-plaintext")]
+    #[arg(long = "remove-plaintext", conflicts_with = "file")]
     pub remove_plaintext: bool,
 
     /// Encrypt (or with -d decrypt) this one file instead of artifacts, like

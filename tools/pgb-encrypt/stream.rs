@@ -324,9 +324,11 @@ pub fn decrypt<W: Write + Send>(
         };
         let result = body();
         let sunk = sink.join().expect("writer thread");
+        // A write error in the sink thread (a full disk) is the cause of a
+        // failed send: it is the one to report.
         let (out, output) = match (result, sunk) {
-            (Err(e), _) => return Err(e),
             (_, Err(e)) => return Err(Error::io("write", out_name, e)),
+            (Err(e), _) => return Err(e),
             (Ok(()), Ok(v)) => v,
         };
         if let Some(want) = expect {
