@@ -1163,3 +1163,64 @@ fn target_timeline_goes_back_along_the_original_timeline_after_a_pitr_went_too_f
     );
     assert_eq!(started.sql("SELECT count(*) FROM t"), "210");
 }
+
+#[test]
+fn a_target_time_the_archive_does_not_reach_is_refused_before_anything_is_written() {
+    let a = archiving_cluster("");
+    let c = &a.cluster;
+    let s = Scratch::new("restore-short");
+    let repo = s.path.join("repo");
+    fs::create_dir(&repo).unwrap();
+    table_t(c);
+    let before_backup = c.sql("postgres", "SELECT now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    physical_backup(c, &repo);
+    let noted = write_then_note_the_time(c);
+    switch_and_archive(&a);
+    // An hour after the archive's last WAL: PostgreSQL would end recovery
+    // short of it.
+    let later = c.sql("postgres", "SELECT now() + interval '1 hour'");
+    let dest = s.path.join("restored");
+    for (select, time, expect) in [
+        ("latest", &later, "archived before the target time"),
+        ("latest", &before_backup, "after the target time"),
+        ("reach", &later, "archived before the target"),
+    ] {
+        let o = restore(&[
+            &"--repo",
+            &repo,
+            &"--select",
+            &select,
+            &"--target-time",
+            time,
+            &"--wal-archive",
+            &a.dir,
+            &"-D",
+            &dest,
+        ]);
+        assert_eq!(code(&o), 2, "{select} {time}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(expect),
+            "{select} {time}: {}",
+            stderr(&o)
+        );
+        assert!(
+            !records(&o.stdout).iter().any(|r| r["type"] == "restore"),
+            "{select} {time}"
+        );
+        assert!(!dest.exists(), "{select} {time}: wrote {}", dest.display());
+    }
+    // A target the archive reaches is restored.
+    let r = ok(&restore(&[
+        &"--repo",
+        &repo,
+        &"--target-time",
+        &noted,
+        &"--wal-archive",
+        &a.dir,
+        &"-D",
+        &dest,
+        &"--dry-run",
+    ]));
+    assert_eq!(r["dry_run"], true);
+}

@@ -476,30 +476,44 @@ pub fn reaches(a: &Artifact, archives: &[PathBuf], tgt: &Target, goal: TimelineG
         return Err(Error::Usage("--select reach needs --wal-archive".into()));
     }
     let cov = Coverage::scan(a, archives, goal)?;
-    match tgt {
-        Target::Time(t) => {
-            let t = crate::run::parse_time(t)?;
-            let took = a
-                .extra
-                .get("duration_ms")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            let stopped = a.created + chrono::Duration::milliseconds(took);
-            if stopped > t {
-                return Err(Error::msg(format!("ended at {stopped}, after the target")));
-            }
-            cov.check(a, tgt)?;
-            // The newest archived segment must have been written after the
-            // target time, or the WAL ends before it.
-            match cov.last_mtime() {
-                Some(m) if chrono::DateTime::<chrono::Utc>::from(m) >= t => Ok(()),
-                _ => Err(Error::msg(format!(
-                    "the archive's WAL from it ends at {} (archived before the target)",
-                    cov.name(cov.last())
-                ))),
-            }
+    cov.check(a, tgt)?;
+    cov.reaches_time(a, tgt)
+}
+
+impl Coverage {
+    /// For a time target: the backup ended before the target, and the
+    /// newest archived segment on the way was written after it (else the
+    /// WAL ends before the target and PostgreSQL would stop short of it).
+    /// Other targets pass ([`Coverage::check`] covers them).
+    pub fn reaches_time(&self, a: &Artifact, tgt: &Target) -> Result<()> {
+        let Target::Time(t) = tgt else {
+            return Ok(());
+        };
+        let t = crate::run::parse_time(t)?;
+        let took = a
+            .extra
+            .get("duration_ms")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let stopped = a.created + chrono::Duration::milliseconds(took);
+        if stopped > t {
+            return Err(Error::msg(format!(
+                "backup {} ended at {stopped}, after the target time {t}: it cannot recover to \
+                 a moment before it ended; pick an older backup (--select reach); nothing was written",
+                a.id
+            )));
         }
-        _ => cov.check(a, tgt).map(|_| ()),
+        // The newest archived segment must have been written after the
+        // target time, or the WAL ends before it.
+        match self.last_mtime() {
+            Some(m) if chrono::DateTime::<chrono::Utc>::from(m) >= t => Ok(()),
+            _ => Err(Error::msg(format!(
+                "the archive's WAL from backup {} ends at {} (archived before the target time \
+                 {t}), so recovery would end before reaching it; nothing was written",
+                a.id,
+                self.name(self.last())
+            ))),
+        }
     }
 }
 
