@@ -1417,3 +1417,91 @@ fn copies_on_an_ssh_host_and_in_s3_are_read_back() {
     let (code, _, err) = run_verify(&["--copies-required"]);
     assert_eq!(code, 1, "{err}");
 }
+
+/// A tmpfs of `kib` KiB mounted on a new directory in `s`, unmounted when
+/// dropped; `None` where this test run may not mount.
+struct TinyDisk(PathBuf);
+
+impl TinyDisk {
+    fn mount(s: &Scratch, kib: u32) -> Option<TinyDisk> {
+        let dir = s.path.join("tiny");
+        fs::create_dir(&dir).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={kib}k,mode=1777"))
+            .arg("tmpfs")
+            .arg(&dir)
+            .stderr(Stdio::piped())
+            .output()
+            .ok()?;
+        o.status.success().then_some(TinyDisk(dir))
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_temp_disk_is_an_error_not_a_verdict() {
+    let s = Scratch::new("tinydisk");
+    let Some(disk) = TinyDisk::mount(&s, 64) else {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    let c = Cluster::new();
+    c.sql("postgres", "CREATE DATABASE appdb;");
+    // Far more than 64 KiB as plaintext, little once compressed.
+    c.sql(
+        "appdb",
+        "CREATE TABLE t AS SELECT g AS i, repeat('x', 100) AS pad FROM generate_series(1, 20000) g;",
+    );
+    let repo = Scratch::new("repo");
+    let recs = snapshot_records(&c, &repo.path, &["-d", "appdb"]);
+    let sidecar = PathBuf::from(format!("{}.pgb.json", location(&recs[0]).display()));
+    let before = fs::read(&sidecar).unwrap();
+    let target = format!(
+        "host={} port={} dbname=postgres",
+        c.socket.display(),
+        c.port
+    );
+    for (what, args) in [
+        ("throwaway cluster", vec!["--restore"]),
+        ("--target", vec!["--restore", "--target", target.as_str()]),
+    ] {
+        let (code, out, err) = pipe(
+            c.tool("pgb-verify").env("TMPDIR", &disk.0).args(&args),
+            &recs,
+        );
+        assert_eq!(code, 2, "{what}: {err}");
+        assert_eq!(out.len(), 1, "{what}: {out:?}");
+        assert_eq!(out[0]["type"], "error", "{what}: {}", out[0]);
+        assert_eq!(
+            fs::read(&sidecar).unwrap(),
+            before,
+            "{what}: sidecar changed"
+        );
+    }
+    // pgb-restore: the plaintext dump does not fit; an error, and no
+    // database created.
+    let (code, out, err) = pipe(
+        c.tool("pgb-restore")
+            .env("TMPDIR", &disk.0)
+            .args(["-d", "copy", "-C"]),
+        &recs,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["type"], "error", "{}", out[0]);
+    assert_eq!(
+        c.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'copy'"
+        ),
+        "0"
+    );
+    assert_eq!(fs::read_dir(&disk.0).unwrap().count(), 0, "temp files left");
+}
