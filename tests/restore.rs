@@ -1380,15 +1380,22 @@ fn a_target_time_the_archive_does_not_reach_is_refused_before_anything_is_writte
     std::thread::sleep(Duration::from_millis(1100));
     physical_backup(c, &repo);
     let noted = write_then_note_the_time(c);
+    // A commit after the time noted, which recovery stops at.
+    c.sql("postgres", "INSERT INTO t VALUES (1000, 'after noted')");
     switch_and_archive(&a);
-    // An hour after the archive's last WAL: PostgreSQL would end recovery
-    // short of it.
-    let later = c.sql("postgres", "SELECT now() + interval '1 hour'");
+    // After the archive's last commit: PostgreSQL would end recovery short
+    // of it. The archive's files are touched to look newer than the target:
+    // the WAL itself says where it ends.
+    std::thread::sleep(Duration::from_millis(1100));
+    let later = c.sql("postgres", "SELECT now()");
+    for e in fs::read_dir(&a.dir).unwrap().flatten() {
+        run(Command::new("touch").args(["-d", "+2 hours"]).arg(e.path()));
+    }
     let dest = s.path.join("restored");
     for (select, time, expect) in [
-        ("latest", &later, "archived before the target time"),
+        ("latest", &later, "last commit is at"),
         ("latest", &before_backup, "after the target time"),
-        ("reach", &later, "archived before the target"),
+        ("reach", &later, "last commit is at"),
     ] {
         let o = restore(&[
             &"--repo",

@@ -26,8 +26,10 @@ use pgb_common::pg::ConnArgs;
 /// ends recovery there, and 255 on a real failure (unreadable archive, wrong
 /// key, damaged segment), which stops the server instead of promoting it
 /// short of the target. With --target-time, the backup must have ended
-/// before the target and the archive must hold WAL written after it, or
-/// nothing is written (the check --select reach makes). Every stored byte
+/// before the target and the archived WAL after it must hold a commit (or
+/// abort) record stamped at or after the target, read from the WAL itself
+/// (by file time when it cannot be read), or nothing is written; --select
+/// reach makes the same check. Every stored byte
 /// read back (dumps, globals, tar members, manifest) is compared with the
 /// size, sha256 and blake3 the record holds as it streams; a mismatch stops
 /// the restore, names the file and exits 1, and a data directory or a

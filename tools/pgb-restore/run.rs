@@ -117,7 +117,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
     let mut out = RecordWriter::stdout();
     let mut status = ExitStatus::Ok;
     let picked: Vec<(Artifact, Value)> = match &args.repo {
-        Some(repo) => select(&args, repo, &tgt, goal)?,
+        Some(repo) => select(&args, repo, &tgt, goal, ids.as_ref())?,
         None => {
             let mut v = Vec::new();
             for input in RecordReader::new(std::io::stdin().lock(), "stdin") {
@@ -271,6 +271,7 @@ fn select(
     repo: &Path,
     tgt: &Target,
     goal: TimelineGoal,
+    ids: Option<&Identities>,
 ) -> Result<Vec<(Artifact, Value)>> {
     let all = load_repo(repo)?;
     let in_cluster = |a: &Artifact| args.cluster.as_deref().map_or(true, |c| a.cluster == c);
@@ -359,7 +360,7 @@ fn select(
         } else {
             let mut why = Vec::new();
             let found = candidates.iter().find(|(a, _)| {
-                match crate::walcheck::reaches(a, &args.wal_archive, tgt, goal) {
+                match crate::walcheck::reaches(a, &args.wal_archive, tgt, goal, ids) {
                     Ok(()) => true,
                     Err(e) => {
                         why.push(format!("{}: {e}", a.id));
