@@ -1295,6 +1295,25 @@ fn damaged_dumps_and_globals_are_refused_naming_the_file() {
         "{out:?}"
     );
     assert_eq!(c.sql("good", "SELECT count(*) FROM app.items"), "100");
+
+    // A database created (-C) that pg_restore then fails to fill (here:
+    // the dump without its globals, on a server lacking its owner role)
+    // is dropped, not left looking restored.
+    let dst = Cluster::new();
+    let dump = recs
+        .iter()
+        .find(|r| r["kind"] == "logical")
+        .unwrap()
+        .clone();
+    let (code, out, err) = pipe(dst.tool("pgb-restore").args(["-C"]), &[dump]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("app_owner") && err.contains("dropped"),
+        "{err}"
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["type"], "error");
+    assert!(!db_exists(&dst, "appdb"), "a half-restored appdb was left");
 }
 
 #[test]
