@@ -789,8 +789,9 @@ fn verify_restores_a_physical_backup_and_cleans_up_even_when_killed() {
     );
     assert!(verify_temp_dirs(pid).is_empty());
 
-    // pgb-restore on the same damaged backup: an error record, and no
-    // half-restored directory left behind.
+    // pgb-restore on the same damaged backup: a verdict naming the tar
+    // (its bytes are not the recorded ones), and no half-restored
+    // directory left behind.
     let dest = s.path.join("restored");
     let o = piped(
         {
@@ -800,10 +801,12 @@ fn verify_restores_a_physical_backup_and_cleans_up_even_when_killed() {
         },
         line.as_bytes(),
     );
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
     let recs = records(&o.stdout);
     assert_eq!(recs.len(), 1);
-    assert_eq!(recs[0]["type"], "error");
+    assert_eq!(recs[0]["type"], "restore");
+    assert_eq!(recs[0]["ok"], false);
+    assert!(recs[0]["problems"].to_string().contains("base.tar.zst"));
     assert_eq!(recs[0]["artifact"]["id"], rec["id"]);
     assert!(!dest.exists(), "a damaged restore left {}", dest.display());
 }
@@ -1162,4 +1165,353 @@ fn target_timeline_goes_back_along_the_original_timeline_after_a_pitr_went_too_f
         "0"
     );
     assert_eq!(started.sql("SELECT count(*) FROM t"), "210");
+}
+
+/// A tiny `appdb` owned by role `app_owner`: table `app.items` with `rows`
+/// rows.
+fn tiny_appdb(c: &Cluster, rows: u32) {
+    c.sql(
+        "postgres",
+        "CREATE ROLE app_owner LOGIN; CREATE DATABASE appdb OWNER app_owner;",
+    );
+    c.sql(
+        "appdb",
+        &format!(
+            "SET ROLE app_owner;
+             CREATE SCHEMA app;
+             CREATE TABLE app.items (id int PRIMARY KEY, label text);
+             INSERT INTO app.items SELECT g, 'item ' || g FROM generate_series(1, {rows}) g;"
+        ),
+    );
+}
+
+fn db_exists(c: &Cluster, db: &str) -> bool {
+    c.sql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'"),
+    ) != "0"
+}
+
+/// pgb-restore's temp directories left by run `pid`.
+fn restore_temps(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("pgb-restore.{pid}.");
+    fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .collect()
+}
+
+#[test]
+fn damaged_dumps_and_globals_are_refused_naming_the_file() {
+    let c = Cluster::new();
+    tiny_appdb(&c, 100);
+    let s = Scratch::new("restore-damage");
+    let repo = s.path.join("repo");
+    fs::create_dir(&repo).unwrap();
+    let recs = snapshot_records(
+        &c,
+        &repo,
+        &["-d", "appdb", "--globals", "--cluster", "main"],
+    );
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let path_of = |kind: &str| {
+        let r = recs.iter().find(|r| r["kind"] == kind).unwrap();
+        Path::new(r["repo"].as_str().unwrap()).join(r["path"].as_str().unwrap())
+    };
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let damages: Vec<(&str, Damage)> = vec![
+        (
+            "flip",
+            Box::new(|b| {
+                let n = b.len();
+                b[n / 2] ^= 0x01
+            }),
+        ),
+        ("truncate", Box::new(|b| b.truncate(b.len() / 2))),
+        ("append", Box::new(|b| b.extend_from_slice(b"\0"))),
+        (
+            "zero",
+            Box::new(|b| {
+                let n = b.len();
+                b[n / 4..n / 4 + 32.min(n / 2)].fill(0)
+            }),
+        ),
+    ];
+    let mut i = 0;
+    for kind in ["logical", "globals"] {
+        let file = path_of(kind);
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let sidecar = fs::read(format!("{}.pgb.json", file.display())).unwrap();
+        let original = fs::read(&file).unwrap();
+        for (what, damage) in &damages {
+            i += 1;
+            let mut bytes = original.clone();
+            damage(&mut bytes);
+            assert_ne!(bytes, original);
+            fs::write(&file, &bytes).unwrap();
+            let db = format!("copy{i}");
+            let (pid, code, out, err) =
+                pipe_pid(c.tool("pgb-restore").args(["-d", &db, "-C"]), &recs);
+            let case = format!("{kind} {what}");
+            assert_eq!(code, 1, "{case}: {err}");
+            assert!(err.contains(&name), "{case}: {err}");
+            // The damaged artifact's record says so; nothing of it or after
+            // it passes for restored.
+            let bad = out
+                .iter()
+                .find(|r| r["type"] == "restore" && r["artifact"]["kind"] == kind)
+                .unwrap_or_else(|| panic!("{case}: {out:?}"));
+            assert_eq!(bad["ok"], false, "{case}: {bad}");
+            assert!(bad["problems"].to_string().contains(&name), "{case}: {bad}");
+            assert!(
+                !out.iter()
+                    .any(|r| r["artifact"]["kind"] == "logical" && r["ok"] == true),
+                "{case}: {out:?}"
+            );
+            assert!(!db_exists(&c, &db), "{case}: database {db} left behind");
+            assert!(restore_temps(pid).is_empty(), "{case}: temp left");
+            // Restoring never touches the sidecar.
+            assert_eq!(
+                fs::read(format!("{}.pgb.json", file.display())).unwrap(),
+                sidecar
+            );
+        }
+        fs::write(&file, &original).unwrap();
+    }
+    // Untouched, the same set restores.
+    let (code, out, err) = pipe(c.tool("pgb-restore").args(["-d", "good", "-C"]), &recs);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        out.iter()
+            .all(|r| r["type"] == "restore" && r["ok"] == true),
+        "{out:?}"
+    );
+    assert_eq!(c.sql("good", "SELECT count(*) FROM app.items"), "100");
+
+    // A database created (-C) that pg_restore then fails to fill (here:
+    // the dump without its globals, on a server lacking its owner role)
+    // is dropped, not left looking restored.
+    let dst = Cluster::new();
+    let dump = recs
+        .iter()
+        .find(|r| r["kind"] == "logical")
+        .unwrap()
+        .clone();
+    let (code, out, err) = pipe(dst.tool("pgb-restore").args(["-C"]), &[dump]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("app_owner") && err.contains("dropped"),
+        "{err}"
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["type"], "error");
+    assert!(!db_exists(&dst, "appdb"), "a half-restored appdb was left");
+}
+
+#[test]
+fn select_latest_passes_over_a_failed_dump_and_restores_the_previous_good_one() {
+    let c = Cluster::new();
+    tiny_appdb(&c, 100);
+    let s = Scratch::new("restore-failed");
+    let repo = s.path.join("repo");
+    fs::create_dir(&repo).unwrap();
+    let old = snapshot_records(&c, &repo, &["-d", "appdb", "--cluster", "main"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    c.sql(
+        "appdb",
+        "INSERT INTO app.items SELECT g, 'new' FROM generate_series(101, 150) g;",
+    );
+    let new = snapshot_records(&c, &repo, &["-d", "appdb", "--cluster", "main"]);
+    let (old_id, new_id) = (
+        old[0]["id"].as_str().unwrap(),
+        new[0]["id"].as_str().unwrap(),
+    );
+    assert_ne!(old_id, new_id);
+    // The newer dump is damaged, and pgb-verify records it.
+    let file = Path::new(new[0]["repo"].as_str().unwrap()).join(new[0]["path"].as_str().unwrap());
+    let mut bytes = fs::read(&file).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x01;
+    fs::write(&file, &bytes).unwrap();
+    let o = c
+        .tool("pgb-verify")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--checksums")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+
+    let pick = |extra: &[&str], db: &str| {
+        c.tool("pgb-restore")
+            .arg("--repo")
+            .arg(&repo)
+            .args(["--database", "appdb", "-d", db, "-C"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // latest: the failed one is named and passed over; the older one is
+    // restored.
+    let o = pick(&["--select", "latest"], "copy");
+    let r = ok(&o);
+    assert_eq!(r["artifact"]["id"], old_id, "{r}");
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("skipping logical {new_id}")) && e.contains("checksums"),
+        "{e}"
+    );
+    assert_eq!(c.sql("copy", "SELECT count(*) FROM app.items"), "100");
+
+    // By id, the failed one is refused unless asked for explicitly ...
+    let o = pick(&["--select", new_id], "copy2");
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--allow-failed"), "{}", stderr(&o));
+    assert!(records(&o.stdout).is_empty());
+    assert!(!db_exists(&c, "copy2"));
+    // ... and then its damage stops the restore all the same.
+    let o = pick(&["--select", "latest", "--allow-failed"], "copy3");
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let recs = records(&o.stdout);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["artifact"]["id"], new_id);
+    assert_eq!(recs[0]["ok"], false);
+    assert!(!db_exists(&c, "copy3"));
+}
+
+#[test]
+fn a_target_time_the_archive_does_not_reach_is_refused_before_anything_is_written() {
+    let a = archiving_cluster("");
+    let c = &a.cluster;
+    let s = Scratch::new("restore-short");
+    let repo = s.path.join("repo");
+    fs::create_dir(&repo).unwrap();
+    table_t(c);
+    let before_backup = c.sql("postgres", "SELECT now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    physical_backup(c, &repo);
+    let noted = write_then_note_the_time(c);
+    // A commit after the time noted, which recovery stops at.
+    c.sql("postgres", "INSERT INTO t VALUES (1000, 'after noted')");
+    switch_and_archive(&a);
+    // After the archive's last commit: PostgreSQL would end recovery short
+    // of it. The archive's files are touched to look newer than the target:
+    // the WAL itself says where it ends.
+    std::thread::sleep(Duration::from_millis(1100));
+    let later = c.sql("postgres", "SELECT now()");
+    for e in fs::read_dir(&a.dir).unwrap().flatten() {
+        run(Command::new("touch").args(["-d", "+2 hours"]).arg(e.path()));
+    }
+    let dest = s.path.join("restored");
+    for (select, time, expect) in [
+        ("latest", &later, "last commit is at"),
+        ("latest", &before_backup, "after the target time"),
+        ("reach", &later, "last commit is at"),
+    ] {
+        let o = restore(&[
+            &"--repo",
+            &repo,
+            &"--select",
+            &select,
+            &"--target-time",
+            time,
+            &"--wal-archive",
+            &a.dir,
+            &"-D",
+            &dest,
+        ]);
+        assert_eq!(code(&o), 2, "{select} {time}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(expect),
+            "{select} {time}: {}",
+            stderr(&o)
+        );
+        assert!(
+            !records(&o.stdout).iter().any(|r| r["type"] == "restore"),
+            "{select} {time}"
+        );
+        assert!(!dest.exists(), "{select} {time}: wrote {}", dest.display());
+    }
+    // A target the archive reaches is restored.
+    let r = ok(&restore(&[
+        &"--repo",
+        &repo,
+        &"--target-time",
+        &noted,
+        &"--wal-archive",
+        &a.dir,
+        &"-D",
+        &dest,
+        &"--dry-run",
+    ]));
+    assert_eq!(r["dry_run"], true);
+}
+
+#[test]
+fn damage_to_a_physical_backups_stored_files_stops_the_restore_naming_the_file() {
+    let c = Cluster::new();
+    table_t(&c);
+    let s = Scratch::new("restore-phys-damage");
+    let repo = s.path.join("repo");
+    fs::create_dir(&repo).unwrap();
+    let rec = physical_backup(&c, &repo);
+    let dir = Path::new(rec["repo"].as_str().unwrap()).join(rec["path"].as_str().unwrap());
+    let file = |prefix: &str| {
+        let f = rec["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .find(|n| n.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {rec}"));
+        dir.join(f)
+    };
+    let dest = s.path.join("restored");
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    // Bytes after the tar's end-of-archive blocks are never read by a tar
+    // reader; a changed pg_wal.tar is not in the manifest.
+    let cases: Vec<(&str, Damage)> = vec![
+        ("base.tar", Box::new(|b| b.extend_from_slice(b"\0\0\0\0"))),
+        (
+            "pg_wal.tar",
+            Box::new(|b| {
+                let n = b.len();
+                b[n / 2] ^= 0x01
+            }),
+        ),
+        ("backup_manifest", Box::new(|b| b.extend_from_slice(b"\n"))),
+    ];
+    for (prefix, damage) in &cases {
+        let f = file(prefix);
+        let original = fs::read(&f).unwrap();
+        let mut bytes = original.clone();
+        damage(&mut bytes);
+        fs::write(&f, &bytes).unwrap();
+        let o = restore(&[&"--repo", &repo, &"--target-immediate", &"-D", &dest]);
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(code(&o), 1, "{prefix}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&name), "{prefix}: {}", stderr(&o));
+        let recs = records(&o.stdout);
+        assert_eq!(recs.len(), 1, "{prefix}: {recs:?}");
+        assert_eq!(recs[0]["ok"], false, "{prefix}");
+        assert!(!dest.exists(), "{prefix}: a restored directory was left");
+        fs::write(&f, &original).unwrap();
+    }
+    // Untouched, it restores.
+    ok(&restore(&[
+        &"--repo",
+        &repo,
+        &"--target-immediate",
+        &"-D",
+        &dest,
+    ]));
+    assert!(dest.join("global/pg_control").exists());
 }

@@ -1069,16 +1069,93 @@ fn a_dump_whose_table_data_was_altered_fails_the_restore_naming_the_table() {
         .arg(&plain)
         .arg("-o")
         .arg(&dump));
+    // The test restore compares the stored bytes first, and stops there.
+    let name = dump.file_name().unwrap().to_string_lossy().into_owned();
     let (code, out, err) = verify(&c, &recs, &["--restore"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&name) && err.contains("recorded"), "{err}");
+    assert_eq!(methods(&out[0]), [("restore".to_string(), false)]);
+    // The checksums catch it too.
+    let (code, _, err) = verify(&c, &recs, &["--checksums"]);
+    assert_eq!(code, 1, "{err}");
+    // With the record rewritten to match the altered bytes, only comparing
+    // row counts notices.
+    let mut lying = recs[0].clone();
+    lying["files"][0] = file_entry(&name, &dump);
+    let (code, out, err) = verify(&c, &[lying], &["--restore"]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("table app.orders: 2499 rows after restore, 5000 recorded"),
         "{err}"
     );
     assert_eq!(methods(&out[0]), [("restore".to_string(), false)]);
-    // The checksums had caught it too.
-    let (code, _, err) = verify(&c, &recs, &["--checksums"]);
-    assert_eq!(code, 1, "{err}");
+}
+
+#[test]
+fn a_dump_of_the_postgres_database_passes_the_restore_test() {
+    let c = Cluster::new();
+    c.sql(
+        "postgres",
+        "CREATE TABLE kept (id int PRIMARY KEY);
+         INSERT INTO kept SELECT generate_series(1, 50);",
+    );
+    let repo = Scratch::new("repo");
+    let recs = snapshot_records(&c, &repo.path, &["-d", "postgres"]);
+    assert_eq!(recs[0]["database"], "postgres");
+    let (code, out, err) = verify(&c, &recs, &["--restore"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(methods(&out[0]), [("restore".to_string(), true)]);
+    let v = &out[0]["verified"][0];
+    assert!(v["tables_compared"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["restored_as"], "pgb_verify_postgres", "{v}");
+}
+
+#[test]
+fn an_outage_is_an_error_and_records_no_verdict() {
+    let c = Cluster::new();
+    c.sql("postgres", "CREATE DATABASE appdb;");
+    c.sql("appdb", "CREATE TABLE t (i int); INSERT INTO t VALUES (1);");
+    let repo = Scratch::new("repo");
+    let recs = snapshot_records(&c, &repo.path, &["-d", "appdb"]);
+    let sidecar = PathBuf::from(format!("{}.pgb.json", location(&recs[0]).display()));
+    let before = fs::read(&sidecar).unwrap();
+    // A --target whose server is down (no server on that socket), and a
+    // throwaway cluster whose programs are not installed.
+    let nowhere = Scratch::new("down");
+    let empty_bindir = nowhere.owned_dir("bin");
+    let down = format!("host={} port=5432 dbname=postgres", nowhere.path.display());
+    let bindir = empty_bindir.display().to_string();
+    for (what, args) in [
+        ("target down", vec!["--restore", "--target", down.as_str()]),
+        (
+            "no programs",
+            vec!["--restore", "--pg-bindir", bindir.as_str()],
+        ),
+        (
+            "no pg_restore",
+            vec!["--structure", "--pg-bindir", bindir.as_str()],
+        ),
+    ] {
+        let (code, out, err) = verify(&c, &recs, &args);
+        assert_eq!(code, 2, "{what}: {err}");
+        assert!(err.contains("not checked"), "{what}: {err}");
+        assert_eq!(out.len(), 1, "{what}: {out:?}");
+        assert_eq!(out[0]["type"], "error", "{what}: {}", out[0]);
+        assert!(
+            !out.iter().any(|r| r["type"] == "artifact"),
+            "{what}: {out:?}"
+        );
+        assert_eq!(
+            fs::read(&sidecar).unwrap(),
+            before,
+            "{what}: the sidecar changed"
+        );
+    }
+    // The same run with the server up records its verdict.
+    let (code, out, err) = verify(&c, &recs, &["--restore"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(methods(&out[0]), [("restore".to_string(), true)]);
+    assert_ne!(fs::read(&sidecar).unwrap(), before);
 }
 
 /// Waits for the throwaway cluster of pgb-verify `pid` to be up and
@@ -1339,4 +1416,92 @@ fn copies_on_an_ssh_host_and_in_s3_are_read_back() {
     assert!(out[0]["verified"][0]["copies"][0]["unreachable"].is_string());
     let (code, _, err) = run_verify(&["--copies-required"]);
     assert_eq!(code, 1, "{err}");
+}
+
+/// A tmpfs of `kib` KiB mounted on a new directory in `s`, unmounted when
+/// dropped; `None` where this test run may not mount.
+struct TinyDisk(PathBuf);
+
+impl TinyDisk {
+    fn mount(s: &Scratch, kib: u32) -> Option<TinyDisk> {
+        let dir = s.path.join("tiny");
+        fs::create_dir(&dir).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={kib}k,mode=1777"))
+            .arg("tmpfs")
+            .arg(&dir)
+            .stderr(Stdio::piped())
+            .output()
+            .ok()?;
+        o.status.success().then_some(TinyDisk(dir))
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_temp_disk_is_an_error_not_a_verdict() {
+    let s = Scratch::new("tinydisk");
+    let Some(disk) = TinyDisk::mount(&s, 64) else {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    let c = Cluster::new();
+    c.sql("postgres", "CREATE DATABASE appdb;");
+    // Far more than 64 KiB as plaintext, little once compressed.
+    c.sql(
+        "appdb",
+        "CREATE TABLE t AS SELECT g AS i, repeat('x', 100) AS pad FROM generate_series(1, 20000) g;",
+    );
+    let repo = Scratch::new("repo");
+    let recs = snapshot_records(&c, &repo.path, &["-d", "appdb"]);
+    let sidecar = PathBuf::from(format!("{}.pgb.json", location(&recs[0]).display()));
+    let before = fs::read(&sidecar).unwrap();
+    let target = format!(
+        "host={} port={} dbname=postgres",
+        c.socket.display(),
+        c.port
+    );
+    for (what, args) in [
+        ("throwaway cluster", vec!["--restore"]),
+        ("--target", vec!["--restore", "--target", target.as_str()]),
+    ] {
+        let (code, out, err) = pipe(
+            c.tool("pgb-verify").env("TMPDIR", &disk.0).args(&args),
+            &recs,
+        );
+        assert_eq!(code, 2, "{what}: {err}");
+        assert_eq!(out.len(), 1, "{what}: {out:?}");
+        assert_eq!(out[0]["type"], "error", "{what}: {}", out[0]);
+        assert_eq!(
+            fs::read(&sidecar).unwrap(),
+            before,
+            "{what}: sidecar changed"
+        );
+    }
+    // pgb-restore: the plaintext dump does not fit; an error, and no
+    // database created.
+    let (code, out, err) = pipe(
+        c.tool("pgb-restore")
+            .env("TMPDIR", &disk.0)
+            .args(["-d", "copy", "-C"]),
+        &recs,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["type"], "error", "{}", out[0]);
+    assert_eq!(
+        c.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'copy'"
+        ),
+        "0"
+    );
+    assert_eq!(fs::read_dir(&disk.0).unwrap().count(), 0, "temp files left");
 }

@@ -1,6 +1,8 @@
-//! sha256 and blake3 in one pass, computed while the bytes stream.
+//! sha256 and blake3 in one pass, computed while the bytes stream; and the
+//! one verifying reader every read-back goes through.
 
 use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -175,6 +177,144 @@ pub fn hash_reader_parallel(mut r: impl Read) -> io::Result<Digests> {
     })
 }
 
+/// What a stored file should be: its recorded size and checksums, and the
+/// name to use in messages.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub shown: String,
+    pub size: u64,
+    pub sha256: String,
+    pub blake3: String,
+}
+
+impl Expected {
+    /// How `got` differs from what was recorded; `None` when it agrees.
+    pub fn mismatch(&self, got: &Digests) -> Option<String> {
+        let shown = &self.shown;
+        if got.size != self.size {
+            Some(format!(
+                "{shown}: {} bytes, recorded {}",
+                got.size, self.size
+            ))
+        } else if got.sha256 != self.sha256 {
+            Some(format!(
+                "{shown}: sha256 {} differs from the recorded {}",
+                got.sha256, self.sha256
+            ))
+        } else if got.blake3 != self.blake3 {
+            Some(format!(
+                "{shown}: blake3 {} differs from the recorded {}",
+                got.blake3, self.blake3
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+struct Verifying<R> {
+    inner: R,
+    hasher: Hasher,
+    want: Expected,
+    /// Set once the end was reached (or a mismatch seen): the verdict.
+    outcome: Option<Result<(), String>>,
+}
+
+impl<R: Read> Verifying<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(Err(m)) = &self.outcome {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, m.clone()));
+        }
+        if self.outcome.is_some() {
+            return Ok(0);
+        }
+        let n = loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        if n == 0 {
+            let d = std::mem::take(&mut self.hasher).finish();
+            self.outcome = Some(self.want.mismatch(&d).map_or(Ok(()), Err));
+            return self.read(buf);
+        }
+        self.hasher.update(&buf[..n]);
+        if self.hasher.size() > self.want.size {
+            // Longer than recorded: no need to read on to know.
+            self.outcome = Some(Err(format!(
+                "{}: more than the recorded {} bytes",
+                self.want.shown, self.want.size
+            )));
+            return self.read(buf);
+        }
+        Ok(n)
+    }
+}
+
+/// A reader that hashes every byte of a stored file as it streams and
+/// fails at the end of the stream (never with a clean end of file) when the
+/// bytes differ from the record. Hand it to whatever decodes the file; the
+/// matching [`Verification`] settles the question even when that consumer
+/// stops before the end (a tar reader stops at its end-of-archive blocks, a
+/// zstd decoder at its last frame).
+pub struct VerifyingReader<R> {
+    shared: Arc<Mutex<Verifying<R>>>,
+}
+
+/// The other end of a [`VerifyingReader`]: reads what the consumer left and
+/// says whether the whole file matched its record.
+pub struct Verification<R> {
+    shared: Arc<Mutex<Verifying<R>>>,
+}
+
+/// A verifying reader over `inner` and the handle that checks it.
+pub fn verifying<R: Read>(inner: R, want: Expected) -> (VerifyingReader<R>, Verification<R>) {
+    let shared = Arc::new(Mutex::new(Verifying {
+        inner,
+        hasher: Hasher::new(),
+        want,
+        outcome: None,
+    }));
+    (
+        VerifyingReader {
+            shared: shared.clone(),
+        },
+        Verification { shared },
+    )
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read(buf)
+    }
+}
+
+impl<R: Read> Verification<R> {
+    /// Reads the rest of the file (what the consumer did not) and compares.
+    /// `Ok(Err(why))` when the stored bytes differ from the record;
+    /// `Err` when the file could not be read to its end.
+    pub fn finish(&self) -> io::Result<Result<(), String>> {
+        let mut v = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            if let Some(o) = &v.outcome {
+                return Ok(o.clone());
+            }
+            // A mismatch found by this read is an error from it, and the
+            // outcome says it.
+            if let Err(e) = v.read(&mut buf) {
+                if v.outcome.is_none() {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +354,50 @@ mod tests {
         let (out, d) = w.finish();
         assert_eq!(out, b"abc");
         assert_eq!(d, hash_reader(&b"abc"[..]).unwrap());
+    }
+
+    fn expect(data: &[u8]) -> Expected {
+        let d = hash_reader(data).unwrap();
+        Expected {
+            shown: "f".into(),
+            size: d.size,
+            sha256: d.sha256,
+            blake3: d.blake3,
+        }
+    }
+
+    #[test]
+    fn verifying_reader_fails_at_the_end_on_any_damage() {
+        let good: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let want = expect(&good);
+        // Untouched: reads whole, ends cleanly, and the check agrees.
+        let (mut r, check) = verifying(&good[..], want.clone());
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, good);
+        assert_eq!(check.finish().unwrap(), Ok(()));
+        let mut flipped = good.clone();
+        flipped[100_000] ^= 1;
+        let mut appended = good.clone();
+        appended.push(0);
+        let mut zeroed = good.clone();
+        zeroed[..4096].fill(0);
+        for (what, bad, msg) in [
+            ("flip", flipped, "sha256"),
+            ("truncate", good[..150_000].to_vec(), "bytes, recorded"),
+            ("append", appended, "more than the recorded"),
+            ("zero", zeroed, "sha256"),
+        ] {
+            let (mut r, check) = verifying(&bad[..], want.clone());
+            let e = r.read_to_end(&mut Vec::new()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{what}");
+            assert!(e.to_string().starts_with("f: "), "{what}: {e}");
+            let why = check.finish().unwrap().unwrap_err();
+            assert!(why.contains(msg), "{what}: {why}");
+            // A consumer that stops early: the check reads the rest.
+            let (mut r, check) = verifying(&bad[..], want.clone());
+            r.read_exact(&mut [0u8; 10]).unwrap();
+            assert!(check.finish().unwrap().is_err(), "{what}");
+        }
     }
 }

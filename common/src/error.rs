@@ -32,6 +32,9 @@ pub enum Error {
     },
     /// The repository lock is held by another run.
     Locked(PathBuf),
+    /// A verdict, not a failure of the run: stored bytes differ from the
+    /// checksums recorded when they were written (names the file).
+    Damaged(String),
     /// Anything else, already phrased for the user.
     Msg(String),
 }
@@ -55,7 +58,35 @@ impl Error {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
             Error::Locked(_) => ExitStatus::Locked,
+            Error::Damaged(_) => ExitStatus::No,
             _ => ExitStatus::Error,
+        }
+    }
+
+    /// True when the run itself failed for want of something outside the
+    /// backup: a full or read-only disk, no memory, a program that is not
+    /// installed. Such a failure is an error (exit 2), never a verdict.
+    pub fn is_infrastructure(&self) -> bool {
+        match self {
+            Error::Io { op, source, .. } => {
+                let resource = matches!(
+                    source.raw_os_error(),
+                    Some(
+                        nix::libc::ENOSPC
+                            | nix::libc::EDQUOT
+                            | nix::libc::EROFS
+                            | nix::libc::ENOMEM
+                            | nix::libc::EMFILE
+                            | nix::libc::ENFILE
+                    )
+                );
+                // pg::spawn names a program it could not start `WHAT: start`.
+                resource || op.ends_with(": start")
+            }
+            Error::Child { stderr, .. } => {
+                stderr.contains("No space left on device") || stderr.contains("Disk quota exceeded")
+            }
+            _ => false,
         }
     }
 
@@ -96,6 +127,7 @@ impl fmt::Display for Error {
                 "lock: {}: held by another run (use --lock-wait to wait for it)",
                 p.display()
             ),
+            Error::Damaged(m) => write!(f, "checksum: {m}"),
             Error::Msg(m) => f.write_str(m),
         }
     }
@@ -144,5 +176,6 @@ mod tests {
     fn locked_maps_to_status_3() {
         assert_eq!(Error::Locked("/x".into()).exit_status(), ExitStatus::Locked);
         assert_eq!(Error::msg("x").exit_status(), ExitStatus::Error);
+        assert_eq!(Error::Damaged("f".into()).exit_status(), ExitStatus::No);
     }
 }

@@ -1,7 +1,8 @@
 //! Restoring a physical artifact (pg_basebackup tar format, as pgb-snapshot
 //! stores it, optionally age-encrypted file by file) into a data directory:
 //! base, tablespaces (relocatable) and pg_wal unpacked streaming, every file
-//! checked against backup_manifest on the way, then the recovery settings.
+//! checked against backup_manifest on the way and every stored byte against
+//! the record's checksums, then the recovery settings.
 //! Shared by pgb-restore and pgb-verify --restore.
 
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use crate::crypt::Identities;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::Manifest;
 use crate::record::{Artifact, Kind};
-use crate::unpack::{open_stored, unpack, unpack_holding, Owner, HELD};
+use crate::unpack::{open_verified, unpack, unpack_holding, OpenedVerified, Owner, HELD};
 
 /// Which stored file holds what.
 #[derive(Debug, Default)]
@@ -117,9 +118,12 @@ pub fn restore(a: &Artifact, dest: &Path, opts: &Options) -> Result<Restored> {
     let manifest = match &l.manifest {
         Some(name) => {
             let path = dir.join(name);
-            let (mut r, _) = open_stored(&path, opts.identities)?;
+            let mut o = open_stored_checked(a, &path, name, opts)?;
             let mut bytes = Vec::new();
-            r.read_to_end(&mut bytes).ctx("read", &path)?;
+            o.reader
+                .read_to_end(&mut bytes)
+                .map_err(|e| o.explain(Error::io("read", &path, e)))?;
+            o.finish()?;
             let m = Manifest::parse(&bytes)
                 .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
             Some((m, bytes))
@@ -136,14 +140,16 @@ pub fn restore(a: &Artifact, dest: &Path, opts: &Options) -> Result<Restored> {
 
     let base = l.base.as_deref().expect("layout checks base");
     let path = dir.join(base);
-    let (r, _) = open_stored(&path, opts.identities)?;
+    let mut o = open_stored_checked(a, &path, base, opts)?;
     let u = unpack_holding(
-        r,
+        &mut o.reader,
         dest,
         opts.owner,
         &path.display().to_string(),
         &[PG_CONTROL],
-    )?;
+    )
+    .map_err(|e| o.explain(e))?;
+    o.finish()?;
     out.group_access = u.group_access;
     out.bytes += u.bytes;
     written.extend(u.files.into_iter().map(|w| (w.path, w.size, w.sha256)));
@@ -173,8 +179,15 @@ pub fn restore(a: &Artifact, dest: &Path, opts: &Options) -> Result<Restored> {
         };
         prepare_empty_dir(&location, opts.owner, "tablespace")?;
         let path = dir.join(name);
-        let (r, _) = open_stored(&path, opts.identities)?;
-        let u = unpack(r, &location, opts.owner, &path.display().to_string())?;
+        let mut o = open_stored_checked(a, &path, name, opts)?;
+        let u = unpack(
+            &mut o.reader,
+            &location,
+            opts.owner,
+            &path.display().to_string(),
+        )
+        .map_err(|e| o.explain(e))?;
+        o.finish()?;
         out.bytes += u.bytes;
         written.extend(
             u.files
@@ -208,8 +221,15 @@ pub fn restore(a: &Artifact, dest: &Path, opts: &Options) -> Result<Restored> {
                 o.apply(&wal_dir)?;
             }
         }
-        let (r, _) = open_stored(&path, opts.identities)?;
-        let u = unpack(r, &wal_dir, opts.owner, &path.display().to_string())?;
+        let mut o = open_stored_checked(a, &path, name, opts)?;
+        let u = unpack(
+            &mut o.reader,
+            &wal_dir,
+            opts.owner,
+            &path.display().to_string(),
+        )
+        .map_err(|e| o.explain(e))?;
+        o.finish()?;
         out.bytes += u.bytes;
         out.files += u.files.len() as u64;
     }
@@ -246,6 +266,22 @@ pub fn restore(a: &Artifact, dest: &Path, opts: &Options) -> Result<Restored> {
         )
     })?;
     Ok(out)
+}
+
+/// Opens stored file `name` of `a`, every byte compared with the record's
+/// checksums of it as it streams.
+fn open_stored_checked(
+    a: &Artifact,
+    path: &Path,
+    name: &str,
+    opts: &Options,
+) -> Result<OpenedVerified> {
+    let want = a
+        .files
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| Error::msg(format!("{}: {name}: not in the record", a.id)))?;
+    open_verified(path, opts.identities, want)
 }
 
 /// Creates `dir` (and parents) when missing; refuses a non-empty one.

@@ -126,6 +126,32 @@ impl Artifact {
     pub fn sidecar(&self) -> std::path::PathBuf {
         sidecar_for(&self.location())
     }
+
+    /// The methods whose latest `verified` entry failed (`ok` not true),
+    /// each as `METHOD at WHEN: first problem`; empty when none did. Entries
+    /// are appended in order, so the last of a method is its latest.
+    pub fn failed_verifications(&self) -> Vec<String> {
+        let mut latest: BTreeMap<&str, &Value> = BTreeMap::new();
+        for v in &self.verified {
+            latest.insert(v.get("method").and_then(Value::as_str).unwrap_or("?"), v);
+        }
+        latest
+            .into_iter()
+            .filter(|(_, v)| v.get("ok").and_then(Value::as_bool) != Some(true))
+            .map(|(m, v)| {
+                let when = v.get("when").and_then(Value::as_str).unwrap_or("?");
+                match v
+                    .get("problems")
+                    .and_then(Value::as_array)
+                    .and_then(|p| p.first())
+                    .and_then(Value::as_str)
+                {
+                    Some(p) => format!("{m} at {when}: {p}"),
+                    None => format!("{m} at {when}"),
+                }
+            })
+            .collect()
+    }
 }
 
 /// `<artifact>.pgb.json`, next to the artifact file or directory.
@@ -190,6 +216,23 @@ mod tests {
     fn created_keeps_its_offset() {
         let a: Artifact = serde_json::from_value(sample()).unwrap();
         assert_eq!(a.created.offset().local_minus_utc(), 3600);
+    }
+
+    #[test]
+    fn a_methods_latest_verification_decides() {
+        let mut a: Artifact = serde_json::from_value(sample()).unwrap();
+        assert!(a.failed_verifications().is_empty());
+        a.verified = vec![
+            serde_json::json!({"method": "checksums", "ok": false, "when": "t1", "problems": ["x: sha256"]}),
+            serde_json::json!({"method": "restore", "ok": true, "when": "t1"}),
+        ];
+        assert_eq!(a.failed_verifications(), ["checksums at t1: x: sha256"]);
+        a.verified
+            .push(serde_json::json!({"method": "checksums", "ok": true, "when": "t2"}));
+        assert!(a.failed_verifications().is_empty());
+        a.verified
+            .push(serde_json::json!({"method": "restore", "ok": false, "when": "t3"}));
+        assert_eq!(a.failed_verifications(), ["restore at t3"]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::crypt::{self, Identities};
+use crate::digest::{verifying, Expected, Verification};
 use crate::error::{Error, IoContext, Result};
 
 /// Who will own what is unpacked (`None`: the running user).
@@ -74,13 +75,98 @@ pub struct Unpacked {
 
 /// Opens one stored file as plaintext: `.age` decrypted with `ids`, `.zst`
 /// decompressed. Returns the reader and the name without those suffixes.
+/// Nothing checks the stored bytes; restores use [`open_verified`].
 pub fn open_stored(path: &Path, ids: Option<&Identities>) -> Result<(Box<dyn Read>, String)> {
+    let f = BufReader::with_capacity(1 << 16, File::open(path).ctx("open", path)?);
+    let (r, name) = decode_stored(Box::new(f), path, ids)?;
+    Ok((r, name))
+}
+
+/// A stored file being read back, and the check of its bytes against the
+/// record.
+pub struct OpenedVerified {
+    /// The plaintext (decrypted, decompressed); fails at the end of the
+    /// stored file when its bytes differ from the record.
+    pub reader: Box<dyn Read + Send>,
+    /// The name without `.age` and `.zst`.
+    pub name: String,
+    check: Verification<BufReader<File>>,
+    check_shown: String,
+}
+
+impl OpenedVerified {
+    /// Reads whatever the consumer left of the stored file and compares it
+    /// with the record: [`Error::Damaged`] naming the file when it differs.
+    /// Call it before trusting what was read, and after any error while
+    /// reading (a damaged file makes decoders fail in their own words; this
+    /// says what happened).
+    pub fn finish(&self) -> Result<()> {
+        match self.check.finish() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(Error::Damaged(why)),
+            Err(e) => Err(Error::io("read", self.path(), e)),
+        }
+    }
+
+    /// `err`, unless the stored bytes are damaged: then that, the cause.
+    pub fn explain(&self, err: Error) -> Error {
+        match self.finish() {
+            Err(d @ Error::Damaged(_)) => d,
+            _ => err,
+        }
+    }
+
+    fn path(&self) -> String {
+        self.check_shown.clone()
+    }
+}
+
+/// Opens a stored file as [`open_stored`] does, with every stored byte
+/// (ciphertext and compressed bytes as they are on disk) compared with the
+/// record's size, sha256 and blake3 as it streams.
+pub fn open_verified(
+    path: &Path,
+    ids: Option<&Identities>,
+    want: &crate::record::FileEntry,
+) -> Result<OpenedVerified> {
+    let f = BufReader::with_capacity(1 << 16, File::open(path).ctx("open", path)?);
+    let shown = path.display().to_string();
+    let (raw, check) = verifying(
+        f,
+        Expected {
+            shown: shown.clone(),
+            size: want.size,
+            sha256: want.sha256.clone(),
+            blake3: want.blake3.clone(),
+        },
+    );
+    let opened = OpenedVerified {
+        reader: Box::new(std::io::empty()),
+        name: String::new(),
+        check,
+        check_shown: shown,
+    };
+    match decode_stored(Box::new(raw), path, ids) {
+        Ok((reader, name)) => Ok(OpenedVerified {
+            reader,
+            name,
+            ..opened
+        }),
+        // A damaged header fails here already.
+        Err(e) => Err(opened.explain(e)),
+    }
+}
+
+fn decode_stored(
+    f: Box<dyn Read + Send>,
+    path: &Path,
+    ids: Option<&Identities>,
+) -> Result<(Box<dyn Read + Send>, String)> {
     let mut name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let f = BufReader::with_capacity(1 << 16, File::open(path).ctx("open", path)?);
-    let mut r: Box<dyn Read> = match name.strip_suffix(crypt::SUFFIX) {
+    let mut r: Box<dyn Read + Send> = match name.strip_suffix(crypt::SUFFIX) {
         Some(stem) => {
             let ids = ids.ok_or_else(|| {
                 Error::Usage(format!(
@@ -94,7 +180,7 @@ pub fn open_stored(path: &Path, ids: Option<&Identities>) -> Result<(Box<dyn Rea
             name = stem.to_string();
             Box::new(Decrypted(d))
         }
-        None => Box::new(f),
+        None => f,
     };
     if let Some(stem) = name.strip_suffix(".zst") {
         r = Box::new(zstd::stream::read::Decoder::new(r).ctx("decompress", path)?);

@@ -1,5 +1,5 @@
 complete -c pgb-restore -l repo -d 'Pick the artifact from this repository\'s sidecars instead of reading records on stdin' -r -F
-complete -c pgb-restore -l select -d 'With --repo: `latest` (the newest backup), an artifact id, or `reach` (the newest physical backup that ended before the recovery target and whose WAL in --wal-archive reaches it)' -r
+complete -c pgb-restore -l select -d 'With --repo: `latest` (the newest backup), an artifact id, or `reach` (the newest physical backup that ended before the recovery target and whose WAL in --wal-archive reaches it). Artifacts whose latest verification failed are never picked (see --allow-failed)' -r
 complete -c pgb-restore -l cluster -d 'With --repo: only artifacts of this cluster label' -r
 complete -c pgb-restore -l database -d 'With --repo: restore the logical dump of this source database (and the cluster\'s globals) instead of a physical backup' -r
 complete -c pgb-restore -s i -l identity -d 'age identity file for encrypted artifacts (repeatable); refused when readable by group or others' -r -F
@@ -24,6 +24,7 @@ complete -c pgb-restore -l pg-bindir -d 'Directories holding PostgreSQL programs
 complete -c pgb-restore -s j -l jobs -d 'Logical: parallel jobs for pg_restore' -r
 complete -c pgb-restore -s t -l table -d 'Logical: restore only this table (repeatable; pg_restore -t)' -r
 complete -c pgb-restore -s n -l schema -d 'Logical: restore only this schema (repeatable; pg_restore -n)' -r
+complete -c pgb-restore -l allow-failed -d 'Restore an artifact whose latest verification failed (pgb-verify wrote `ok: false`). Without it, --select latest and reach pass over such artifacts (naming each on stderr) and one picked by id or read on stdin is refused'
 complete -c pgb-restore -l target-immediate -d 'Stop as soon as the backup is consistent (recovery_target = \'immediate\'); needs no WAL archive. Without any target, recovery replays all the WAL the archive holds'
 complete -c pgb-restore -l exclusive -d 'Stop just before the target instead of just after it (recovery_target_inclusive = off); for time, LSN and xid targets'
 complete -c pgb-restore -l standby -d 'Write standby.signal instead of recovery.signal: the server keeps following the archive as a standby'

@@ -25,11 +25,21 @@ use pgb_common::pg::ConnArgs;
 /// recovery time pgb-wal get exits 1 for a segment the archive lacks, which
 /// ends recovery there, and 255 on a real failure (unreadable archive, wrong
 /// key, damaged segment), which stops the server instead of promoting it
-/// short of the target. Logical dumps are restored into the server
-/// given by -d/-h/-p/-U: the set's globals first (roles that already exist
-/// are left alone), then each database with pg_restore -j, and the row
-/// counts recorded at backup time are compared. One `restore` record per
-/// restored artifact goes to stdout; failures are error records.
+/// short of the target. With --target-time, the backup must have ended
+/// before the target and the archived WAL after it must hold a commit (or
+/// abort) record stamped at or after the target, read from the WAL itself
+/// (by file time when it cannot be read), or nothing is written; --select
+/// reach makes the same check. Every stored byte
+/// read back (dumps, globals, tar members, manifest) is compared with the
+/// size, sha256 and blake3 the record holds as it streams; a mismatch stops
+/// the restore, names the file and exits 1, and a data directory or a
+/// database (-C) this run created is removed again. Logical dumps are
+/// restored into the server given by -d/-h/-p/-U: the set's globals first
+/// (roles that already exist are left alone), then each database with
+/// pg_restore -j, and the row counts recorded at backup time are compared.
+/// One `restore` record per restored artifact goes to stdout (`ok: false`
+/// with the problems when the checks fail); failures of the run are error
+/// records.
 #[derive(Parser, Debug)]
 #[command(
     name = "pgb-restore",
@@ -45,13 +55,21 @@ pub struct Args {
 
     /// With --repo: `latest` (the newest backup), an artifact id, or `reach`
     /// (the newest physical backup that ended before the recovery target
-    /// and whose WAL in --wal-archive reaches it)
+    /// and whose WAL in --wal-archive reaches it). Artifacts whose latest
+    /// verification failed are never picked (see --allow-failed)
     #[arg(
         long = "select",
         value_name = "latest|ID|reach",
         default_value = "latest"
     )]
     pub select: String,
+
+    /// Restore an artifact whose latest verification failed (pgb-verify
+    /// wrote `ok: false`). Without it, --select latest and reach pass over
+    /// such artifacts (naming each on stderr) and one picked by id or read
+    /// on stdin is refused
+    #[arg(long = "allow-failed")]
+    pub allow_failed: bool,
 
     /// With --repo: only artifacts of this cluster label
     #[arg(long = "cluster", value_name = "LABEL")]

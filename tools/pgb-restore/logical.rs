@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use pgb_common::conninfo;
@@ -13,7 +13,7 @@ use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::pg::{self, quote_ident, quote_literal, Conn};
 use pgb_common::record::Artifact;
 use pgb_common::term::warn;
-use pgb_common::unpack::open_stored;
+use pgb_common::unpack::{open_verified, OpenedVerified};
 use serde_json::{json, Value};
 
 use crate::cli::Args;
@@ -37,7 +37,9 @@ fn describe(args: &Args) -> Value {
     })
 }
 
-fn plaintext(a: &Artifact, ids: Option<&Identities>) -> Result<(Box<dyn Read>, PathBuf)> {
+/// The dump file, opened as plaintext with every stored byte compared with
+/// the record's checksums as it streams.
+fn plaintext(a: &Artifact, ids: Option<&Identities>) -> Result<(OpenedVerified, PathBuf)> {
     let path = a.location();
     if path.is_dir() {
         return Err(Error::msg(format!(
@@ -45,8 +47,41 @@ fn plaintext(a: &Artifact, ids: Option<&Identities>) -> Result<(Box<dyn Read>, P
             path.display()
         )));
     }
-    let (r, _) = open_stored(&path, ids)?;
-    Ok((r, path))
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let want = a
+        .files
+        .iter()
+        .find(|f| Some(&f.name) == name.as_ref())
+        .or_else(|| (a.files.len() == 1).then(|| &a.files[0]))
+        .ok_or_else(|| {
+            Error::msg(format!(
+                "{}: the record lists no checksums for it; nothing was restored",
+                path.display()
+            ))
+        })?;
+    Ok((open_verified(&path, ids, want)?, path))
+}
+
+/// Copies a stored file's plaintext to `out` (`dest` in messages); then
+/// compares every stored byte with the record ([`Error::Damaged`] naming the
+/// file when they differ).
+fn read_verified(
+    o: &mut OpenedVerified,
+    path: &Path,
+    out: &mut impl Write,
+    dest: &Path,
+) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match o.reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(o.explain(Error::io("read", path, e))),
+        };
+        out.write_all(&buf[..n]).ctx("write", dest)?;
+    }
+    o.finish()
 }
 
 /// The role a `CREATE ROLE name;` or `ALTER ROLE name WITH ...` line names.
@@ -112,9 +147,11 @@ pub fn filter_globals(
 
 pub fn globals(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<Done> {
     let admin = server(args, Some("postgres"))?;
-    let (mut r, path) = plaintext(a, ids)?;
-    let mut sql = String::new();
-    r.read_to_string(&mut sql).ctx("read", &path)?;
+    let (mut o, path) = plaintext(a, ids)?;
+    let mut bytes = Vec::new();
+    read_verified(&mut o, &path, &mut bytes, Path::new("memory"))?;
+    let sql = String::from_utf8(bytes)
+        .map_err(|_| Error::msg(format!("{}: not UTF-8 text", path.display())))?;
     let existing: BTreeSet<String> =
         pg::query(&admin, "SELECT rolname FROM pg_roles", "list roles")?
             .lines()
@@ -185,6 +222,44 @@ fn target_db(args: &Args, a: &Artifact) -> Result<String> {
         .ok_or_else(|| Error::Usage(format!("{}: the record names no database; give -d", a.id)))
 }
 
+/// Drops database `db` after a failed restore into it; when that fails
+/// too, renames it `<db>_pgb_failed_<time>` so it cannot pass for a good
+/// one. Says which on stderr.
+fn undo_created(admin: &Conn, db: &str) {
+    let dropped = pg::query(
+        admin,
+        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db)),
+        "drop the half-restored database",
+    );
+    match dropped {
+        Ok(_) => warn(format!(
+            "database {db}: created by this run and not restored whole; dropped"
+        )),
+        Err(e) => {
+            let new = format!(
+                "{db}_pgb_failed_{}",
+                chrono::Local::now().format("%Y%m%d%H%M%S")
+            );
+            match pg::query(
+                admin,
+                &format!(
+                    "ALTER DATABASE {} RENAME TO {}",
+                    quote_ident(db),
+                    quote_ident(&new)
+                ),
+                "rename the half-restored database",
+            ) {
+                Ok(_) => warn(format!(
+                    "database {db}: not restored whole and could not be dropped ({e}); renamed {new}"
+                )),
+                Err(e2) => warn(format!(
+                    "database {db}: NOT RESTORED WHOLE; could neither drop it ({e}) nor rename it ({e2}): drop it by hand"
+                )),
+            }
+        }
+    }
+}
+
 /// A private temp directory, removed when dropped.
 struct TempDir(PathBuf);
 
@@ -222,8 +297,9 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
             ok: true,
         });
     }
-    // pg_restore -j needs a seekable plaintext file.
-    let (mut r, path) = plaintext(a, ids)?;
+    // pg_restore -j needs a seekable plaintext file; writing it first also
+    // settles the checksums before anything reaches the server.
+    let (mut o, path) = plaintext(a, ids)?;
     let tmp = TempDir(std::env::temp_dir().join(format!(
         "pgb-restore.{}.{}",
         std::process::id(),
@@ -233,7 +309,7 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
     let dump = tmp.0.join("dump");
     {
         let mut f = std::fs::File::create(&dump).ctx("create", &dump)?;
-        std::io::copy(&mut r, &mut f).map_err(|e| Error::io("read", &path, e))?;
+        read_verified(&mut o, &path, &mut f, &dump)?;
         f.flush().ctx("write", &dump)?;
     }
     if args.create_database {
@@ -243,6 +319,14 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
             "create the target database",
         )?;
     }
+    // A database this run created and could not fill is removed, so that
+    // nobody takes it for a restored one.
+    let undo = |e: Error| -> Error {
+        if args.create_database {
+            undo_created(&admin, &db);
+        }
+        e
+    };
     let mut c = for_dump(&target, a)?.command("pg_restore", true);
     c.arg("-j")
         .arg(args.jobs.max(1).to_string())
@@ -257,7 +341,9 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
         c.arg("-n").arg(n);
     }
     c.arg(&dump).stdin(Stdio::null()).stdout(Stdio::null());
-    pg::spawn(c, &format!("restore {} into {db}", path.display()))?.wait()?;
+    pg::spawn(c, &format!("restore {} into {db}", path.display()))
+        .and_then(|r| r.wait())
+        .map_err(undo)?;
     drop(tmp);
 
     let mut problems = Vec::new();

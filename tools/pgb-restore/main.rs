@@ -6,6 +6,7 @@ mod logical;
 mod physical;
 mod run;
 mod walcheck;
+mod walscan;
 
 use std::process::ExitCode;
 

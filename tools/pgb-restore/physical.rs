@@ -185,7 +185,11 @@ pub fn restore(
         (Value::Null, None)
     } else {
         let cov = Coverage::scan(a, &args.wal_archive, goal)?;
-        (cov.check(a, tgt)?, cov.encrypted_example)
+        let wal = cov.check(a, tgt)?;
+        // A time target the archive does not reach is refused here, as
+        // --select reach refuses it, not left for recovery to miss.
+        cov.reaches_time(a, tgt, ids)?;
+        (wal, cov.encrypted_example)
     };
 
     // The destination: no running server, empty unless --force.

@@ -117,13 +117,24 @@ fn try_run(args: Args) -> Result<ExitStatus> {
     let mut out = RecordWriter::stdout();
     let mut status = ExitStatus::Ok;
     let picked: Vec<(Artifact, Value)> = match &args.repo {
-        Some(repo) => select(&args, repo, &tgt, goal)?,
+        Some(repo) => select(&args, repo, &tgt, goal, ids.as_ref())?,
         None => {
             let mut v = Vec::new();
             for input in RecordReader::new(std::io::stdin().lock(), "stdin") {
                 match input? {
                     Input::Artifact { artifact, raw, .. } => {
                         let val = serde_json::from_str(&raw).unwrap_or(Value::Null);
+                        if let Err(e) = refuse_failed(&args, &artifact) {
+                            warn(e.to_string());
+                            status = status.worst(e.exit_status());
+                            out.write(&error_record(
+                                "pgb-restore",
+                                &e.to_string(),
+                                Some(&val),
+                                Map::new(),
+                            ))?;
+                            continue;
+                        }
                         v.push((*artifact, val));
                     }
                     Input::Error { raw, .. } => {
@@ -171,7 +182,22 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                 .filter(|p| p.0.kind == k && !(k == Kind::Globals && args.no_globals)),
         );
     }
+    // After a damaged artifact the rest of the set is not restored: a
+    // database without its roles, or roles without their database, is a
+    // half-restore nobody asked for.
+    let mut damaged: Option<String> = None;
     for (a, raw) in ordered {
+        if let Some(d) = &damaged {
+            let m = format!("not restored: the set's {d} is damaged");
+            warn(format!("{} {}: {m}", a.kind.as_str(), a.id));
+            let mut rec = record(a);
+            rec.insert("ok".into(), false.into());
+            rec.insert("when".into(), now().into());
+            rec.insert("problems".into(), json!([m]));
+            rec.insert("restored".into(), false.into());
+            out.write(&Value::Object(rec))?;
+            continue;
+        }
         let started = Instant::now();
         let result = match a.kind {
             Kind::Globals => crate::logical::globals(&args, a, ids.as_ref()),
@@ -191,6 +217,24 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                     status = status.worst(ExitStatus::No);
                 }
                 out.write(&Value::Object(done.record))?;
+            }
+            Err(Error::Damaged(why)) => {
+                // A verdict on the backup: its stored bytes are not the
+                // ones recorded. Nothing restored from them is kept.
+                let e = Error::Damaged(why);
+                warn(format!(
+                    "{} {}: {e}; nothing was restored",
+                    a.kind.as_str(),
+                    a.id
+                ));
+                status = status.worst(ExitStatus::No);
+                let mut rec = record(a);
+                rec.insert("ok".into(), false.into());
+                rec.insert("when".into(), now().into());
+                rec.insert("problems".into(), json!([e.to_string()]));
+                rec.insert("restored".into(), false.into());
+                out.write(&Value::Object(rec))?;
+                damaged = Some(format!("{} {}", a.kind.as_str(), a.id));
             }
             Err(e) => {
                 warn(format!("{} {}: {e}", a.kind.as_str(), a.id));
@@ -227,9 +271,31 @@ fn select(
     repo: &Path,
     tgt: &Target,
     goal: TimelineGoal,
+    ids: Option<&Identities>,
 ) -> Result<Vec<(Artifact, Value)>> {
     let all = load_repo(repo)?;
     let in_cluster = |a: &Artifact| args.cluster.as_deref().map_or(true, |c| a.cluster == c);
+    // Artifacts whose latest verification failed are passed over, each
+    // named once on stderr.
+    let skipped = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let usable = |a: &Artifact| -> bool {
+        if args.allow_failed {
+            return true;
+        }
+        let failed = a.failed_verifications();
+        if failed.is_empty() {
+            return true;
+        }
+        if skipped.borrow_mut().insert(a.id.clone()) {
+            warn(format!(
+                "skipping {} {}: its latest verification failed ({}); --allow-failed restores it anyway",
+                a.kind.as_str(),
+                a.id,
+                failed.join("; ")
+            ));
+        }
+        false
+    };
     let sel = args.select.as_str();
     let mut chosen: Vec<(Artifact, Value)> = Vec::new();
     if !matches!(sel, "latest" | "reach") {
@@ -239,6 +305,7 @@ fn select(
             .ok_or_else(|| {
                 Error::Usage(format!("{}: no artifact with id {sel:?}", repo.display()))
             })?;
+        refuse_failed(args, &found.0)?;
         chosen.push(found.clone());
     } else if let Some(db) = &args.database {
         if sel == "reach" {
@@ -250,12 +317,20 @@ fn select(
             .iter()
             .rev()
             .find(|(a, _)| {
-                a.kind == Kind::Logical && a.database.as_deref() == Some(db) && in_cluster(a)
+                a.kind == Kind::Logical
+                    && a.database.as_deref() == Some(db)
+                    && in_cluster(a)
+                    && usable(a)
             })
             .ok_or_else(|| {
                 Error::Usage(format!(
-                    "{}: no logical dump of database {db:?}",
-                    repo.display()
+                    "{}: no logical dump of database {db:?}{}",
+                    repo.display(),
+                    if skipped.borrow().is_empty() {
+                        ""
+                    } else {
+                        " whose latest verification passed"
+                    }
                 ))
             })?;
         chosen.push(found.clone());
@@ -263,16 +338,21 @@ fn select(
         let candidates: Vec<&(Artifact, Value)> = all
             .iter()
             .rev()
-            .filter(|(a, _)| a.kind == Kind::Physical && in_cluster(a))
+            .filter(|(a, _)| a.kind == Kind::Physical && in_cluster(a) && usable(a))
             .collect();
         let first = candidates.first().ok_or_else(|| {
             Error::Usage(format!(
-                "{}: no physical backup{}",
+                "{}: no physical backup{}{}",
                 repo.display(),
                 args.cluster
                     .as_deref()
                     .map(|c| format!(" of cluster {c}"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                if skipped.borrow().is_empty() {
+                    ""
+                } else {
+                    " whose latest verification passed"
+                }
             ))
         })?;
         if sel == "latest" {
@@ -280,7 +360,7 @@ fn select(
         } else {
             let mut why = Vec::new();
             let found = candidates.iter().find(|(a, _)| {
-                match crate::walcheck::reaches(a, &args.wal_archive, tgt, goal) {
+                match crate::walcheck::reaches(a, &args.wal_archive, tgt, goal, ids) {
                     Ok(()) => true,
                     Err(e) => {
                         why.push(format!("{}: {e}", a.id));
@@ -305,13 +385,28 @@ fn select(
         let cluster = chosen[0].0.cluster.clone();
         if let Some(g) = all
             .iter()
-            .filter(|(g, _)| g.kind == Kind::Globals && g.cluster == cluster)
+            .filter(|(g, _)| g.kind == Kind::Globals && g.cluster == cluster && usable(g))
             .min_by_key(|(g, _)| (g.created - t).num_seconds().abs())
         {
             chosen.insert(0, g.clone());
         }
     }
     Ok(chosen)
+}
+
+/// Refuses an artifact whose latest verification failed, unless
+/// --allow-failed.
+fn refuse_failed(args: &Args, a: &Artifact) -> Result<()> {
+    let failed = a.failed_verifications();
+    if args.allow_failed || failed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{} {}: its latest verification failed ({}); not restored (--allow-failed restores it anyway)",
+        a.kind.as_str(),
+        a.id,
+        failed.join("; ")
+    )))
 }
 
 /// The pgb-wal binary next to this one.

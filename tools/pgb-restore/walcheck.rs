@@ -17,9 +17,12 @@
 //! those descending from the target, are not read.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use chrono::{DateTime, Utc};
+use pgb_common::crypt::Identities;
 use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::physical::Target;
 use pgb_common::record::Artifact;
@@ -128,6 +131,8 @@ pub struct Coverage {
     pub spans: Vec<Span>,
     /// An encrypted WAL file (`.age`) in the archives, when there is one.
     pub encrypted_example: Option<String>,
+    /// The archive directories, in the order pgb-wal get searches them.
+    pub archives: Vec<PathBuf>,
 }
 
 /// Splits a stored name into the WAL file it holds and whether it is
@@ -201,6 +206,7 @@ impl Coverage {
             have,
             spans: Vec::new(),
             encrypted_example,
+            archives: archives.to_vec(),
         };
         cov.spans = cov.follow(&histories, stop, goal, archives)?;
         Ok(cov)
@@ -471,35 +477,146 @@ impl Coverage {
 
 /// Whether `a` can reach the target: it ended before it and the archive
 /// holds WAL from its start to (at least) the target, without a gap.
-pub fn reaches(a: &Artifact, archives: &[PathBuf], tgt: &Target, goal: TimelineGoal) -> Result<()> {
+pub fn reaches(
+    a: &Artifact,
+    archives: &[PathBuf],
+    tgt: &Target,
+    goal: TimelineGoal,
+    ids: Option<&Identities>,
+) -> Result<()> {
     if archives.is_empty() && !matches!(tgt, Target::Immediate) {
         return Err(Error::Usage("--select reach needs --wal-archive".into()));
     }
     let cov = Coverage::scan(a, archives, goal)?;
-    match tgt {
-        Target::Time(t) => {
-            let t = crate::run::parse_time(t)?;
-            let took = a
-                .extra
-                .get("duration_ms")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            let stopped = a.created + chrono::Duration::milliseconds(took);
-            if stopped > t {
-                return Err(Error::msg(format!("ended at {stopped}, after the target")));
-            }
-            cov.check(a, tgt)?;
-            // The newest archived segment must have been written after the
-            // target time, or the WAL ends before it.
-            match cov.last_mtime() {
-                Some(m) if chrono::DateTime::<chrono::Utc>::from(m) >= t => Ok(()),
-                _ => Err(Error::msg(format!(
-                    "the archive's WAL from it ends at {} (archived before the target)",
-                    cov.name(cov.last())
-                ))),
+    cov.check(a, tgt)?;
+    cov.reaches_time(a, tgt, ids)
+}
+
+impl Coverage {
+    /// The plaintext of archived segment `n` on the timeline recovery reads
+    /// it from, when the archive has it: `Err` when it cannot be read.
+    fn segment_bytes(&self, n: u64, ids: Option<&Identities>) -> Result<Option<Vec<u8>>, String> {
+        let Some((tli, _)) = self.found(n) else {
+            return Ok(None);
+        };
+        let name = segment_name_for_segno(tli, n, self.seg_size);
+        let age = pgb_common::crypt::SUFFIX;
+        for dir in &self.archives {
+            for (suffix, zst, enc) in [
+                ("", false, false),
+                (".zst", true, false),
+                (age, false, true),
+                (&*format!(".zst{age}"), true, true),
+            ] {
+                let path = dir.join(format!("{name}{suffix}"));
+                let bytes = match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(format!("read: {}: {}", path.display(), e)),
+                };
+                let bytes = if enc {
+                    let ids = ids.ok_or_else(|| {
+                        format!(
+                            "{}: encrypted, and no -i identity to read it",
+                            path.display()
+                        )
+                    })?;
+                    let mut plain = Vec::new();
+                    ids.decrypt(&bytes[..])
+                        .map_err(|e| format!("{}: {e}", path.display()))?
+                        .read_to_end(&mut plain)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    plain
+                } else {
+                    bytes
+                };
+                let bytes = if zst {
+                    zstd::stream::decode_all(&bytes[..])
+                        .map_err(|e| format!("decompress: {}: {e}", path.display()))?
+                } else {
+                    bytes
+                };
+                return Ok(Some(bytes));
             }
         }
-        _ => cov.check(a, tgt).map(|_| ()),
+        Ok(None)
+    }
+
+    /// The newest commit (or abort) record in the archived WAL recovery
+    /// reads after the backup, newest segment first: its segment's name
+    /// and time. `Ok(None)` when there is none.
+    pub fn last_commit(
+        &self,
+        ids: Option<&Identities>,
+    ) -> Result<Option<(String, DateTime<Utc>)>, String> {
+        for n in (self.start..=self.last()).rev() {
+            let Some(bytes) = self.segment_bytes(n, ids)? else {
+                continue;
+            };
+            let times = crate::walscan::xact_times(&bytes, n * self.seg_size);
+            if let Some(t) = times.into_iter().max() {
+                return Ok(Some((self.name(n), t)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// For a time target: the backup ended before the target, and the WAL
+    /// the archive holds after it has a commit (or abort) record stamped at
+    /// or after the target, read from the WAL itself: PostgreSQL stops at
+    /// such a record, and without one recovery ends short of the target.
+    /// When the WAL cannot be read (encrypted, no identity), the newest
+    /// segment's file time stands in, as said on stderr. Other targets pass
+    /// ([`Coverage::check`] covers them).
+    pub fn reaches_time(&self, a: &Artifact, tgt: &Target, ids: Option<&Identities>) -> Result<()> {
+        let Target::Time(t) = tgt else {
+            return Ok(());
+        };
+        let t = crate::run::parse_time(t)?;
+        let took = a
+            .extra
+            .get("duration_ms")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let stopped = a.created + chrono::Duration::milliseconds(took);
+        if stopped > t {
+            return Err(Error::msg(format!(
+                "backup {} ended at {stopped}, after the target time {t}: it cannot recover to \
+                 a moment before it ended; pick an older backup (--select reach); nothing was written",
+                a.id
+            )));
+        }
+        let short = |what: String| {
+            Err(Error::msg(format!(
+                "{what}, before the target time {t}, so recovery from backup {} would end \
+                 before reaching it; nothing was written",
+                a.id
+            )))
+        };
+        match self.last_commit(ids) {
+            Ok(Some((_, at))) if at >= t => Ok(()),
+            Ok(Some((seg, at))) => short(format!(
+                "the archive's last commit is at {} (in {seg})",
+                at.with_timezone(t.offset())
+            )),
+            Ok(None) => short(format!(
+                "the archive's WAL after the backup (to {}) holds no commit",
+                self.name(self.last())
+            )),
+            Err(why) => {
+                pgb_common::term::warn(format!(
+                    "cannot read the archive's WAL for its last commit ({why}); going by the \
+                     newest segment's file time"
+                ));
+                match self.last_mtime() {
+                    Some(m) if DateTime::<Utc>::from(m) >= t => Ok(()),
+                    _ => short(format!(
+                        "the archive's WAL ends at {} (archived before the target time)",
+                        self.name(self.last())
+                    )),
+                }
+            }
+        }
     }
 }
 
@@ -526,6 +643,7 @@ mod tests {
             have: m,
             spans,
             encrypted_example: None,
+            archives: Vec::new(),
         }
     }
 

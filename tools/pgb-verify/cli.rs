@@ -45,13 +45,17 @@ pub struct Args {
     #[arg(long = "manifest")]
     pub manifest: bool,
 
-    /// Restore for real and time it. Logical dumps: into a throwaway cluster
-    /// (or --target), comparing every recorded table's row count. Physical
-    /// backups: unpacked into a throwaway directory (manifest checked on
-    /// the way), started as postgres on a private socket with recovery to
-    /// the end of the included WAL (recovery_target = 'immediate'), promoted
-    /// and queried in every database; removed afterwards, also on Ctrl-C,
-    /// and by the next run after a kill
+    /// Restore for real and time it; the stored bytes are compared with the
+    /// record first. Logical dumps: into a throwaway cluster (a dump of
+    /// postgres as pgb_verify_postgres) or --target, comparing every
+    /// recorded table's row count. Physical backups: unpacked into a
+    /// throwaway directory (manifest checked on the way), started as
+    /// postgres on a private socket with recovery to the end of the
+    /// included WAL (recovery_target = 'immediate'), promoted and queried in
+    /// every database; removed afterwards, also on Ctrl-C, and by the next
+    /// run after a kill. A restore the run cannot complete (--target down,
+    /// a program missing, a full temp disk) records no verdict: an error
+    /// record, exit 2
     #[arg(long = "restore")]
     pub restore: bool,
 

@@ -22,18 +22,41 @@ use crate::cluster::TempCluster;
 
 use crate::run::{file_path, open_plain, Ctx, Verdict};
 
-pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
+/// A verdict on the backup, or `Err` when the run could not reach one: the
+/// server to restore into is down or unreachable, a program is missing, the
+/// temp disk is full. Such an error is no verdict and is recorded as none.
+pub fn check(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
     match a.kind {
-        Kind::Logical => match logical(ctx, a) {
-            Ok(v) => v,
-            Err(e) => Verdict::fail(e.to_string()),
-        },
-        Kind::Physical => match physical(ctx, a) {
-            Ok(v) => v,
-            Err(e) => Verdict::fail(e.to_string()),
-        },
-        _ => Verdict::skip(),
+        Kind::Logical => logical(ctx, a),
+        Kind::Physical => physical(ctx, a),
+        _ => Ok(Verdict::skip()),
     }
+}
+
+/// Compares a stored file, read whole, with the record's size and
+/// checksums: the problem when they differ or it cannot be read.
+fn stored_problem(a: &Artifact, f: &pgb_common::record::FileEntry) -> Option<String> {
+    let path = file_path(a, f);
+    let want = pgb_common::digest::Expected {
+        shown: path.display().to_string(),
+        size: f.size,
+        sha256: f.sha256.clone(),
+        blake3: f.blake3.clone(),
+    };
+    match std::fs::File::open(&path).and_then(pgb_common::digest::hash_reader_parallel) {
+        Ok(d) => want.mismatch(&d),
+        Err(e) => Some(format!(
+            "{}: {}",
+            path.display(),
+            pgb_common::error::io_cause(&e)
+        )),
+    }
+}
+
+/// Whether the server behind `admin` still answers: when it does not, a
+/// failed step says nothing about the backup.
+fn answers(admin: &Conn) -> Result<()> {
+    pg::query(admin, "SELECT 1", "reach the server").map(|_| ())
 }
 
 /// The newest globals artifact of the same cluster in the same repository.
@@ -80,7 +103,22 @@ fn logical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
                 pg_bindir: bindir.clone(),
             };
             let c = Conn::new(&args, Some("postgres"))?;
-            (Some(tc), c, db.clone())
+            // A fresh cluster has postgres, template0 and template1 already:
+            // a dump of one of them goes into a database of its own.
+            let exists = pg::query(
+                &c,
+                &format!(
+                    "SELECT count(*) FROM pg_database WHERE datname = {}",
+                    quote_literal(&db)
+                ),
+                "list databases",
+            )?;
+            let name = if exists.trim() == "0" {
+                db.clone()
+            } else {
+                format!("pgb_verify_{db}")
+            };
+            (Some(tc), c, name)
         }
     };
     let mut details = serde_json::Map::new();
@@ -96,6 +134,10 @@ fn logical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
     }
     drop(cluster);
     let mut v = result?;
+    if scratch_db != db && ctx.args.target.is_none() {
+        v.extra
+            .insert("restored_as".into(), scratch_db.clone().into());
+    }
     for (k, val) in details {
         v.extra.insert(k, val);
     }
@@ -134,6 +176,10 @@ fn restore_and_compare(
         )));
     }
 
+    // Every stored byte matches the record before anything is restored.
+    if let Some(p) = a.files.iter().find_map(|f| stored_problem(a, f)) {
+        return Ok(Verdict::fail(p));
+    }
     let started = Instant::now();
     let mut have_roles = cluster.is_none();
     // Globals first, so owners and grantees exist (throwaway cluster only;
@@ -141,10 +187,17 @@ fn restore_and_compare(
     if cluster.is_some() {
         match globals_for(a) {
             Some((path, g)) => {
+                if let Some(p) = g.files.iter().find_map(|f| stored_problem(&g, f)) {
+                    return Ok(Verdict::fail(format!("globals {}: {p}", g.id)));
+                }
                 let mut sql = String::new();
-                open_plain(&g, &path)?
-                    .read_to_string(&mut sql)
-                    .ctx("read", &path)?;
+                let read = open_plain(&g, &path)
+                    .and_then(|mut r| r.read_to_string(&mut sql).map(|_| ()).ctx("read", &path));
+                match read {
+                    Err(e) if e.is_infrastructure() => return Err(e),
+                    Err(e) => return Ok(Verdict::fail(format!("globals {}: {e}", g.id))),
+                    Ok(()) => {}
+                }
                 let filtered: String = sql
                     .lines()
                     .filter(|l| {
@@ -194,7 +247,11 @@ fn restore_and_compare(
             }
             None => temp.insert(crate::cluster::dump_temp()).path.clone(),
         };
-        decompress(a, &src, &dst)?;
+        match decompress(a, &src, &dst) {
+            Err(e) if e.is_infrastructure() => return Err(e),
+            Err(e) => return Ok(Verdict::fail(e.to_string())),
+            Ok(()) => {}
+        }
         dst
     } else {
         src.clone()
@@ -223,6 +280,12 @@ fn restore_and_compare(
     let restore_ms = started.elapsed().as_millis() as u64;
     details.insert("restore_ms".into(), restore_ms.into());
     if let Err(e) = restored {
+        // pg_restore fails for the dump's sake, or because the server went
+        // away or ran out of room: only the first is a verdict.
+        if e.is_infrastructure() {
+            return Err(e);
+        }
+        answers(admin)?;
         return Ok(Verdict::fail(e.to_string()));
     }
 
@@ -239,6 +302,7 @@ fn restore_and_compare(
             let out = match pg::query(&target, &sql, "count rows") {
                 Ok(o) => o,
                 Err(e) => {
+                    answers(admin)?;
                     problems.push(e.to_string());
                     continue;
                 }
@@ -267,6 +331,10 @@ fn restore_and_compare(
             .arg(sql)
             .stdout(Stdio::null());
         if let Err(e) = pg::output(cmd, &format!("smoke queries {}", sql.display())) {
+            if e.is_infrastructure() {
+                return Err(e);
+            }
+            answers(admin)?;
             problems.push(e.to_string());
         }
     }
@@ -297,7 +365,10 @@ fn physical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
         ));
         return Ok(Verdict::skip());
     }
-    let layout = physical::layout(a)?;
+    let layout = match physical::layout(a) {
+        Ok(l) => l,
+        Err(e) => return Ok(Verdict::fail(e.to_string())),
+    };
     let bindir = Some(pgbin::for_physical(ctx.args.pg_bindir.as_deref(), a, "postgres")?.bindir());
     let started = Instant::now();
     let tc = crate::cluster::create(bindir)?;
@@ -331,6 +402,8 @@ fn physical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
     );
     let restored = match restored {
         Ok(r) => r,
+        // A full temp disk or a missing program is no verdict.
+        Err(e) if e.is_infrastructure() => return Err(e),
         Err(e) => return Ok(Verdict::fail(e.to_string())),
     };
     Recovery {
@@ -350,11 +423,18 @@ fn physical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
     }
     let admin = Conn::new(&tc.conn_args(), Some("postgres"))?;
     let mut problems = Vec::new();
-    let dbs = pg::query(
+    // The restored server not answering is about the backup.
+    let dbs = match pg::query(
         &admin,
         "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
         "list databases",
-    )?;
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            problems.push(e.to_string());
+            String::new()
+        }
+    };
     let mut queried = 0u64;
     for db in dbs.lines() {
         match admin

@@ -130,7 +130,8 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                 Ok(Input::Artifact { artifact, .. }) => {
                     let mut a = *artifact;
                     let before = a.verified.len();
-                    if !verify(&ctx, &mut a) {
+                    let (all_ok, failed_run) = verify(&ctx, &mut a);
+                    if !all_ok {
                         status = status.worst(ExitStatus::No);
                     }
                     if pgb_common::cluster::interrupted() {
@@ -141,11 +142,28 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                         return Err(Error::msg("interrupted"));
                     }
                     prom.note(&a, &a.verified[before..]);
-                    if let Err(e) = update_sidecar(&a) {
-                        warn(e.to_string());
-                        status = status.worst(ExitStatus::Error);
+                    if a.verified.len() > before || failed_run.is_none() {
+                        if let Err(e) = update_sidecar(&a) {
+                            warn(e.to_string());
+                            status = status.worst(ExitStatus::Error);
+                        }
                     }
-                    out.write(&a)?;
+                    match failed_run {
+                        // The run could not check the backup: an error about
+                        // the run, with no verdict for the check it cut short.
+                        Some(e) => {
+                            status = status.worst(ExitStatus::Error);
+                            let raw = serde_json::to_value(&a)
+                                .map_err(|e| Error::msg(format!("encode record: {e}")))?;
+                            out.write(&pgb_common::record::error_record(
+                                "pgb-verify",
+                                &pgb_common::redact(&e),
+                                Some(&raw),
+                                Map::new(),
+                            ))?;
+                        }
+                        None => out.write(&a)?,
+                    }
                 }
                 Ok(Input::Error { raw, .. }) => {
                     out.forward(&raw)?;
@@ -200,15 +218,17 @@ fn try_run(args: Args) -> Result<ExitStatus> {
 }
 
 /// Runs the checks; appends one `verified` entry per check that applies.
-/// Returns false when any failed.
-fn verify(ctx: &Ctx, a: &mut Artifact) -> bool {
+/// Returns false when any failed, and the error that stopped a check from
+/// reaching a verdict (a server down, a program missing, a full disk): that
+/// check and those after it record nothing.
+fn verify(ctx: &Ctx, a: &mut Artifact) -> (bool, Option<String>) {
     let mut all_ok = true;
-    type Check<'a> = Box<dyn Fn(&Artifact) -> Verdict + 'a>;
+    type Check<'a> = Box<dyn Fn(&Artifact) -> Result<Verdict> + 'a>;
     let mut checks: Vec<(&str, Check)> = Vec::new();
     if ctx.checksums {
         checks.push((
             "checksums",
-            Box::new(|a: &Artifact| crate::checksums::check(ctx, a)),
+            Box::new(|a: &Artifact| Ok(crate::checksums::check(ctx, a))),
         ));
     }
     if ctx.structure {
@@ -220,7 +240,7 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> bool {
     if ctx.manifest {
         checks.push((
             "manifest",
-            Box::new(|a: &Artifact| crate::manifest::check(ctx, a)),
+            Box::new(|a: &Artifact| Ok(crate::manifest::check(ctx, a))),
         ));
     }
     if ctx.restore {
@@ -243,7 +263,14 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> bool {
         let when = chrono::Local::now()
             .fixed_offset()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
-        let v = check(a);
+        let v = match check(a) {
+            Ok(v) => v,
+            Err(e) => {
+                let m = format!("{} {}: {method}: not checked: {e}", a.kind.as_str(), a.id);
+                warn(&m);
+                return (all_ok, Some(m));
+            }
+        };
         if v.skipped {
             continue;
         }
@@ -275,7 +302,7 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> bool {
             a.id
         ));
     }
-    all_ok
+    (all_ok, None)
 }
 
 /// Rewrites the sidecar with the enriched record, when the artifact's

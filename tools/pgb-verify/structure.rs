@@ -12,12 +12,13 @@ use pgb_common::record::{Artifact, Kind};
 use crate::run::{file_path, Ctx, Verdict};
 use crate::stored;
 
-pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
-    match a.kind {
-        Kind::Logical => logical(ctx, a),
+/// `Err` when the check could not run (pg_restore missing): no verdict.
+pub fn check(ctx: &Ctx, a: &Artifact) -> pgb_common::Result<Verdict> {
+    Ok(match a.kind {
+        Kind::Logical => logical(ctx, a)?,
         Kind::Globals => globals(a),
         _ => Verdict::skip(),
-    }
+    })
 }
 
 /// Splits `schema.table` as written in row_counts (identifiers quoted where
@@ -45,30 +46,27 @@ pub fn split_qualified(s: &str) -> Option<(String, String)> {
     }
 }
 
-fn logical(ctx: &Ctx, a: &Artifact) -> Verdict {
+fn logical(ctx: &Ctx, a: &Artifact) -> pgb_common::Result<Verdict> {
     let Some(f) = a.files.first() else {
-        return Verdict::fail("the record lists no file");
+        return Ok(Verdict::fail("the record lists no file"));
     };
     let path = file_path(a, f);
     let (mut src, plain_check) = match stored::open(a, &path)
         .and_then(|(r, check)| Ok((stored::decompressed(a, r, &path)?, check)))
     {
         Ok(r) => r,
-        Err(e) => return Verdict::fail(e.to_string()),
+        Err(e) => return Ok(Verdict::fail(e.to_string())),
     };
     let whole = plain_check.active();
-    let pg_restore = match pgbin::for_dump(ctx.args.pg_bindir.as_deref(), a, "pg_restore") {
-        Ok(f) => f.path,
-        Err(e) => return Verdict::fail(e.to_string()),
-    };
+    // No pg_restore that reads this dump is an error about the host, not
+    // a verdict about the dump.
+    let pg_restore = pgbin::for_dump(ctx.args.pg_bindir.as_deref(), a, "pg_restore")?.path;
     let mut cmd = Command::new(pg_restore);
     cmd.arg("--list")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
-    let mut child = match pg::spawn(cmd, &format!("list {}", path.display())) {
-        Ok(c) => c,
-        Err(e) => return Verdict::fail(e.to_string()),
-    };
+    // pg_restore that cannot start says nothing about the dump.
+    let mut child = pg::spawn(cmd, &format!("list {}", path.display()))?;
     let mut stdin = child.take_stdin();
     // pg_restore stops reading after the table of contents: a broken pipe
     // then is expected, not a fault.
@@ -97,14 +95,17 @@ fn logical(ctx: &Ctx, a: &Artifact) -> Verdict {
         .join()
         .unwrap_or_else(|_| Err(std::io::Error::other("reader thread panicked")));
     if let Err(e) = waited {
-        return Verdict::fail(format!("{}: pg_restore --list: {e}", path.display()));
+        return Ok(Verdict::fail(format!(
+            "{}: pg_restore --list: {e}",
+            path.display()
+        )));
     }
     if let Err(e) = fed {
-        return Verdict::fail(format!(
+        return Ok(Verdict::fail(format!(
             "{}: {}",
             path.display(),
             pgb_common::error::io_cause(&e)
-        ));
+        )));
     }
     let mut problems: Vec<String> = plain_check.problem().into_iter().collect();
     let entries = listing
@@ -124,7 +125,7 @@ fn logical(ctx: &Ctx, a: &Artifact) -> Verdict {
             ));
         }
     }
-    Verdict::new(problems).with("toc_entries", entries.into())
+    Ok(Verdict::new(problems).with("toc_entries", entries.into()))
 }
 
 fn globals(a: &Artifact) -> Verdict {
