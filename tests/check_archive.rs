@@ -787,7 +787,7 @@ fn server_view_with_dbname() {
     assert!(text.contains("pgb_archive_check_success{"), "{text}");
     let failed = text
         .lines()
-        .find(|l| l.starts_with("pgb_archive_server_failed_count{"))
+        .find(|l| l.starts_with("pgb_archive_server_failed_attempts{"))
         .unwrap_or_else(|| panic!("{text}"));
     assert_ne!(failed.rsplit(' ').next(), Some("0"), "{failed}");
     let line = format!(

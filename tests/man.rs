@@ -143,9 +143,35 @@ fn wal_sub(name: &'static str) -> clap::Command {
     };
     let cmd = wal_cli::Args::command();
     let sub = cmd.find_subcommand(name).unwrap().clone();
+    // The subcommands take no --version (pgb-wal --version does): the page
+    // must not list one.
     sub.name(page)
         .bin_name(bin)
         .version(env!("CARGO_PKG_VERSION"))
+        .disable_version_flag(true)
+}
+
+/// The doc comments' `code` spans as bold, as man pages show literals
+/// (clap_mangen would print the backticks).
+fn code_spans(roff: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8(roff.to_vec()).unwrap();
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        if line.matches('`').count() % 2 != 0 {
+            out.push_str(line);
+            continue;
+        }
+        let mut open = false;
+        for c in line.chars() {
+            if c == '`' {
+                out.push_str(if open { "\\fR" } else { "\\fB" });
+                open = !open;
+            } else {
+                out.push(c);
+            }
+        }
+    }
+    out.into_bytes()
 }
 
 /// Renders a tool's page: clap's sections, then EXAMPLES, EXIT STATUS,
@@ -158,8 +184,10 @@ fn render(page: &Page) -> Vec<u8> {
     man.render_title(&mut out).unwrap();
     man.render_name_section(&mut out).unwrap();
     man.render_synopsis_section(&mut out).unwrap();
-    man.render_description_section(&mut out).unwrap();
-    man.render_options_section(&mut out).unwrap();
+    let mut clap_text = Vec::new();
+    man.render_description_section(&mut clap_text).unwrap();
+    man.render_options_section(&mut clap_text).unwrap();
+    out.extend_from_slice(&code_spans(&clap_text));
     out.extend_from_slice(b".SH EXAMPLES\n");
     out.extend_from_slice(page.examples.as_bytes());
     out.extend_from_slice(b".SH \"EXIT STATUS\"\n");

@@ -1210,6 +1210,18 @@ fn restore_temps(pid: u32) -> Vec<PathBuf> {
 
 #[test]
 fn damaged_dumps_and_globals_are_refused_naming_the_file() {
+    damaged_dumps_refused(&[]);
+}
+
+/// The same table on a dump pg_restore reads in place (pg_dump's own
+/// compression, as pgb writes on 16+): its bytes are settled before
+/// pg_restore opens it.
+#[test]
+fn a_damaged_dump_read_in_place_is_refused_before_pg_restore() {
+    damaged_dumps_refused(&["-Z", "pg_dump:6"]);
+}
+
+fn damaged_dumps_refused(compress: &[&str]) {
     let c = Cluster::new();
     tiny_appdb(&c, 100);
     let s = Scratch::new("restore-damage");
@@ -1218,7 +1230,7 @@ fn damaged_dumps_and_globals_are_refused_naming_the_file() {
     let recs = snapshot_records(
         &c,
         &repo,
-        &["-d", "appdb", "--globals", "--cluster", "main"],
+        &[&["-d", "appdb", "--globals", "--cluster", "main"], compress].concat(),
     );
     assert_eq!(recs.len(), 2, "{recs:?}");
     let path_of = |kind: &str| {

@@ -1120,23 +1120,23 @@ fn an_outage_is_an_error_and_records_no_verdict() {
     let sidecar = PathBuf::from(format!("{}.pgb.json", location(&recs[0]).display()));
     let before = fs::read(&sidecar).unwrap();
     // A --target whose server is down (no server on that socket), and a
-    // throwaway cluster whose programs are not installed.
+    // dump whose programs are not installed (a major this host lacks: pgb
+    // searches --pg-bindir, the Debian/PGDG layouts and PATH for them).
     let nowhere = Scratch::new("down");
-    let empty_bindir = nowhere.owned_dir("bin");
     let down = format!("host={} port=5432 dbname=postgres", nowhere.path.display());
-    let bindir = empty_bindir.display().to_string();
-    for (what, args) in [
-        ("target down", vec!["--restore", "--target", down.as_str()]),
+    let mut future = recs.clone();
+    future[0]["pg_version"] = "99.0".into();
+    future[0]["tool"]["version"] = "99.0".into();
+    for (what, args, input) in [
         (
-            "no programs",
-            vec!["--restore", "--pg-bindir", bindir.as_str()],
+            "target down",
+            vec!["--restore", "--target", down.as_str()],
+            &recs,
         ),
-        (
-            "no pg_restore",
-            vec!["--structure", "--pg-bindir", bindir.as_str()],
-        ),
+        ("no programs", vec!["--restore"], &future),
+        ("no pg_restore", vec!["--structure"], &future),
     ] {
-        let (code, out, err) = verify(&c, &recs, &args);
+        let (code, out, err) = verify(&c, input, &args);
         assert_eq!(code, 2, "{what}: {err}");
         assert!(err.contains("not checked"), "{what}: {err}");
         assert_eq!(out.len(), 1, "{what}: {out:?}");

@@ -35,6 +35,9 @@ pub enum Error {
     /// A verdict, not a failure of the run: stored bytes differ from the
     /// checksums recorded when they were written (names the file).
     Damaged(String),
+    /// Something the host lacks (a PostgreSQL program of the major an
+    /// artifact needs): an error about the run, never a verdict.
+    Missing(String),
     /// Anything else, already phrased for the user.
     Msg(String),
 }
@@ -86,6 +89,7 @@ impl Error {
             Error::Child { stderr, .. } => {
                 stderr.contains("No space left on device") || stderr.contains("Disk quota exceeded")
             }
+            Error::Missing(_) => true,
             _ => false,
         }
     }
@@ -128,7 +132,7 @@ impl fmt::Display for Error {
                 p.display()
             ),
             Error::Damaged(m) => write!(f, "checksum: {m}"),
-            Error::Msg(m) => f.write_str(m),
+            Error::Missing(m) | Error::Msg(m) => f.write_str(m),
         }
     }
 }

@@ -190,7 +190,7 @@ pub fn find(given: Option<&Path>, program: &str, need: Need, why: &str) -> Resul
     } else {
         format!(" ({why})")
     };
-    Err(Error::msg(format!(
+    Err(Error::Missing(format!(
         "{program} of {} is needed{why}; {seen}; install that version's programs or name their \
          directory with --pg-bindir or PGB_PG_BINDIR (several separated by ':')",
         need.describe()

@@ -79,12 +79,12 @@ pub fn write(path: &Path, archive: &str, an: Option<&Analysis>, now: SystemTime)
         }
         if let Some(s) = &a.server {
             g(
-                "pgb_archive_server_archived_count",
+                "pgb_archive_server_archived_files",
                 "pg_stat_archiver.archived_count of the server (-d).",
                 s.archived_count as f64,
             );
             g(
-                "pgb_archive_server_failed_count",
+                "pgb_archive_server_failed_attempts",
                 "pg_stat_archiver.failed_count of the server (-d).",
                 s.failed_count as f64,
             );

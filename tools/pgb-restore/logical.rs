@@ -62,6 +62,17 @@ fn plaintext(a: &Artifact, ids: Option<&Identities>) -> Result<(OpenedVerified, 
     Ok((open_verified(&path, ids, want)?, path))
 }
 
+/// True when the stored file is a pg_dump archive as pg_dump wrote it (not
+/// encrypted, not compressed by pgb), which pg_restore -j reads directly.
+fn as_stored(a: &Artifact) -> bool {
+    let encrypted = a.encryption.is_some() || a.location().to_string_lossy().ends_with(".age");
+    let by_pgb = a
+        .compression
+        .as_ref()
+        .is_some_and(|c| c.by == "pgb" && c.algorithm != "none");
+    !encrypted && !by_pgb
+}
+
 /// Copies a stored file's plaintext to `out` (`dest` in messages); then
 /// compares every stored byte with the record ([`Error::Damaged`] naming the
 /// file when they differ).
@@ -297,21 +308,29 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
             ok: true,
         });
     }
-    // pg_restore -j needs a seekable plaintext file; writing it first also
-    // settles the checksums before anything reaches the server.
+    // pg_restore -j needs a seekable plaintext file. A dump pg_dump wrote
+    // as it is (its own zstd on 16+, gzip, none) and pgb did not encrypt is
+    // one already: its checksums are settled by one read, then pg_restore
+    // reads it in place. Otherwise the plaintext is written to a private
+    // temp file first, which settles the checksums on the way. Either way
+    // nothing reaches the server before the stored bytes match the record.
     let (mut o, path) = plaintext(a, ids)?;
     let tmp = TempDir(std::env::temp_dir().join(format!(
         "pgb-restore.{}.{}",
         std::process::id(),
         a.id.replace('/', "_")
     )));
-    std::fs::create_dir(&tmp.0).ctx("create", &tmp.0)?;
-    let dump = tmp.0.join("dump");
-    {
+    let dump = if as_stored(a) {
+        read_verified(&mut o, &path, &mut std::io::sink(), &path)?;
+        path.clone()
+    } else {
+        std::fs::create_dir(&tmp.0).ctx("create", &tmp.0)?;
+        let dump = tmp.0.join("dump");
         let mut f = std::fs::File::create(&dump).ctx("create", &dump)?;
         read_verified(&mut o, &path, &mut f, &dump)?;
         f.flush().ctx("write", &dump)?;
-    }
+        dump
+    };
     if args.create_database {
         pg::query(
             &admin,

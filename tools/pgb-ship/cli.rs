@@ -39,7 +39,7 @@ pub struct Args {
     /// Destination, repeatable: a directory, ssh://[user@]host[:port]/path
     /// or s3://bucket[/prefix], optionally followed by #LABELS, where LABELS
     /// is media=NAME,site=NAME (e.g. /mnt/nas/pg#media=nas or
-    /// s3://bk/pg#media=s3,site=offsite). The form DEST:media=...,site=...
+    /// s3://pgb-backups/pg#media=s3,site=offsite). The form DEST:media=...,site=...
     /// is accepted too. Without labels a directory's media is `local`, an
     /// SSH host's `ssh`, a bucket's `object-storage`; the site is `onsite`
     #[arg(long = "to", value_name = "DEST[#LABELS]", required = true)]
@@ -132,7 +132,7 @@ Take a dump, copy it to a NAS and an offsite bucket, and insist on 3\-2\-1:
 set \-o pipefail
 pgb\-snapshot \-d appdb \-o /srv/backups/pg \\
   | pgb\-ship \-\-to '/mnt/nas/pg#media=nas' \\
-      \-\-to 's3://bk/pg#media=s3,site=offsite' \-\-require 3\-2\-1
+      \-\-to 's3://pgb-backups/pg#media=s3,site=offsite' \-\-require 3\-2\-1
 .RE
 .fi
 .PP

@@ -166,7 +166,7 @@ A real failure, named on stderr (PostgreSQL writes it to its log): an archive di
 \fB2\fR
 Instead of 255 with \fB\-\-soft\-fail\fR: for a standby that also streams, so that a bad archive makes it stream rather than stop. Never for a point\-in\-time restore.
 .PP
-The general table below holds for \fBpush\fR (and for \fBget\fR's \-\-help and \-\-version).
+The general table below holds for \fBpush\fR (and for \fBget\fR's \-\-help; \fBpgb\-wal \-\-version\fR prints the version).
 .SS push
 \fBpush\fR exits 0 only once the file is durable in every archive; 2 otherwise, including when an archive already holds a file of that name with different content (the archived file is kept; PostgreSQL retries and logs the message); 3 when another push into the same archive holds its lock longer than \-\-lock\-wait. A push killed at any moment leaves at most a hidden temp file (.NAME.pgb\-tmp.PID.N), never a partial file under the final name; the next push into that archive, holding its lock (DIR/.pgb.lock), removes it.
 .PP
