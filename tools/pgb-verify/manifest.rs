@@ -2,7 +2,8 @@
 //! is: inside the tar or tar.zst files pgb-snapshot stored (age-encrypted
 //! ones decrypted streaming), without extracting anything to disk, or in a
 //! plain-format data directory: the manifest's own checksum, every listed
-//! file present with its size and SHA256, nothing unexpected, the system
+//! file present with its size and checksum (in whichever algorithm the
+//! manifest names: CRC32C, SHA224/256/384/512), nothing unexpected, the system
 //! identifier in pg_control, and the WAL segments the backup needs present
 //! in pg_wal. For a plain-format directory stock `pg_verifybackup` runs as
 //! well and its verdict is recorded beside pgb's.
@@ -17,7 +18,6 @@ use pgb_common::pg;
 use pgb_common::record::{Artifact, Kind};
 use pgb_common::wal::segment_name_for_segno;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::run::{Ctx, Verdict};
 use crate::stored;
@@ -42,7 +42,7 @@ impl Walk {
             self.wal_files.insert(seg.to_string());
             return Ok(());
         }
-        let mut h = Sha256::new();
+        let mut h = self.manifest.hasher_for(full);
         let mut size = 0u64;
         let mut head = [0u8; 8];
         let mut buf = vec![0u8; 1 << 16];
@@ -64,8 +64,7 @@ impl Walk {
         if self.manifest.files.contains_key(full) {
             self.seen.insert(full.to_string());
         }
-        let sha256 = pgb_common::digest::hex(&h.finalize());
-        if let Some(p) = self.manifest.check_file(full, size, &sha256) {
+        if let Some(p) = self.manifest.check_file(full, size, &h.finish()) {
             self.problems.push(format!("{shown}: {p}"));
         }
         Ok(())
@@ -174,8 +173,15 @@ fn native(a: &Artifact, plain: bool) -> Verdict {
     }
     let wal = missing_wal(&w.manifest.wal_ranges, &w.wal_files, a);
     w.problems.extend(wal);
+    let algorithms: BTreeSet<&str> = w
+        .manifest
+        .files
+        .values()
+        .map(|l| l.algorithm.name())
+        .collect();
     Verdict::new(w.problems)
         .with("files_checked", (w.seen.len() as u64).into())
+        .with("checksum_algorithms", json!(algorithms))
         .with(
             if plain { "files_read" } else { "tar_members" },
             w.members.into(),
