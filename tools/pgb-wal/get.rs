@@ -20,8 +20,8 @@ use pgb_common::walhdr::{
 };
 use pgb_common::AtomicFile;
 
-use crate::archive::{self, HashReader, Stored};
 use crate::cli::GetArgs;
+use pgb_common::walarchive::{self as archive, HashReader, Stored};
 
 /// Exit status of a real failure of `get`: above 125, so PostgreSQL aborts
 /// recovery instead of taking it for the end of the archive.

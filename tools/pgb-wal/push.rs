@@ -12,8 +12,8 @@ use pgb_common::term::warn;
 use pgb_common::walhdr::{classify, WalFile};
 use pgb_common::{fsync_dir, AtomicFile, ExitStatus, RepoLock};
 
-use crate::archive::{self, Checksums, HashReader, HashWriter, Stored};
 use crate::cli::PushArgs;
+use pgb_common::walarchive::{self as archive, Checksums, HashReader, HashWriter, Stored};
 
 /// zstd level, or no compression.
 fn parse_compress(s: &str) -> Result<Option<i32>> {

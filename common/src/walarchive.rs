@@ -20,9 +20,9 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use pgb_common::digest::hex;
-use pgb_common::error::{IoContext, Result};
-use pgb_common::fs::write_atomic;
+use crate::digest::hex;
+use crate::error::{IoContext, Result};
+use crate::fs::write_atomic;
 use sha2::{Digest, Sha256};
 
 /// Suffix of the checksum file of an encrypted WAL file.
@@ -42,7 +42,7 @@ pub fn stored_name(name: &str, zst: bool, age: bool) -> String {
     format!(
         "{name}{}{}",
         if zst { ".zst" } else { "" },
-        if age { pgb_common::crypt::SUFFIX } else { "" }
+        if age { crate::crypt::SUFFIX } else { "" }
     )
 }
 
@@ -70,7 +70,7 @@ pub fn find(dir: &Path, name: &str) -> Result<Option<Stored>> {
         match fs::symlink_metadata(&s.path) {
             Ok(_) => return Ok(Some(s)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(pgb_common::Error::io("stat", &s.path, e)),
+            Err(e) => return Err(crate::Error::io("stat", &s.path, e)),
         }
     }
     Ok(None)
@@ -97,7 +97,7 @@ pub fn read_checksums(dir: &Path, name: &str) -> Result<Option<Checksums>> {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(None),
-        Err(e) => return Err(pgb_common::Error::io("read", &p, e)),
+        Err(e) => return Err(crate::Error::io("read", &p, e)),
     };
     Ok(parse_checksums(&text, name))
 }
