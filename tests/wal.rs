@@ -110,7 +110,7 @@ fn push_follows_the_archive_command_contract() {
     let o = wal(&[&"push", &seg, &"--archive", &a2, &"-Z", &"zstd:5"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(fs::read(a1.join(SEG)).unwrap(), bytes);
-    assert_eq!(names(&a2), [format!("{SEG}.zst")]);
+    assert_eq!(names(&a2), [format!("{SEG}.sha256"), format!("{SEG}.zst")]);
     let out = run(Command::new("zstd")
         .arg("-dc")
         .arg(a2.join(format!("{SEG}.zst"))));
@@ -120,8 +120,8 @@ fn push_follows_the_archive_command_contract() {
     let o = wal(&[&"push", &seg, &"--archive", &a1, &"--archive", &a2]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("identical"), "{}", stderr(&o));
-    assert_eq!(names(&a1), [SEG]);
-    assert_eq!(names(&a2), [format!("{SEG}.zst")]);
+    assert_eq!(names(&a1), [SEG.to_string(), format!("{SEG}.sha256")]);
+    assert_eq!(names(&a2), [format!("{SEG}.sha256"), format!("{SEG}.zst")]);
 
     // Conflicting re-push: status 2, originals kept, nothing else left.
     let mut other = bytes.clone();
@@ -133,8 +133,8 @@ fn push_follows_the_archive_command_contract() {
         assert!(stderr(&o).contains("different content"), "{}", stderr(&o));
     }
     assert_eq!(fs::read(a1.join(SEG)).unwrap(), bytes);
-    assert_eq!(names(&a1), [SEG]);
-    assert_eq!(names(&a2), [format!("{SEG}.zst")]);
+    assert_eq!(names(&a1), [SEG.to_string(), format!("{SEG}.sha256")]);
+    assert_eq!(names(&a2), [format!("{SEG}.sha256"), format!("{SEG}.zst")]);
 
     // History files are never compressed.
     let hist = src_dir.join("00000002.history");
@@ -442,7 +442,10 @@ fn encrypted_push_and_get_interoperate_with_age() {
     fs::write(&hist, "1\t0/3000000\tno recovery target specified\n").unwrap();
     let o = wal(&[&"push", &hist, &"--archive", &fresh, &"-r", &public]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(names(&fresh), ["00000002.history"]);
+    assert_eq!(
+        names(&fresh),
+        ["00000002.history", "00000002.history.sha256"]
+    );
 }
 
 #[test]
@@ -762,5 +765,90 @@ fn recovery_stops_at_a_corrupt_segment_instead_of_ending_early() {
     assert!(
         text.contains("selected new timeline ID: 2"),
         "promoted early:\n{text}"
+    );
+}
+
+/// A point-in-time restore with no target over an archive where one byte
+/// in the middle of a segment full of committed rows was flipped after it
+/// was archived. PostgreSQL alone would find the record's CRC wrong, take
+/// it for the end of WAL and promote, silently without every later
+/// transaction; `pgb-wal get` compares the segment with the checksum file
+/// written at push time and exits 255, so the server stops instead, and the
+/// server log says which file and why.
+#[test]
+fn recovery_stops_at_a_flipped_byte_in_the_middle_of_a_segment() {
+    let a = archiving_cluster("");
+    let c = &a.cluster;
+    c.sql("postgres", "CREATE TABLE big (i int, pad text)");
+    make_segments(c, &a.dir, 1);
+    let s2 = Scratch::new("pitrflip");
+    let base = s2.path.join("base");
+    run(c
+        .pg("pg_basebackup")
+        .arg("-D")
+        .arg(&base)
+        .args(["-X", "none", "-c", "fast"]));
+    let before = c.sql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    c.sql(
+        "postgres",
+        "INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g",
+    );
+    let after = c.sql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    make_segments(c, &a.dir, 1);
+    c.stop();
+    // A segment the insert filled from its first page to its last.
+    let first = u64::from_str_radix(&before[16..], 16).unwrap();
+    let last = u64::from_str_radix(&after[16..], 16).unwrap();
+    assert!(
+        last >= first + 2,
+        "the insert spans whole segments: {before}..{after}"
+    );
+    let victim = format!("{}{:08X}", &before[..16], first + 1);
+    let path = a.dir.join(&victim);
+    let mut b = fs::read(&path).unwrap();
+    b[SEG_SIZE / 2 + 100] ^= 0x01;
+    fs::write(&path, b).unwrap();
+
+    let data = s2.path.join("data");
+    run(Command::new("cp").arg("-a").arg(&base).arg(&data));
+    let sock = s2.owned_dir("sock");
+    let mut text = fs::read_to_string(data.join("postgresql.conf")).unwrap();
+    text.push_str(&format!(
+        "\nunix_socket_directories = '{}'\narchive_mode = off\n\
+         restore_command = '{} get %f %p --archive {}'\n",
+        sock.display(),
+        bin("pgb-wal").display(),
+        a.dir.display()
+    ));
+    fs::write(data.join("postgresql.conf"), text).unwrap();
+    fs::write(data.join("recovery.signal"), "").unwrap();
+    if is_root() {
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&data));
+    }
+    run(Command::new("chmod").arg("700").arg(&data));
+    let log = s2.path.join("server.log");
+    let started = pg_ctl_start(&data, &log);
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    if started {
+        let _ = as_owner(pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+    assert!(!started, "the server promoted past the damage:\n{text}");
+    assert!(
+        text.contains(&victim) && text.contains("does not match"),
+        "pgb-wal's reason, naming the segment, is in the server log:\n{text}"
+    );
+    assert!(!data.join("postmaster.pid").exists(), "{text}");
+    assert!(
+        !fs::read_dir(data.join("pg_wal"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".history")),
+        "no new timeline was created"
     );
 }

@@ -1,20 +1,29 @@
 //! How a WAL file is stored in an archive directory: its four possible
-//! names (plain, `.zst`, `.age`, `.zst.age`) and the checksum file kept
-//! beside an encrypted one.
+//! names (plain, `.zst`, `.age`, `.zst.age`) and the checksum file
+//! `NAME.sha256` that `pgb-wal push` keeps beside every file it archives.
 //!
-//! An encrypted file cannot be compared with a re-pushed segment without
-//! the private key, which the database server should not hold. So `push`
-//! writes `NAME.sha256` before it publishes `NAME[.zst].age`, in the format
-//! of `sha256sum`:
+//! The checksum file is what makes WAL checked end to end: zstd frames and
+//! age chunks only prove that a stored file decodes, not that it holds the
+//! segment PostgreSQL wrote, and a page header check sees nothing of a
+//! flipped byte in the middle of a segment. `push` writes `NAME.sha256`,
+//! durably, before it publishes the stored file, in the format of
+//! `sha256sum`:
 //!
 //! ```text
-//! <sha256 of the segment as PostgreSQL wrote it>  NAME
-//! <sha256 of the stored, encrypted file>  NAME.zst.age
+//! <sha256 of the file as PostgreSQL wrote it>  NAME
+//! <sha256 of the stored, compressed and/or encrypted file>  NAME.zst.age
 //! ```
 //!
+//! with the second line only when the stored file is not the plain one. It
+//! is a small object of its own beside the segment, so it works wherever a
+//! file can be stored. `get` compares what it streams to PostgreSQL with
+//! it, `pgb-check-archive` with what it reads in full, and `push` uses it
+//! to recognise an identical re-push of an encrypted file without the key.
+//!
 //! The second line ties the first to the stored file: a checksum file that
-//! does not describe the file beside it (left by a push killed between the
-//! two renames, or edited) is not trusted.
+//! names another stored form (left by a push killed between the two
+//! renames, or an archive recompressed by hand) still vouches for the
+//! plaintext, not for the stored bytes.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -25,7 +34,7 @@ use crate::error::{IoContext, Result};
 use crate::fs::write_atomic;
 use sha2::{Digest, Sha256};
 
-/// Suffix of the checksum file of an encrypted WAL file.
+/// Suffix of the checksum file of an archived WAL file.
 pub const CHECKSUM_SUFFIX: &str = ".sha256";
 
 /// One way a WAL file may be stored.
@@ -83,23 +92,83 @@ pub fn checksum_path(dir: &Path, name: &str) -> PathBuf {
 /// What a checksum file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checksums {
-    /// sha256 of the plaintext segment.
+    /// sha256 of the file as PostgreSQL wrote it.
     pub plain: String,
-    /// The stored file's name and sha256.
+    /// The stored file's name and sha256 (the name itself and `plain` for
+    /// a file stored as it is).
     pub stored_name: String,
     pub stored: String,
 }
 
+impl Checksums {
+    /// The checksums of `name` stored as it is.
+    pub fn plain(name: &str, sha256: String) -> Checksums {
+        Checksums {
+            plain: sha256.clone(),
+            stored_name: name.to_string(),
+            stored: sha256,
+        }
+    }
+
+    /// Compares what was read with what was recorded: the stored file's
+    /// sha256 when the checksum file describes that form, and the
+    /// plaintext's when it was read (`None`: encrypted, no key). Returns
+    /// what differs.
+    pub fn mismatch(&self, stored_name: &str, stored: &str, plain: Option<&str>) -> Option<String> {
+        let mut why = Vec::new();
+        if self.stored_name == stored_name && self.stored != stored {
+            why.push(format!(
+                "sha256 of {stored_name} is {stored}, recorded {}",
+                self.stored
+            ));
+        }
+        // A plain file's one checksum is said once.
+        let said = !why.is_empty() && self.plain == self.stored && plain == Some(stored);
+        if let Some(p) = plain.filter(|p| *p != self.plain && !said) {
+            why.push(format!(
+                "sha256 of its content is {p}, recorded {}",
+                self.plain
+            ));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
+/// A checksum file as found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// None: a file archived by another tool, or before pgb recorded one.
+    Absent,
+    /// Present but unreadable or not in the expected form: something
+    /// damaged the archive.
+    Bad(String),
+    Present(Checksums),
+}
+
 /// Reads `NAME.sha256`; `None` when absent or not in the expected form.
 pub fn read_checksums(dir: &Path, name: &str) -> Result<Option<Checksums>> {
+    Ok(match load_checksums(dir, name)? {
+        Recorded::Present(c) => Some(c),
+        Recorded::Absent | Recorded::Bad(_) => None,
+    })
+}
+
+/// Reads `NAME.sha256`, telling a missing one from a damaged one. An I/O
+/// error other than "not found" is an error.
+pub fn load_checksums(dir: &Path, name: &str) -> Result<Recorded> {
     let p = checksum_path(dir, name);
     let text = match fs::read_to_string(&p) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recorded::Absent),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return Ok(Recorded::Bad("not UTF-8".into()))
+        }
         Err(e) => return Err(crate::Error::io("read", &p, e)),
     };
-    Ok(parse_checksums(&text, name))
+    Ok(match parse_checksums(&text, name) {
+        Some(c) => Recorded::Present(c),
+        None => Recorded::Bad(format!("not a checksum file of {name}")),
+    })
 }
 
 fn parse_checksums(text: &str, name: &str) -> Option<Checksums> {
@@ -110,15 +179,18 @@ fn parse_checksums(text: &str, name: &str) -> Option<Checksums> {
         if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        if file == name {
+        if file == name && plain.is_none() {
             plain = Some(sum.to_ascii_lowercase());
-        } else if file.starts_with(name) {
+        } else if file.starts_with(name) && file != name && stored.is_none() {
             stored = Some((file.to_string(), sum.to_ascii_lowercase()));
+        } else {
+            return None;
         }
     }
-    let (stored_name, stored) = stored?;
+    let plain = plain?;
+    let (stored_name, stored) = stored.unwrap_or_else(|| (name.to_string(), plain.clone()));
     Some(Checksums {
-        plain: plain?,
+        plain,
         stored_name,
         stored,
     })
@@ -126,7 +198,10 @@ fn parse_checksums(text: &str, name: &str) -> Option<Checksums> {
 
 /// Writes `NAME.sha256` durably (replacing a stale one).
 pub fn write_checksums(dir: &Path, name: &str, c: &Checksums) -> Result<()> {
-    let text = format!("{}  {name}\n{}  {}\n", c.plain, c.stored, c.stored_name);
+    let mut text = format!("{}  {name}\n", c.plain);
+    if c.stored_name != name {
+        text.push_str(&format!("{}  {}\n", c.stored, c.stored_name));
+    }
     write_atomic(&checksum_path(dir, name), text.as_bytes(), true)
 }
 
@@ -225,6 +300,38 @@ mod tests {
             Some(c)
         );
         assert_eq!(parse_checksums("junk", "X"), None);
+        // A plain file: one line, which vouches for the stored bytes too.
+        let n = "000000010000000000000005";
+        let p = Checksums::plain(n, "c".repeat(64));
+        write_checksums(d.path(), n, &p).unwrap();
+        assert_eq!(
+            fs::read_to_string(checksum_path(d.path(), n)).unwrap(),
+            format!("{}  {n}\n", "c".repeat(64))
+        );
+        assert_eq!(
+            load_checksums(d.path(), n).unwrap(),
+            Recorded::Present(p.clone())
+        );
+        assert_eq!(p.mismatch(n, &"c".repeat(64), None), None);
+        assert!(p
+            .mismatch(n, &"d".repeat(64), None)
+            .unwrap()
+            .contains("recorded"));
+        // Another form than recorded: only the content is compared.
+        assert_eq!(
+            p.mismatch(&format!("{n}.zst"), &"d".repeat(64), Some(&"c".repeat(64))),
+            None
+        );
+        assert!(p
+            .mismatch(&format!("{n}.zst"), &"d".repeat(64), Some(&"d".repeat(64)))
+            .is_some());
+        fs::write(checksum_path(d.path(), n), "garbage\n").unwrap();
+        assert!(matches!(
+            load_checksums(d.path(), n).unwrap(),
+            Recorded::Bad(_)
+        ));
+        let other = format!("{}  000000010000000000000006\n", "c".repeat(64));
+        assert_eq!(parse_checksums(&other, n), None, "another file's");
         assert_eq!(
             read_checksums(d.path(), "000000010000000000000004").unwrap(),
             None

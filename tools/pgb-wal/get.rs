@@ -21,7 +21,7 @@ use pgb_common::walhdr::{
 use pgb_common::AtomicFile;
 
 use crate::cli::GetArgs;
-use pgb_common::walarchive::{self as archive, HashReader, Stored};
+use pgb_common::walarchive::{self as archive, HashReader, Recorded, Stored};
 
 /// Exit status of a real failure of `get`: above 125, so PostgreSQL aborts
 /// recovery instead of taking it for the end of the archive.
@@ -81,7 +81,9 @@ fn fetch(
 ) -> Result<()> {
     let path = &src.path;
     let file = File::open(path).ctx("open", path)?;
-    let mut raw = HashReader::new(BufReader::new(file));
+    // The stored bytes are hashed apart from the plaintext only when they
+    // differ from it.
+    let mut raw = HashReader::with(BufReader::new(file), src.zst || src.age);
     let mut out = AtomicFile::create(dest)?;
     let temp = out.temp_path().to_path_buf();
     let written = {
@@ -128,25 +130,43 @@ fn fetch(
             CopyError::Write(e) => Error::io("write", &temp, e),
         })?
     };
-    if src.age {
-        // Read to the end of the ciphertext, then compare with the
-        // checksum file written at push time, when there is one.
-        io::copy(&mut raw, &mut io::sink()).ctx("read", path)?;
-        let stored = raw.hex();
-        if let Some(c) = archive::read_checksums(dir, name)? {
-            if c.stored_name == src.file_name && (c.stored != stored || c.plain != written.sha256) {
+    // Read to the end of the stored file (what follows a zstd frame or the
+    // last age chunk counts too), then compare with the checksum file
+    // written at push time, when there is one: before the file is renamed
+    // into place, so a damaged segment never reaches PostgreSQL.
+    io::copy(&mut raw, &mut io::sink()).ctx("read", path)?;
+    let stored = if src.zst || src.age {
+        raw.hex()
+    } else {
+        written.sha256.clone()
+    };
+    // A segment that is visibly not the one asked for (zero-filled, cut
+    // short, renamed) is named as such; anything else wrong is for the
+    // checksum file to find.
+    if let Some((WalFile::Segment { tli, log, seg }, false)) = classify(name) {
+        check_segment(name, tli, log, seg, &written, path)?;
+    }
+    let sums_path = archive::checksum_path(dir, name);
+    match archive::load_checksums(dir, name)? {
+        Recorded::Absent => {}
+        Recorded::Bad(why) => {
+            return Err(Error::msg(format!(
+                "get: {}: {why}: cannot check {} against it (remove it to fetch the file \
+                 with header checks only)",
+                sums_path.display(),
+                path.display()
+            )))
+        }
+        Recorded::Present(c) => {
+            if let Some(why) = c.mismatch(&src.file_name, &stored, Some(&written.sha256)) {
                 return Err(Error::msg(format!(
-                    "get: {}: does not match {} (sha256 of the stored file {stored}, \
-                     of the decrypted segment {}): the file was replaced or altered",
+                    "get: {}: does not match {} ({why}): the file was damaged, replaced \
+                     or altered after it was archived",
                     path.display(),
-                    archive::checksum_path(dir, name).display(),
-                    written.sha256
+                    sums_path.display(),
                 )));
             }
         }
-    }
-    if let Some((WalFile::Segment { tli, log, seg }, false)) = classify(name) {
-        check_segment(name, tli, log, seg, &written, path)?;
     }
     out.flush().ctx("write", &temp)?;
     out.commit_replace()
