@@ -768,6 +768,146 @@ fn recovery_stops_at_a_corrupt_segment_instead_of_ending_early() {
     );
 }
 
+/// The issue's table of damage, on a WAL segment archived by `pgb-wal push`
+/// plain, `.zst` and `.age`: a byte flipped in the middle, a truncation,
+/// bytes appended, the file zeroed. Each is caught by pgb-check-archive
+/// (naming the file) and makes `pgb-wal get` exit 255 with nothing written;
+/// an untouched segment passes both. Beside them, archived by other tools
+/// (no checksum file): a plain segment is served and counted as checked by
+/// header only, and a truncated `.zst` is reported; a damaged checksum file
+/// stops `get` too.
+#[test]
+fn every_damage_to_an_archived_segment_is_caught_by_get_and_the_archive_check() {
+    let s = Scratch::new("waldamage");
+    let (id, public) = keypair(&s.path, "k");
+    let src = s.path.join("src");
+    let dest = s.path.join("pg_wal");
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(&dest).unwrap();
+    type Damage = fn(&mut Vec<u8>);
+    let damages: [(&str, Damage); 5] = [
+        ("untouched", |_| {}),
+        ("byte flipped mid-file", |b| {
+            let i = b.len() / 2 + 7;
+            b[i] ^= 0x40
+        }),
+        ("truncated", |b| b.truncate(b.len() * 2 / 3)),
+        ("bytes appended", |b| b.extend_from_slice(b"appended")),
+        ("zeroed", |b| b.iter_mut().for_each(|x| *x = 0)),
+    ];
+    let seg_name = |i: usize| format!("0000000100000000{i:08X}");
+    for (form, suffix, flags) in [
+        ("plain", "", vec![]),
+        ("zst", ".zst", vec!["-Z", "zstd"]),
+        ("age", ".age", vec!["-r", public.as_str()]),
+    ] {
+        let a = s.path.join(form);
+        fs::create_dir(&a).unwrap();
+        let mut expected_bad = Vec::new();
+        let mut cases = Vec::new();
+        for (i, (what, damage)) in damages.iter().enumerate() {
+            let name = seg_name(i + 1);
+            let bytes = segment(&name, 42);
+            let path = src.join(&name);
+            fs::write(&path, &bytes).unwrap();
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"push", &path, &"--archive", &a];
+            for f in &flags {
+                args.push(f);
+            }
+            let o = wal(&args);
+            assert_eq!(code(&o), 0, "{form} {what}: {}", stderr(&o));
+            assert!(a.join(format!("{name}.sha256")).is_file(), "{form}");
+            let stored = a.join(format!("{name}{suffix}"));
+            let mut b = fs::read(&stored).unwrap();
+            damage(&mut b);
+            fs::write(&stored, b).unwrap();
+            if *what != "untouched" {
+                expected_bad.push(format!("{name}{suffix}"));
+            }
+            cases.push((what.to_string(), name, Some(bytes)));
+        }
+        // Archived by other tools: no checksum file.
+        let name = seg_name(6);
+        let bytes = segment(&name, 42);
+        match form {
+            "plain" => {
+                fs::write(a.join(&name), &bytes).unwrap();
+                cases.push(("no checksum file".into(), name, Some(bytes)));
+                // A checksum file damaged: get cannot vouch for the segment.
+                let name = seg_name(7);
+                let bytes = segment(&name, 42);
+                fs::write(src.join(&name), &bytes).unwrap();
+                assert_eq!(
+                    code(&wal(&[&"push", &src.join(&name), &"--archive", &a])),
+                    0
+                );
+                fs::write(a.join(format!("{name}.sha256")), "garbage\n").unwrap();
+                expected_bad.push(name.clone());
+                cases.push(("damaged checksum file".into(), name, None));
+            }
+            "zst" => {
+                fs::write(src.join(&name), &bytes).unwrap();
+                let z = a.join(format!("{name}.zst"));
+                run(Command::new("zstd")
+                    .args(["-q", "-3"])
+                    .arg(src.join(&name))
+                    .arg("-o")
+                    .arg(&z));
+                let mut b = fs::read(&z).unwrap();
+                b.truncate(b.len() / 2);
+                fs::write(&z, b).unwrap();
+                expected_bad.push(format!("{name}.zst"));
+                cases.push(("truncated by another tool".into(), name, None));
+            }
+            _ => {}
+        }
+
+        for (what, name, bytes) in &cases {
+            let target = dest.join("RECOVERYXLOG");
+            let o = wal(&[&"get", name, &target, &"--archive", &a, &"-i", &id]);
+            let good = what == "untouched" || what == "no checksum file";
+            if good {
+                assert_eq!(code(&o), 0, "{form} {what}: {}", stderr(&o));
+                assert!(
+                    fs::read(&target).unwrap() == *bytes.as_ref().unwrap(),
+                    "{form} {what}"
+                );
+                fs::remove_file(&target).unwrap();
+            } else {
+                assert_eq!(code(&o), FATAL, "{form} {what}: {}", stderr(&o));
+                assert!(stderr(&o).contains(name.as_str()), "{}", stderr(&o));
+                assert!(!target.exists(), "{form} {what}: nothing written");
+            }
+            assert!(names(&dest).is_empty(), "{form} {what}: no temp left");
+        }
+
+        let out = Command::new(bin("pgb-check-archive"))
+            .arg(&a)
+            .arg("-i")
+            .arg(&id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let recs = records(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{form}: {err} {recs:?}");
+        let mut bad: Vec<String> = recs
+            .iter()
+            .filter(|r| r["type"] == "archive-problem")
+            .map(|r| r["file"].as_str().unwrap().to_string())
+            .collect();
+        bad.sort();
+        bad.dedup();
+        expected_bad.sort();
+        assert_eq!(bad, expected_bad, "{form}: {recs:?}");
+        let sum = recs.last().unwrap();
+        assert_eq!(sum["type"], "archive-summary");
+        assert_eq!(sum["checksum_verified_segments"], 1, "{form}: {sum}");
+        let header_only = if form == "plain" { 1 } else { 0 };
+        assert_eq!(sum["header_only_segments"], header_only, "{form}: {sum}");
+    }
+}
+
 /// A point-in-time restore with no target over an archive where one byte
 /// in the middle of a segment full of committed rows was flipped after it
 /// was archived. PostgreSQL alone would find the record's CRC wrong, take
