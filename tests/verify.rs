@@ -290,6 +290,61 @@ fn damage_inside_a_physical_backups_tars_is_caught_without_extracting() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// The WAL inside pg_wal.tar.zst is checked page by page from the start to
+/// the stop LSN, not only for presence: a zeroed segment fails --manifest
+/// even when the record's checksums of the tar were rewritten to match it
+/// (so --checksums passes).
+#[test]
+fn a_zeroed_wal_segment_in_pg_wal_tar_fails_even_with_rewritten_checksums() {
+    let c = Cluster::new();
+    let repo = Scratch::new("repo");
+    let mut recs = snapshot_records(&c, &repo.path, &["--physical", "--cluster", "main"]);
+    let (code, out, err) = verify(&c, &recs, &["--checksums", "--manifest"]);
+    assert_eq!(code, 0, "{err}");
+    let m = &out[0]["verified"][1];
+    assert_eq!(m["method"], "manifest", "{m}");
+    assert!(m["wal_pages_checked"].as_u64().unwrap() > 0, "{m}");
+
+    let dir = location(&recs[0]);
+    let seg = recs[0]["wal"]["start_segment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let size = recs[0]["wal"]["segment_size"].as_u64().unwrap() as usize;
+    let wal_tar = dir.join("pg_wal.tar.zst");
+    edit_tar(&wal_tar, |t, w| {
+        tar(&["--delete", &seg], t, w);
+        fs::write(w.join(&seg), vec![0u8; size]).unwrap();
+        tar(&["-r", &seg], t, w);
+    });
+    // Someone who can write the repository rewrites the record to match.
+    let d = pgb_common::digest::hash_reader(fs::File::open(&wal_tar).unwrap()).unwrap();
+    for f in recs[0]["files"].as_array_mut().unwrap() {
+        if f["name"] == "pg_wal.tar.zst" {
+            f["size"] = json!(d.size);
+            f["sha256"] = json!(d.sha256);
+            f["blake3"] = json!(d.blake3);
+        }
+    }
+    fs::write(
+        format!("{}.pgb.json", dir.display()),
+        serde_json::to_vec_pretty(&recs[0]).unwrap(),
+    )
+    .unwrap();
+    let (code, out, err) = verify(&c, &recs, &["--checksums", "--manifest"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        methods(&out[0]),
+        [
+            ("checksums".to_string(), true),
+            ("manifest".to_string(), false)
+        ]
+    );
+    let want = format!("pg_wal.tar.zst: pg_wal/{seg}: page at ");
+    assert!(err.contains(&want), "{want:?} in {err}");
+    assert!(err.contains("zero-filled page"), "{err}");
+}
+
 #[test]
 fn restore_test_compares_row_counts_taken_in_the_dumps_snapshot() {
     let c = Cluster::new();

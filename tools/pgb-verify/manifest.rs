@@ -4,8 +4,9 @@
 //! plain-format data directory: the manifest's own checksum, every listed
 //! file present with its size and checksum (in whichever algorithm the
 //! manifest names: CRC32C, SHA224/256/384/512), nothing unexpected, the system
-//! identifier in pg_control, and the WAL segments the backup needs present
-//! in pg_wal. For a plain-format directory stock `pg_verifybackup` runs as
+//! identifier in pg_control, and the WAL the backup needs present in
+//! pg_wal and checked page by page from its start to its stop LSN
+//! (walpages.rs). For a plain-format directory stock `pg_verifybackup` runs as
 //! well and its verdict is recorded beside pgb's.
 
 use std::collections::BTreeSet;
@@ -30,6 +31,9 @@ struct Walk {
     wal_files: BTreeSet<String>,
     sysid_in_control: Option<String>,
     members: u64,
+    /// The record's WAL segment size, and the WAL pages checked.
+    seg_size: Option<u64>,
+    wal_pages: u64,
     problems: Vec<String>,
 }
 
@@ -40,6 +44,11 @@ impl Walk {
         self.members += 1;
         if let Some(seg) = full.strip_prefix("pg_wal/") {
             self.wal_files.insert(seg.to_string());
+            let c = crate::walpages::check(seg, data, &self.manifest.wal_ranges, self.seg_size)?;
+            self.wal_pages += c.pages;
+            if let Some(p) = c.problem {
+                self.problems.push(format!("{shown}: {full}: {p}"));
+            }
             return Ok(());
         }
         let mut h = self.manifest.hasher_for(full);
@@ -133,7 +142,10 @@ pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
 /// pgb's own verification, on tars or on a plain directory.
 fn native(a: &Artifact, plain: bool) -> Verdict {
     let dir = a.location();
-    let mut w = Walk::default();
+    let mut w = Walk {
+        seg_size: a.wal.as_ref().map(|w| w.segment_size),
+        ..Walk::default()
+    };
     let Some((bytes, manifest_shown)) = read_manifest(a, &dir, &mut w.problems) else {
         return Verdict::new(w.problems);
     };
@@ -182,6 +194,7 @@ fn native(a: &Artifact, plain: bool) -> Verdict {
     Verdict::new(w.problems)
         .with("files_checked", (w.seen.len() as u64).into())
         .with("checksum_algorithms", json!(algorithms))
+        .with("wal_pages_checked", w.wal_pages.into())
         .with(
             if plain { "files_read" } else { "tar_members" },
             w.members.into(),
