@@ -992,3 +992,41 @@ fn recovery_stops_at_a_flipped_byte_in_the_middle_of_a_segment() {
         "no new timeline was created"
     );
 }
+
+/// WAL whose page magic pgb does not know (a newer major, or no WAL at all)
+/// is a problem, never a pass: even an archive holding nothing else, where
+/// no segment size can be learnt from the headers, is reported segment by
+/// segment, and `get` refuses it.
+#[test]
+fn an_archive_of_unknown_page_magic_is_a_problem_never_a_pass() {
+    let s = Scratch::new("walmagic");
+    let a = s.path.join("a");
+    fs::create_dir(&a).unwrap();
+    let names: Vec<String> = (1..=3)
+        .map(|i| format!("0000000100000000{i:08X}"))
+        .collect();
+    for n in &names {
+        let mut b = segment(n, 42);
+        b[0..2].copy_from_slice(&0xD1FFu16.to_le_bytes());
+        fs::write(s.path.join(n), b).unwrap();
+        assert_eq!(code(&wal(&[&"push", &s.path.join(n), &"--archive", &a])), 0);
+    }
+    let out = Command::new(bin("pgb-check-archive"))
+        .arg(&a)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let recs = records(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{recs:?}");
+    let bad: Vec<(&str, &str)> = recs
+        .iter()
+        .filter(|r| r["type"] == "archive-problem")
+        .map(|r| (r["problem"].as_str().unwrap(), r["file"].as_str().unwrap()))
+        .collect();
+    for n in &names {
+        assert!(bad.contains(&("bad-magic", n.as_str())), "{n}: {bad:?}");
+    }
+    let o = wal(&[&"get", &names[0], &s.path.join("x"), &"--archive", &a]);
+    assert_eq!(code(&o), FATAL, "{}", stderr(&o));
+    assert!(stderr(&o).contains("D1FF"), "{}", stderr(&o));
+}
