@@ -905,6 +905,24 @@ fn every_damage_to_an_archived_segment_is_caught_by_get_and_the_archive_check() 
         assert_eq!(sum["checksum_verified_segments"], 1, "{form}: {sum}");
         let header_only = if form == "plain" { 1 } else { 0 };
         assert_eq!(sum["header_only_segments"], header_only, "{form}: {sum}");
+
+        // --headers-only (the five-minute watch) reads no segment in full:
+        // nothing is compared, and it says so.
+        let out = Command::new(bin("pgb-check-archive"))
+            .arg(&a)
+            .args(["--headers-only", "-i"])
+            .arg(&id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let recs = records(&out.stdout);
+        let sum = recs.last().unwrap();
+        assert_eq!(sum["checksum_verified_segments"], 0, "{form}: {sum}");
+        if form == "plain" {
+            let flipped = seg_name(2);
+            let named = recs.iter().any(|r| r["file"] == flipped.as_str());
+            assert!(!named, "a flipped byte needs the full read: {recs:?}");
+        }
     }
 }
 

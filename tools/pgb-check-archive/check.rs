@@ -601,7 +601,7 @@ fn check(args: &Args, archive: &str, now: SystemTime) -> Result<(ExitStatus, Ana
         Some(d) => Some(crate::server::query(&args.conn, d)?),
         None => None,
     };
-    let listing = scan(Path::new(&args.archive), &args.identity)?;
+    let listing = scan(Path::new(&args.archive), &args.identity, args.headers_only)?;
     let want_sysid = args
         .system_identifier
         .or(server.as_ref().map(|s| s.system_identifier));

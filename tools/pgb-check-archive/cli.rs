@@ -78,9 +78,18 @@ pub struct Args {
     #[arg(long = "repo", value_name = "DIR")]
     pub repo: Option<PathBuf>,
 
-    /// Identity file to decrypt the first page of encrypted (.age) segments
-    /// (repeatable; mode 0600, owned by the running user). Without it they
-    /// are counted as present (continuity) and unchecked
+    /// Read only each segment's size and first page, as before checksums
+    /// were recorded: no full reads, nothing compared with NAME.sha256
+    /// (every segment counts as header-only), a .zst judged by the size its
+    /// frame declares. For a frequent watch of a large archive (staleness,
+    /// gaps, the server's view) between full checks
+    #[arg(long = "headers-only")]
+    pub headers_only: bool,
+
+    /// Identity file to decrypt encrypted (.age) segments (repeatable; mode
+    /// 0600, owned by the running user). Without it they are counted as
+    /// present (continuity) and unchecked, their stored bytes still compared
+    /// with NAME.sha256
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     pub identity: Vec<PathBuf>,
 
@@ -178,7 +187,7 @@ pgb\-check\-archive /srv/wal\-archive \-d 'host=/run/postgresql dbname=postgres'
 .PP
 Problems (field \fBproblem\fR of \fBarchive\-problem\fR records, each naming its \fBfile\fR): \fBgap\fR (fields \fBtimeline\fR, \fBfirst\fR, \fBlast\fR, \fBmissing\fR: a range of missing segments), \fBbad\-size\fR, \fBzero\fR, \fBbad\-magic\fR, \fBbad\-info\fR, \fBno\-long\-header\fR, \fBbad\-seg\-size\fR, \fBbad\-blcksz\fR, \fBbad\-pageaddr\fR, \fBbad\-timeline\fR, \fBforeign\fR (another system identifier), \fBchecksum\-mismatch\fR (the file read in full differs from its NAME.sha256: a flipped byte, a truncation, bytes appended, a swapped file), \fBbad\-checksum\-file\fR (a NAME.sha256 that is not one), \fBunreadable\fR (including a .zst that does not decode to its end, such as a truncated one, and an encrypted segment that does not decrypt with \-i), \fBbad\-name\fR, \fBbad\-history\fR, \fBmissing\-history\fR, \fBstale\fR, \fBempty\fR, \fBunknown\-segment\-size\fR (only encrypted segments, no \-i, no \-\-segment\-size or \-d), \fBbackup\-unrestorable\fR; with \-d: \fBarchiver\-failing\fR (pg_stat_archiver's last failure is newer than its last success; field \fBfailed_count\fR), \fBarchived\-missing\fR (the server's last_archived_wal is not in this archive), \fBbehind\fR (more than \-\-max\-behind finished segments not archived; field \fBsegments_behind\fR), \fBarchive\-mode\-off\fR.
 .PP
-Checksums: \fBpgb\-wal push\fR writes NAME.sha256 beside every file it archives (the sha256 of the file as PostgreSQL wrote it, and of the stored file when that is compressed or encrypted; see \fBpgb\-wal\fR(1)). Each segment that has one is read in full and compared with it, and counted in \fBchecksum_verified_segments\fR when it matches; segments without one (archived by cp, another tool or an older pgb\-wal) are counted in \fBheader_only_segments\fR: their size and first page are checked, a byte changed further in cannot be seen. The NAME.sha256 files are counted (\fBchecksum_files\fR), not reported as foreign files. Reading in full costs a read of the archive; an archive without checksum files is read as fast as before.
+Checksums: \fBpgb\-wal push\fR writes NAME.sha256 beside every file it archives (the sha256 of the file as PostgreSQL wrote it, and of the stored file when that is compressed or encrypted; see \fBpgb\-wal\fR(1)). Each segment that has one is read in full and compared with it, and counted in \fBchecksum_verified_segments\fR when it matches; segments without one (archived by cp, another tool or an older pgb\-wal) are counted in \fBheader_only_segments\fR: their size and first page are checked, a byte changed further in cannot be seen. The NAME.sha256 files are counted (\fBchecksum_files\fR), not reported as foreign files. Reading in full costs a read of the whole archive (an archive without checksum files is read as fast as before); \fB\-\-headers\-only\fR skips it for a frequent watch between full checks.
 .PP
 Encrypted segments (NAME.age, NAME.zst.age from \fBpgb\-wal push \-r\fR): without \-i each counts as present, so continuity and staleness are checked, and as unchecked (\fBunchecked_segments\fR), not failed, while its stored bytes are still compared with NAME.sha256; with \-i it is decrypted to the end and checked like any segment.
 .PP
