@@ -177,29 +177,53 @@ enum CopyError {
     Write(io::Error),
 }
 
+/// Copies the decoded stream into the temp file. The plaintext's sha256 is
+/// computed on a thread of its own while the next buffer is read and
+/// written, so checking a segment costs about what copying it does when a
+/// second core is free.
 fn copy_out(r: &mut dyn Read, out: &mut AtomicFile) -> Result<Written, CopyError> {
     use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut first_page = Vec::new();
-    let mut size = 0u64;
-    loop {
-        let n = read_full(&mut &mut *r, &mut buf).map_err(CopyError::Read)?;
-        if n == 0 {
-            break;
-        }
-        if first_page.len() < 8192 {
-            let take = (8192 - first_page.len()).min(n);
-            first_page.extend_from_slice(&buf[..take]);
-        }
-        h.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
-        size += n as u64;
-    }
-    Ok(Written {
-        first_page,
-        size,
-        sha256: pgb_common::digest::hex(&h.finalize()),
+    use std::sync::mpsc::{channel, sync_channel};
+    const BUF: usize = 1 << 20;
+    let (to_hash, hash_rx) = sync_channel::<Vec<u8>>(2);
+    let (recycle, spare) = channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            let mut h = Sha256::new();
+            for buf in hash_rx {
+                h.update(&buf);
+                // The copier may be gone already (an error): nothing to do.
+                let _ = recycle.send(buf);
+            }
+            pgb_common::digest::hex(&h.finalize())
+        });
+        let mut first_page = Vec::new();
+        let mut size = 0u64;
+        let copied = (|| loop {
+            let mut buf = spare.try_recv().unwrap_or_default();
+            buf.resize(BUF, 0);
+            let n = read_full(&mut &mut *r, &mut buf).map_err(CopyError::Read)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.truncate(n);
+            if first_page.len() < 8192 {
+                let take = (8192 - first_page.len()).min(n);
+                first_page.extend_from_slice(&buf[..take]);
+            }
+            out.write_all(&buf).map_err(CopyError::Write)?;
+            size += n as u64;
+            if to_hash.send(buf).is_err() {
+                return Err(CopyError::Read(io::Error::other("hash thread stopped")));
+            }
+        })();
+        drop(to_hash);
+        let sha256 = hasher.join().expect("sha256 thread");
+        copied.map(|()| Written {
+            first_page,
+            size,
+            sha256,
+        })
     })
 }
 
