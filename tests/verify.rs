@@ -290,6 +290,61 @@ fn damage_inside_a_physical_backups_tars_is_caught_without_extracting() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// The WAL inside pg_wal.tar.zst is checked page by page from the start to
+/// the stop LSN, not only for presence: a zeroed segment fails --manifest
+/// even when the record's checksums of the tar were rewritten to match it
+/// (so --checksums passes).
+#[test]
+fn a_zeroed_wal_segment_in_pg_wal_tar_fails_even_with_rewritten_checksums() {
+    let c = Cluster::new();
+    let repo = Scratch::new("repo");
+    let mut recs = snapshot_records(&c, &repo.path, &["--physical", "--cluster", "main"]);
+    let (code, out, err) = verify(&c, &recs, &["--checksums", "--manifest"]);
+    assert_eq!(code, 0, "{err}");
+    let m = &out[0]["verified"][1];
+    assert_eq!(m["method"], "manifest", "{m}");
+    assert!(m["wal_pages_checked"].as_u64().unwrap() > 0, "{m}");
+
+    let dir = location(&recs[0]);
+    let seg = recs[0]["wal"]["start_segment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let size = recs[0]["wal"]["segment_size"].as_u64().unwrap() as usize;
+    let wal_tar = dir.join("pg_wal.tar.zst");
+    edit_tar(&wal_tar, |t, w| {
+        tar(&["--delete", &seg], t, w);
+        fs::write(w.join(&seg), vec![0u8; size]).unwrap();
+        tar(&["-r", &seg], t, w);
+    });
+    // Someone who can write the repository rewrites the record to match.
+    let d = pgb_common::digest::hash_reader(fs::File::open(&wal_tar).unwrap()).unwrap();
+    for f in recs[0]["files"].as_array_mut().unwrap() {
+        if f["name"] == "pg_wal.tar.zst" {
+            f["size"] = json!(d.size);
+            f["sha256"] = json!(d.sha256);
+            f["blake3"] = json!(d.blake3);
+        }
+    }
+    fs::write(
+        format!("{}.pgb.json", dir.display()),
+        serde_json::to_vec_pretty(&recs[0]).unwrap(),
+    )
+    .unwrap();
+    let (code, out, err) = verify(&c, &recs, &["--checksums", "--manifest"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        methods(&out[0]),
+        [
+            ("checksums".to_string(), true),
+            ("manifest".to_string(), false)
+        ]
+    );
+    let want = format!("pg_wal.tar.zst: pg_wal/{seg}: page at ");
+    assert!(err.contains(&want), "{want:?} in {err}");
+    assert!(err.contains("zero-filled page"), "{err}");
+}
+
 #[test]
 fn restore_test_compares_row_counts_taken_in_the_dumps_snapshot() {
     let c = Cluster::new();
@@ -911,6 +966,11 @@ fn encrypted_dumps_of_every_compression_are_decrypted_before_pg_restore() {
 /// A plain-format base backup taken by stock pg_basebackup, with a record
 /// for it as pgb would write one (every file listed with its checksums).
 fn plain_backup(c: &Cluster, repo: &Path, name: &str) -> Value {
+    plain_backup_with(c, repo, name, "SHA256")
+}
+
+/// [`plain_backup`] with the manifest's checksums in `algorithm`.
+fn plain_backup_with(c: &Cluster, repo: &Path, name: &str, algorithm: &str) -> Value {
     let rel = format!("main/physical/{name}");
     let dir = repo.join(&rel);
     fs::create_dir_all(dir.parent().unwrap()).unwrap();
@@ -919,14 +979,8 @@ fn plain_backup(c: &Cluster, repo: &Path, name: &str) -> Value {
         .pg("pg_basebackup")
         .arg("-D")
         .arg(&dir)
-        .args([
-            "-Fp",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-            "--manifest-checksums=SHA256",
-        ])
+        .args(["-Fp", "-X", "stream", "-c", "fast"])
+        .arg(format!("--manifest-checksums={algorithm}"))
         .arg(format!(
             "--tablespace-mapping={}={}",
             c.scratch.path.join("tblspc").display(),
@@ -1033,6 +1087,154 @@ fn on_plain_backups_the_verdict_agrees_with_pg_verifybackup() {
     reset();
     let (code, _, err) = verify(&c, std::slice::from_ref(&rec), &[]);
     assert_eq!(code, 0, "{err}");
+}
+
+/// PostgreSQL's own list of damage (pg_verifybackup/t/003_corruption.pl,
+/// less the permission cases, which root reads through), plus a byte
+/// changed in the middle of a relation file: on plain backups made with the
+/// default CRC32C manifest and with SHA512, pgb-verify without stock
+/// pg_verifybackup reaches pg_verifybackup's verdict case by case, never by
+/// size alone.
+#[test]
+fn without_pg_verifybackup_the_native_verdict_agrees_with_it_in_every_algorithm() {
+    let c = Cluster::new();
+    small_sample(&c);
+    let repo = Scratch::new("repo");
+    let no_stock = repo.path.join("no-pg-bindir");
+    fs::create_dir(&no_stock).unwrap();
+    type Mutilate = fn(&Path);
+    fn tblspc_dir(d: &Path) -> PathBuf {
+        let ts = fs::read_dir(d.join("pg_tblspc"))
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path();
+        let cat = fs::read_dir(&ts).unwrap().flatten().next().unwrap().path();
+        fs::read_dir(&cat).unwrap().flatten().next().unwrap().path()
+    }
+    /// The largest file under base/: a relation file of appdb's sample.
+    fn relation(d: &Path) -> PathBuf {
+        let mut best = (0, PathBuf::new());
+        for db in fs::read_dir(d.join("base")).unwrap().flatten() {
+            for f in fs::read_dir(db.path()).unwrap().flatten() {
+                let n = f.metadata().unwrap().len();
+                if n > best.0 {
+                    best = (n, f.path());
+                }
+            }
+        }
+        best.1
+    }
+    let cases: [(&str, Mutilate, &str); 10] = [
+        ("clean", |_| {}, ""),
+        (
+            "extra_file",
+            |d| fs::write(d.join("extra_file"), "This is an extra file.\n").unwrap(),
+            "extra_file: present in the backup but not in the manifest",
+        ),
+        (
+            "extra_tablespace_file",
+            |d| fs::write(tblspc_dir(d).join("extra_ts_file"), "x\n").unwrap(),
+            "extra_ts_file: present in the backup but not in the manifest",
+        ),
+        (
+            "missing_file",
+            |d| fs::remove_file(d.join("pg_xact/0000")).unwrap(),
+            "pg_xact/0000: in the manifest but missing",
+        ),
+        (
+            "missing_tablespace",
+            |d| {
+                let ts = fs::read_dir(d.join("pg_tblspc")).unwrap().flatten().next();
+                fs::remove_file(ts.unwrap().path()).unwrap()
+            },
+            "in the manifest but missing",
+        ),
+        (
+            "append_to_file",
+            |d| {
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(d.join("global/pg_control"))
+                    .unwrap();
+                std::io::Write::write_all(&mut f, b"x").unwrap()
+            },
+            "global/pg_control: 8193 bytes, manifest says 8192",
+        ),
+        (
+            "truncate_file",
+            |d| fs::write(d.join("global/pg_control"), "").unwrap(),
+            "global/pg_control: 0 bytes, manifest says 8192",
+        ),
+        (
+            "replace_file",
+            |d| fs::write(d.join("PG_VERSION"), "qq\n").unwrap(),
+            "PG_VERSION: ALG does not match the manifest",
+        ),
+        (
+            "byte changed in a relation file",
+            |d| {
+                let p = relation(d);
+                let mut b = fs::read(&p).unwrap();
+                let mid = b.len() / 2 + 100;
+                b[mid] ^= 0x20;
+                fs::write(&p, b).unwrap()
+            },
+            "does not match the manifest",
+        ),
+        (
+            "bad_manifest",
+            |d| {
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(d.join("backup_manifest"))
+                    .unwrap();
+                std::io::Write::write_all(&mut f, b"\n").unwrap()
+            },
+            "manifest checksum mismatch",
+        ),
+    ];
+    for alg in ["CRC32C", "SHA512"] {
+        let name = format!("plain-{}", alg.to_lowercase());
+        let rec = plain_backup_with(&c, &repo.path, &name, alg);
+        let dir = location(&rec);
+        let pristine = repo.path.join(format!("{name}-pristine"));
+        run(Command::new("cp").arg("-a").arg(&dir).arg(&pristine));
+        for (what, mutilate, expect) in cases {
+            fs::remove_dir_all(&dir).unwrap();
+            run(Command::new("cp").arg("-a").arg(&pristine).arg(&dir));
+            mutilate(&dir);
+            let stock = Command::new(pg_bin("pg_verifybackup"))
+                .arg("-n")
+                .arg(&dir)
+                .output()
+                .unwrap();
+            let (code, out, err) = verify(
+                &c,
+                std::slice::from_ref(&rec),
+                &["--manifest", "--pg-bindir", no_stock.to_str().unwrap()],
+            );
+            let v = &out[0]["verified"][0];
+            assert!(v["pg_verifybackup"]["ok"].is_null(), "{alg} {what}: {v}");
+            if what != "bad_manifest" {
+                assert_eq!(v["checksum_algorithms"], json!([alg]), "{alg} {what}: {v}");
+            }
+            let stock_ok = stock.status.success();
+            assert_eq!(
+                code == 0,
+                stock_ok,
+                "{alg} {what}: pgb-verify exits {code} ({err}); pg_verifybackup {}",
+                String::from_utf8_lossy(&stock.stderr)
+            );
+            assert_eq!(stock_ok, what == "clean", "{alg} {what}");
+            if !expect.is_empty() {
+                let expect = expect.replace("ALG", alg);
+                assert!(err.contains(&expect), "{alg} {what}: {expect:?} in {err}");
+                assert_eq!(code, 1, "{alg} {what}: {err}");
+            }
+        }
+    }
 }
 
 #[test]

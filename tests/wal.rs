@@ -110,7 +110,7 @@ fn push_follows_the_archive_command_contract() {
     let o = wal(&[&"push", &seg, &"--archive", &a2, &"-Z", &"zstd:5"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(fs::read(a1.join(SEG)).unwrap(), bytes);
-    assert_eq!(names(&a2), [format!("{SEG}.zst")]);
+    assert_eq!(names(&a2), [format!("{SEG}.sha256"), format!("{SEG}.zst")]);
     let out = run(Command::new("zstd")
         .arg("-dc")
         .arg(a2.join(format!("{SEG}.zst"))));
@@ -120,8 +120,8 @@ fn push_follows_the_archive_command_contract() {
     let o = wal(&[&"push", &seg, &"--archive", &a1, &"--archive", &a2]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("identical"), "{}", stderr(&o));
-    assert_eq!(names(&a1), [SEG]);
-    assert_eq!(names(&a2), [format!("{SEG}.zst")]);
+    assert_eq!(names(&a1), [SEG.to_string(), format!("{SEG}.sha256")]);
+    assert_eq!(names(&a2), [format!("{SEG}.sha256"), format!("{SEG}.zst")]);
 
     // Conflicting re-push: status 2, originals kept, nothing else left.
     let mut other = bytes.clone();
@@ -133,8 +133,8 @@ fn push_follows_the_archive_command_contract() {
         assert!(stderr(&o).contains("different content"), "{}", stderr(&o));
     }
     assert_eq!(fs::read(a1.join(SEG)).unwrap(), bytes);
-    assert_eq!(names(&a1), [SEG]);
-    assert_eq!(names(&a2), [format!("{SEG}.zst")]);
+    assert_eq!(names(&a1), [SEG.to_string(), format!("{SEG}.sha256")]);
+    assert_eq!(names(&a2), [format!("{SEG}.sha256"), format!("{SEG}.zst")]);
 
     // History files are never compressed.
     let hist = src_dir.join("00000002.history");
@@ -442,7 +442,10 @@ fn encrypted_push_and_get_interoperate_with_age() {
     fs::write(&hist, "1\t0/3000000\tno recovery target specified\n").unwrap();
     let o = wal(&[&"push", &hist, &"--archive", &fresh, &"-r", &public]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(names(&fresh), ["00000002.history"]);
+    assert_eq!(
+        names(&fresh),
+        ["00000002.history", "00000002.history.sha256"]
+    );
 }
 
 #[test]
@@ -764,4 +767,285 @@ fn recovery_stops_at_a_corrupt_segment_instead_of_ending_early() {
         text.contains("selected new timeline ID: 2"),
         "promoted early:\n{text}"
     );
+}
+
+/// The issue's table of damage, on a WAL segment archived by `pgb-wal push`
+/// plain, `.zst` and `.age`: a byte flipped in the middle, a truncation,
+/// bytes appended, the file zeroed. Each is caught by pgb-check-archive
+/// (naming the file) and makes `pgb-wal get` exit 255 with nothing written;
+/// an untouched segment passes both. Beside them, archived by other tools
+/// (no checksum file): a plain segment is served and counted as checked by
+/// header only, and a truncated `.zst` is reported; a damaged checksum file
+/// stops `get` too.
+#[test]
+fn every_damage_to_an_archived_segment_is_caught_by_get_and_the_archive_check() {
+    let s = Scratch::new("waldamage");
+    let (id, public) = keypair(&s.path, "k");
+    let src = s.path.join("src");
+    let dest = s.path.join("pg_wal");
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(&dest).unwrap();
+    type Damage = fn(&mut Vec<u8>);
+    let damages: [(&str, Damage); 5] = [
+        ("untouched", |_| {}),
+        ("byte flipped mid-file", |b| {
+            let i = b.len() / 2 + 7;
+            b[i] ^= 0x40
+        }),
+        ("truncated", |b| b.truncate(b.len() * 2 / 3)),
+        ("bytes appended", |b| b.extend_from_slice(b"appended")),
+        ("zeroed", |b| b.iter_mut().for_each(|x| *x = 0)),
+    ];
+    let seg_name = |i: usize| format!("0000000100000000{i:08X}");
+    for (form, suffix, flags) in [
+        ("plain", "", vec![]),
+        ("zst", ".zst", vec!["-Z", "zstd"]),
+        ("age", ".age", vec!["-r", public.as_str()]),
+    ] {
+        let a = s.path.join(form);
+        fs::create_dir(&a).unwrap();
+        let mut expected_bad = Vec::new();
+        let mut cases = Vec::new();
+        for (i, (what, damage)) in damages.iter().enumerate() {
+            let name = seg_name(i + 1);
+            let bytes = segment(&name, 42);
+            let path = src.join(&name);
+            fs::write(&path, &bytes).unwrap();
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"push", &path, &"--archive", &a];
+            for f in &flags {
+                args.push(f);
+            }
+            let o = wal(&args);
+            assert_eq!(code(&o), 0, "{form} {what}: {}", stderr(&o));
+            assert!(a.join(format!("{name}.sha256")).is_file(), "{form}");
+            let stored = a.join(format!("{name}{suffix}"));
+            let mut b = fs::read(&stored).unwrap();
+            damage(&mut b);
+            fs::write(&stored, b).unwrap();
+            if *what != "untouched" {
+                expected_bad.push(format!("{name}{suffix}"));
+            }
+            cases.push((what.to_string(), name, Some(bytes)));
+        }
+        // Archived by other tools: no checksum file.
+        let name = seg_name(6);
+        let bytes = segment(&name, 42);
+        match form {
+            "plain" => {
+                fs::write(a.join(&name), &bytes).unwrap();
+                cases.push(("no checksum file".into(), name, Some(bytes)));
+                // A checksum file damaged: get cannot vouch for the segment.
+                let name = seg_name(7);
+                let bytes = segment(&name, 42);
+                fs::write(src.join(&name), &bytes).unwrap();
+                assert_eq!(
+                    code(&wal(&[&"push", &src.join(&name), &"--archive", &a])),
+                    0
+                );
+                fs::write(a.join(format!("{name}.sha256")), "garbage\n").unwrap();
+                expected_bad.push(name.clone());
+                cases.push(("damaged checksum file".into(), name, None));
+            }
+            "zst" => {
+                fs::write(src.join(&name), &bytes).unwrap();
+                let z = a.join(format!("{name}.zst"));
+                run(Command::new("zstd")
+                    .args(["-q", "-3"])
+                    .arg(src.join(&name))
+                    .arg("-o")
+                    .arg(&z));
+                let mut b = fs::read(&z).unwrap();
+                b.truncate(b.len() / 2);
+                fs::write(&z, b).unwrap();
+                expected_bad.push(format!("{name}.zst"));
+                cases.push(("truncated by another tool".into(), name, None));
+            }
+            _ => {}
+        }
+
+        for (what, name, bytes) in &cases {
+            let target = dest.join("RECOVERYXLOG");
+            let o = wal(&[&"get", name, &target, &"--archive", &a, &"-i", &id]);
+            let good = what == "untouched" || what == "no checksum file";
+            if good {
+                assert_eq!(code(&o), 0, "{form} {what}: {}", stderr(&o));
+                assert!(
+                    fs::read(&target).unwrap() == *bytes.as_ref().unwrap(),
+                    "{form} {what}"
+                );
+                fs::remove_file(&target).unwrap();
+            } else {
+                assert_eq!(code(&o), FATAL, "{form} {what}: {}", stderr(&o));
+                assert!(stderr(&o).contains(name.as_str()), "{}", stderr(&o));
+                assert!(!target.exists(), "{form} {what}: nothing written");
+            }
+            assert!(names(&dest).is_empty(), "{form} {what}: no temp left");
+        }
+
+        let out = Command::new(bin("pgb-check-archive"))
+            .arg(&a)
+            .arg("-i")
+            .arg(&id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let recs = records(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{form}: {err} {recs:?}");
+        let mut bad: Vec<String> = recs
+            .iter()
+            .filter(|r| r["type"] == "archive-problem")
+            .map(|r| r["file"].as_str().unwrap().to_string())
+            .collect();
+        bad.sort();
+        bad.dedup();
+        expected_bad.sort();
+        assert_eq!(bad, expected_bad, "{form}: {recs:?}");
+        let sum = recs.last().unwrap();
+        assert_eq!(sum["type"], "archive-summary");
+        assert_eq!(sum["checksum_verified_segments"], 1, "{form}: {sum}");
+        let header_only = if form == "plain" { 1 } else { 0 };
+        assert_eq!(sum["header_only_segments"], header_only, "{form}: {sum}");
+
+        // --headers-only (the five-minute watch) reads no segment in full:
+        // nothing is compared, and it says so.
+        let out = Command::new(bin("pgb-check-archive"))
+            .arg(&a)
+            .args(["--headers-only", "-i"])
+            .arg(&id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let recs = records(&out.stdout);
+        let sum = recs.last().unwrap();
+        assert_eq!(sum["checksum_verified_segments"], 0, "{form}: {sum}");
+        if form == "plain" {
+            let flipped = seg_name(2);
+            let named = recs.iter().any(|r| r["file"] == flipped.as_str());
+            assert!(!named, "a flipped byte needs the full read: {recs:?}");
+        }
+    }
+}
+
+/// A point-in-time restore with no target over an archive where one byte
+/// in the middle of a segment full of committed rows was flipped after it
+/// was archived. PostgreSQL alone would find the record's CRC wrong, take
+/// it for the end of WAL and promote, silently without every later
+/// transaction; `pgb-wal get` compares the segment with the checksum file
+/// written at push time and exits 255, so the server stops instead, and the
+/// server log says which file and why.
+#[test]
+fn recovery_stops_at_a_flipped_byte_in_the_middle_of_a_segment() {
+    let a = archiving_cluster("");
+    let c = &a.cluster;
+    c.sql("postgres", "CREATE TABLE big (i int, pad text)");
+    make_segments(c, &a.dir, 1);
+    let s2 = Scratch::new("pitrflip");
+    let base = s2.path.join("base");
+    run(c
+        .pg("pg_basebackup")
+        .arg("-D")
+        .arg(&base)
+        .args(["-X", "none", "-c", "fast"]));
+    let before = c.sql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    c.sql(
+        "postgres",
+        "INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g",
+    );
+    let after = c.sql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    make_segments(c, &a.dir, 1);
+    c.stop();
+    // A segment the insert filled from its first page to its last.
+    let first = u64::from_str_radix(&before[16..], 16).unwrap();
+    let last = u64::from_str_radix(&after[16..], 16).unwrap();
+    assert!(
+        last >= first + 2,
+        "the insert spans whole segments: {before}..{after}"
+    );
+    let victim = format!("{}{:08X}", &before[..16], first + 1);
+    let path = a.dir.join(&victim);
+    let mut b = fs::read(&path).unwrap();
+    b[SEG_SIZE / 2 + 100] ^= 0x01;
+    fs::write(&path, b).unwrap();
+
+    let data = s2.path.join("data");
+    run(Command::new("cp").arg("-a").arg(&base).arg(&data));
+    let sock = s2.owned_dir("sock");
+    let mut text = fs::read_to_string(data.join("postgresql.conf")).unwrap();
+    text.push_str(&format!(
+        "\nunix_socket_directories = '{}'\narchive_mode = off\n\
+         restore_command = '{} get %f %p --archive {}'\n",
+        sock.display(),
+        bin("pgb-wal").display(),
+        a.dir.display()
+    ));
+    fs::write(data.join("postgresql.conf"), text).unwrap();
+    fs::write(data.join("recovery.signal"), "").unwrap();
+    if is_root() {
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&data));
+    }
+    run(Command::new("chmod").arg("700").arg(&data));
+    let log = s2.path.join("server.log");
+    let started = pg_ctl_start(&data, &log);
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    if started {
+        let _ = as_owner(pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+    assert!(!started, "the server promoted past the damage:\n{text}");
+    assert!(
+        text.contains(&victim) && text.contains("does not match"),
+        "pgb-wal's reason, naming the segment, is in the server log:\n{text}"
+    );
+    assert!(!data.join("postmaster.pid").exists(), "{text}");
+    assert!(
+        !fs::read_dir(data.join("pg_wal"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".history")),
+        "no new timeline was created"
+    );
+}
+
+/// WAL whose page magic pgb does not know (a newer major, or no WAL at all)
+/// is a problem, never a pass: even an archive holding nothing else, where
+/// no segment size can be learnt from the headers, is reported segment by
+/// segment, and `get` refuses it.
+#[test]
+fn an_archive_of_unknown_page_magic_is_a_problem_never_a_pass() {
+    let s = Scratch::new("walmagic");
+    let a = s.path.join("a");
+    fs::create_dir(&a).unwrap();
+    let names: Vec<String> = (1..=3)
+        .map(|i| format!("0000000100000000{i:08X}"))
+        .collect();
+    for n in &names {
+        let mut b = segment(n, 42);
+        b[0..2].copy_from_slice(&0xD1FFu16.to_le_bytes());
+        fs::write(s.path.join(n), b).unwrap();
+        assert_eq!(code(&wal(&[&"push", &s.path.join(n), &"--archive", &a])), 0);
+    }
+    let out = Command::new(bin("pgb-check-archive"))
+        .arg(&a)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let recs = records(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{recs:?}");
+    let bad: Vec<(&str, &str)> = recs
+        .iter()
+        .filter(|r| r["type"] == "archive-problem")
+        .map(|r| (r["problem"].as_str().unwrap(), r["file"].as_str().unwrap()))
+        .collect();
+    for n in &names {
+        assert!(bad.contains(&("bad-magic", n.as_str())), "{n}: {bad:?}");
+    }
+    let o = wal(&[&"get", &names[0], &s.path.join("x"), &"--archive", &a]);
+    assert_eq!(code(&o), FATAL, "{}", stderr(&o));
+    assert!(stderr(&o).contains("D1FF"), "{}", stderr(&o));
 }

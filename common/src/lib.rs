@@ -25,6 +25,7 @@ pub mod seal;
 pub mod term;
 pub mod unpack;
 pub mod wal;
+pub mod walarchive;
 pub mod walhdr;
 
 pub use conninfo::{redact, split_password};

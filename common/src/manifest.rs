@@ -1,12 +1,13 @@
 //! PostgreSQL's `backup_manifest`: its own checksum, the files it lists
-//! with sizes and SHA256, its WAL ranges; comparing what a restore wrote
-//! with it. Shared by pgb-verify (inside tars) and pgb-restore (on the way
-//! to disk).
+//! with sizes and checksums (every algorithm PostgreSQL writes: CRC32C,
+//! SHA224, SHA256, SHA384, SHA512 or none), its WAL ranges; comparing what a
+//! restore wrote with it. Shared by pgb-verify (inside tars and in plain
+//! directories) and pgb-restore (on the way to disk).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
 
 use crate::wal::parse_lsn;
 
@@ -18,11 +19,110 @@ pub const IGNORED: [&str; 4] = [
     "standby.signal",
 ];
 
+/// A file checksum algorithm of backup_manifest (pg_checksum_type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    None,
+    Crc32c,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl Algorithm {
+    /// The manifest's `Checksum-Algorithm` value (pg_checksum_parse_type:
+    /// case-insensitive).
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "NONE" => Algorithm::None,
+            "CRC32C" => Algorithm::Crc32c,
+            "SHA224" => Algorithm::Sha224,
+            "SHA256" => Algorithm::Sha256,
+            "SHA384" => Algorithm::Sha384,
+            "SHA512" => Algorithm::Sha512,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::None => "NONE",
+            Algorithm::Crc32c => "CRC32C",
+            Algorithm::Sha224 => "SHA224",
+            Algorithm::Sha256 => "SHA256",
+            Algorithm::Sha384 => "SHA384",
+            Algorithm::Sha512 => "SHA512",
+        }
+    }
+
+    /// Length of the checksum in bytes (its hex form is twice as long).
+    pub fn digest_len(self) -> usize {
+        match self {
+            Algorithm::None => 0,
+            Algorithm::Crc32c => 4,
+            Algorithm::Sha224 => 28,
+            Algorithm::Sha256 => 32,
+            Algorithm::Sha384 => 48,
+            Algorithm::Sha512 => 64,
+        }
+    }
+
+    pub fn hasher(self) -> FileHasher {
+        match self {
+            Algorithm::None => FileHasher::None,
+            Algorithm::Crc32c => FileHasher::Crc32c(0),
+            Algorithm::Sha224 => FileHasher::Sha224(Sha224::new()),
+            Algorithm::Sha256 => FileHasher::Sha256(Sha256::new()),
+            Algorithm::Sha384 => FileHasher::Sha384(Sha384::new()),
+            Algorithm::Sha512 => FileHasher::Sha512(Sha512::new()),
+        }
+    }
+}
+
+/// A file's checksum in the manifest's algorithm, computed as it streams.
+pub enum FileHasher {
+    None,
+    Crc32c(u32),
+    Sha224(Sha224),
+    Sha256(Sha256),
+    Sha384(Sha384),
+    Sha512(Sha512),
+}
+
+impl FileHasher {
+    pub fn update(&mut self, b: &[u8]) {
+        match self {
+            FileHasher::None => {}
+            FileHasher::Crc32c(c) => *c = crc32c::crc32c_append(*c, b),
+            FileHasher::Sha224(h) => h.update(b),
+            FileHasher::Sha256(h) => h.update(b),
+            FileHasher::Sha384(h) => h.update(b),
+            FileHasher::Sha512(h) => h.update(b),
+        }
+    }
+
+    /// The hex form the manifest holds. pg_checksum_final copies the
+    /// CRC32C's uint32 as it lies in memory: little-endian bytes.
+    pub fn finish(self) -> String {
+        use crate::digest::hex;
+        match self {
+            FileHasher::None => String::new(),
+            FileHasher::Crc32c(c) => hex(&c.to_le_bytes()),
+            FileHasher::Sha224(h) => hex(&h.finalize()),
+            FileHasher::Sha256(h) => hex(&h.finalize()),
+            FileHasher::Sha384(h) => hex(&h.finalize()),
+            FileHasher::Sha512(h) => hex(&h.finalize()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Listed {
     pub size: u64,
-    /// Hex SHA256 when the manifest was made with SHA256 checksums.
-    pub sha256: Option<String>,
+    pub algorithm: Algorithm,
+    /// Lower-case hex checksum in `algorithm` (empty for NONE).
+    pub checksum: String,
 }
 
 #[derive(Debug, Clone)]
@@ -38,27 +138,28 @@ pub struct Manifest {
     pub wal_ranges: Vec<WalRangeEntry>,
 }
 
-/// The manifest's own checksum: SHA256 of everything before the line
-/// holding "Manifest-Checksum".
-pub fn check_checksum(bytes: &[u8]) -> Result<(), String> {
-    let key = b"\"Manifest-Checksum\"";
-    let pos = bytes
-        .windows(key.len())
-        .rposition(|w| w == key)
-        .ok_or("no Manifest-Checksum")?;
-    let line_start = bytes[..pos]
+/// The manifest's own checksum, as pg_verifybackup checks it
+/// (verify_manifest_checksum in parse_manifest.c): the file must end with a
+/// newline, and the SHA256 of everything up to and including the
+/// second-to-last newline must equal `Manifest-Checksum`. The checksum line
+/// is therefore the last line: anything after it, even one more newline,
+/// is a mismatch.
+pub fn check_checksum(bytes: &[u8], v: &Value) -> Result<(), String> {
+    if bytes.last() != Some(&b'\n') {
+        return Err("last line not newline-terminated".into());
+    }
+    let penultimate = bytes[..bytes.len() - 1]
         .iter()
         .rposition(|&b| b == b'\n')
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    let rest = std::str::from_utf8(&bytes[pos + key.len()..]).map_err(|_| "not UTF-8")?;
-    let want: String = rest
-        .trim_start_matches([':', ' '])
-        .trim_start_matches('"')
-        .chars()
-        .take_while(|c| c.is_ascii_hexdigit())
-        .collect();
-    let got = crate::digest::hex(&Sha256::digest(&bytes[..line_start]));
+        .filter(|&i| i > 0)
+        .ok_or("expected at least 2 lines")?;
+    let want = v["Manifest-Checksum"]
+        .as_str()
+        .ok_or("no Manifest-Checksum")?;
+    if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("invalid manifest checksum".into());
+    }
+    let got = crate::digest::hex(&Sha256::digest(&bytes[..=penultimate]));
     if got == want.to_ascii_lowercase() {
         Ok(())
     } else {
@@ -82,8 +183,8 @@ impl Manifest {
     /// out and noted in the returned problems instead of ending the parse.
     /// A bad checksum or invalid JSON is still an error.
     pub fn parse_lenient(bytes: &[u8]) -> Result<(Manifest, Vec<String>), String> {
-        check_checksum(bytes)?;
         let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+        check_checksum(bytes, &v)?;
         let mut problems = Vec::new();
         let mut files = BTreeMap::new();
         for f in v["Files"].as_array().into_iter().flatten() {
@@ -91,14 +192,32 @@ impl Manifest {
                 problems.push("a file entry without Path".to_string());
                 continue;
             };
-            let sha256 = (f["Checksum-Algorithm"].as_str() == Some("SHA256"))
-                .then(|| f["Checksum"].as_str().map(str::to_string))
-                .flatten();
+            // As pg_verifybackup: no algorithm means NONE; an algorithm it
+            // does not know, or a checksum of the wrong length, is an error,
+            // never a file checked by size alone.
+            let algorithm = match f.get("Checksum-Algorithm") {
+                None => Algorithm::None,
+                Some(a) => match a.as_str().and_then(Algorithm::parse) {
+                    Some(a) => a,
+                    None => {
+                        problems.push(format!("{path}: unrecognized checksum algorithm {a}"));
+                        continue;
+                    }
+                },
+            };
+            let checksum = f["Checksum"].as_str().unwrap_or("").to_ascii_lowercase();
+            if checksum.len() != 2 * algorithm.digest_len()
+                || !checksum.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                problems.push(format!("{path}: invalid checksum for file"));
+                continue;
+            }
             files.insert(
                 path.to_string(),
                 Listed {
                     size: f["Size"].as_u64().unwrap_or(u64::MAX),
-                    sha256,
+                    algorithm,
+                    checksum,
                 },
             );
         }
@@ -120,10 +239,20 @@ impl Manifest {
         Ok((Manifest { files, wal_ranges }, problems))
     }
 
+    /// A hasher for `path` in the algorithm its entry names (NONE for a
+    /// file the manifest does not list).
+    pub fn hasher_for(&self, path: &str) -> FileHasher {
+        self.files
+            .get(path)
+            .map_or(Algorithm::None, |l| l.algorithm)
+            .hasher()
+    }
+
     /// Compares one file of the backup (path relative to the data
-    /// directory, size, hex SHA256) with the manifest. The problem names
-    /// the path; files in [`IGNORED`] may be absent from the manifest.
-    pub fn check_file(&self, path: &str, size: u64, sha256: &str) -> Option<String> {
+    /// directory, size, hex checksum from [`Manifest::hasher_for`]) with
+    /// the manifest. The problem names the path; files in [`IGNORED`] may
+    /// be absent from the manifest.
+    pub fn check_file(&self, path: &str, size: u64, checksum: &str) -> Option<String> {
         match self.files.get(path) {
             None if IGNORED.contains(&path) => None,
             None => Some(format!(
@@ -132,9 +261,10 @@ impl Manifest {
             Some(l) if l.size != size => {
                 Some(format!("{path}: {size} bytes, manifest says {}", l.size))
             }
-            Some(l) if l.sha256.as_deref().is_some_and(|w| w != sha256) => {
-                Some(format!("{path}: SHA256 does not match the manifest"))
-            }
+            Some(l) if l.checksum != checksum => Some(format!(
+                "{path}: {} does not match the manifest",
+                l.algorithm.name()
+            )),
             Some(_) => None,
         }
     }
@@ -149,7 +279,9 @@ impl Manifest {
 
     /// Compares the files a restore wrote (path relative to the data
     /// directory, size, hex SHA256) with the manifest; returns the problems.
-    /// `pg_wal/` files are not listed in manifests and are skipped.
+    /// `pg_wal/` files are not listed in manifests and are skipped. Entries
+    /// in another algorithm than SHA256 are compared by size here (the
+    /// restore hashes SHA256 only; pgb-snapshot's manifests are SHA256).
     pub fn compare<'a>(
         &self,
         written: impl IntoIterator<Item = (&'a str, u64, &'a str)>,
@@ -163,7 +295,11 @@ impl Manifest {
             if self.files.contains_key(path) {
                 seen.insert(path.to_string());
             }
-            problems.extend(self.check_file(path, size, sha));
+            let sum = match self.files.get(path) {
+                Some(l) if l.algorithm != Algorithm::Sha256 => l.checksum.as_str(),
+                _ => sha,
+            };
+            problems.extend(self.check_file(path, size, sum));
         }
         problems.extend(self.missing(&seen));
         problems
@@ -183,15 +319,28 @@ mod tests {
         format!("{body}\"Manifest-Checksum\": \"{sum}\"}}\n").into_bytes()
     }
 
-    const GOOD: &str =
-        r#"{ "Path": "PG_VERSION", "Size": 3, "Checksum-Algorithm": "SHA256", "Checksum": "ab" }"#;
+    /// SHA256 of "15\n".
+    const SUM: &str = "238903180cc104ec2c5d8b3f20c5bc61b389ec0a967df8cc208cdc7cd454174f";
+
+    fn good() -> String {
+        format!(
+            r#"{{ "Path": "PG_VERSION", "Size": 3, "Checksum-Algorithm": "SHA256", "Checksum": "{}" }}"#,
+            hash(Algorithm::Sha256, b"15\n")
+        )
+    }
     const RANGE: &str = r#"{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }"#;
+
+    fn hash(a: Algorithm, b: &[u8]) -> String {
+        let mut h = a.hasher();
+        h.update(b);
+        h.finish()
+    }
 
     #[test]
     fn lenient_parse_notes_bad_entries_and_keeps_the_rest() {
         let bad_range = r#"{ "Timeline": 1, "Start-LSN": "x", "End-LSN": "0/1" }"#;
         let bytes = manifest(
-            &format!(r#"{GOOD}, {{ "Size": 1 }}"#),
+            &format!(r#"{}, {{ "Size": 1 }}"#, good()),
             &format!("{bad_range}, {RANGE}"),
         );
         let (m, problems) = Manifest::parse_lenient(&bytes).unwrap();
@@ -210,7 +359,7 @@ mod tests {
 
     #[test]
     fn parse_rejects_an_altered_manifest() {
-        let mut bytes = manifest(GOOD, RANGE);
+        let mut bytes = manifest(&good(), RANGE);
         assert!(Manifest::parse(&bytes).is_ok());
         let i = bytes.iter().position(|&b| b == b'3').unwrap();
         bytes[i] = b'4';
@@ -220,11 +369,13 @@ mod tests {
 
     #[test]
     fn check_file_and_missing() {
-        let m = Manifest::parse(&manifest(GOOD, RANGE)).unwrap();
-        assert_eq!(m.check_file("PG_VERSION", 3, "ab"), None);
+        let m = Manifest::parse(&manifest(&good(), RANGE)).unwrap();
+        let sum = hash(Algorithm::Sha256, b"15\n");
+        assert_eq!(sum, SUM);
+        assert_eq!(m.check_file("PG_VERSION", 3, &sum), None);
         assert_eq!(m.check_file("recovery.signal", 0, ""), None);
         assert_eq!(
-            m.check_file("PG_VERSION", 1, "ab").unwrap(),
+            m.check_file("PG_VERSION", 1, &sum).unwrap(),
             "PG_VERSION: 1 bytes, manifest says 3"
         );
         assert_eq!(
@@ -239,6 +390,105 @@ mod tests {
         assert_eq!(
             missing,
             ["PG_VERSION: in the manifest but missing from the backup"]
+        );
+    }
+
+    #[test]
+    fn crc32c_matches_the_known_vector_in_postgresqls_byte_order() {
+        // The CRC-32C check value (RFC 3720, iSCSI): 0xE3069283 for
+        // "123456789"; the manifest holds its bytes as they lie in memory.
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(hash(Algorithm::Crc32c, b"123456789"), "839206e3");
+        // Fed in pieces, the same.
+        let mut h = Algorithm::Crc32c.hasher();
+        h.update(b"1234");
+        h.update(b"56789");
+        assert_eq!(h.finish(), "839206e3");
+        assert_eq!(hash(Algorithm::Crc32c, b""), "00000000");
+    }
+
+    #[test]
+    fn every_algorithm_postgresql_writes_is_checked() {
+        for a in [
+            Algorithm::Crc32c,
+            Algorithm::Sha224,
+            Algorithm::Sha256,
+            Algorithm::Sha384,
+            Algorithm::Sha512,
+            Algorithm::None,
+        ] {
+            let sum = hash(a, b"15\n");
+            assert_eq!(sum.len(), 2 * a.digest_len(), "{a:?}");
+            let alg = if a == Algorithm::None {
+                String::new()
+            } else {
+                format!(
+                    r#", "Checksum-Algorithm": "{}", "Checksum": "{}""#,
+                    a.name(),
+                    sum.to_uppercase()
+                )
+            };
+            let entry = format!(r#"{{ "Path": "PG_VERSION", "Size": 3{alg} }}"#);
+            let m = Manifest::parse(&manifest(&entry, RANGE)).unwrap();
+            let mut h = m.hasher_for("PG_VERSION");
+            h.update(b"15\n");
+            assert_eq!(m.check_file("PG_VERSION", 3, &h.finish()), None, "{a:?}");
+            let mut h = m.hasher_for("PG_VERSION");
+            h.update(b"16\n");
+            let got = m.check_file("PG_VERSION", 3, &h.finish());
+            if a == Algorithm::None {
+                assert_eq!(got, None, "NONE: size only, as PostgreSQL");
+            } else {
+                assert_eq!(
+                    got.unwrap(),
+                    format!("PG_VERSION: {} does not match the manifest", a.name())
+                );
+            }
+        }
+        let bad = manifest(
+            r#"{ "Path": "x", "Size": 1, "Checksum-Algorithm": "MD5", "Checksum": "00" },
+               { "Path": "y", "Size": 1, "Checksum-Algorithm": "CRC32C", "Checksum": "0" }"#,
+            RANGE,
+        );
+        let (m, problems) = Manifest::parse_lenient(&bad).unwrap();
+        assert_eq!(
+            problems,
+            [
+                "x: unrecognized checksum algorithm \"MD5\"",
+                "y: invalid checksum for file"
+            ]
+        );
+        assert!(m.files.is_empty(), "never checked by size alone");
+    }
+
+    /// pg_verifybackup's 003_corruption.pl (bad_manifest) and
+    /// 005_bad_manifest.pl: the checksum line is the last line.
+    #[test]
+    fn anything_after_the_checksum_line_is_a_mismatch() {
+        let bytes = manifest(&good(), RANGE);
+        for (tail, want) in [
+            (&b"\n"[..], "checksum mismatch"),
+            (&b"\n\n"[..], "checksum mismatch"),
+            (&b" \n"[..], "checksum mismatch"),
+        ] {
+            let mut b = bytes.clone();
+            b.extend_from_slice(tail);
+            let e = Manifest::parse(&b).unwrap_err();
+            assert!(e.contains(want), "{tail:?}: {e}");
+        }
+        let mut b = bytes.clone();
+        b.extend_from_slice(b"garbage\n");
+        assert!(Manifest::parse(&b).is_err());
+        let mut b = bytes.clone();
+        b.pop();
+        assert_eq!(
+            Manifest::parse(&b).unwrap_err(),
+            "last line not newline-terminated"
+        );
+        let one_line = b"{\"PostgreSQL-Backup-Manifest-Version\": 1, \"Files\": [], \"Manifest-Checksum\": null}\n";
+        assert_eq!(
+            Manifest::parse(one_line).unwrap_err(),
+            "expected at least 2 lines"
         );
     }
 }

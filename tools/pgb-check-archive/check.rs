@@ -18,7 +18,7 @@ use pgb_common::{ExitStatus, RecordWriter};
 use serde_json::{json, Map, Value};
 
 use crate::cli::Args;
-use crate::scan::{scan, Listing};
+use crate::scan::{scan, Listing, Sums};
 
 /// One thing wrong with the archive.
 pub struct Problem {
@@ -74,6 +74,10 @@ pub struct Analysis {
     /// Encrypted (.age) segments, and those of them not decrypted (no -i).
     pub encrypted_segments: usize,
     pub unchecked_segments: usize,
+    /// Segments read to the end and equal to their checksum file, and
+    /// segments without one (or none comparable): checked by header only.
+    pub checksum_verified_segments: usize,
+    pub header_only_segments: usize,
     pub checksum_files: usize,
     pub bad_segments: usize,
     pub foreign_segments: usize,
@@ -194,6 +198,8 @@ pub fn analyze(
     let mut compressed_segments = 0;
     let mut encrypted_segments = 0;
     let mut unchecked_segments = 0;
+    let mut checksum_verified_segments = 0;
+    let mut header_only_segments = 0;
     let stored_names: HashSet<String> = listing
         .entries
         .iter()
@@ -228,6 +234,14 @@ pub fn analyze(
         if let Some(s) = segno {
             present.entry(tli).or_default().insert(s);
         }
+        match &e.sums {
+            Sums::Verified => checksum_verified_segments += 1,
+            Sums::NotRecorded | Sums::NotCompared if !e.unchecked && e.data.is_ok() => {
+                header_only_segments += 1
+            }
+            Sums::NotRecorded | Sums::NotCompared => {}
+            Sums::Problem(problem, detail) => p(problem, detail.clone()),
+        }
         match &e.data {
             // Encrypted, no identity: present (continuity), not checked.
             _ if e.unchecked => unchecked_segments += 1,
@@ -255,6 +269,12 @@ pub fn analyze(
                                 page.len()
                             ),
                         ),
+                        // WAL of a version pgb does not know (or no WAL at
+                        // all): a problem, never a pass, whatever else is
+                        // known about the archive.
+                        Some(h) if major_for_magic(h.magic).is_none() => {
+                            p("bad-magic", format!("invalid magic number {:04X}", h.magic))
+                        }
                         Some(h) => {
                             if let (Some(ss), Some(s)) = (seg_size, segno) {
                                 let lower_ok = match history.get(&tli).and_then(|v| v.last()) {
@@ -446,6 +466,8 @@ pub fn analyze(
         compressed_segments,
         encrypted_segments,
         unchecked_segments,
+        checksum_verified_segments,
+        header_only_segments,
         checksum_files: listing.checksum_files,
         bad_segments,
         foreign_segments,
@@ -517,6 +539,8 @@ fn summary(an: &Analysis, archive: &str, now: SystemTime) -> Value {
         "encrypted_segments": an.encrypted_segments,
         "unchecked_segments": an.unchecked_segments,
         "checksum_files": an.checksum_files,
+        "checksum_verified_segments": an.checksum_verified_segments,
+        "header_only_segments": an.header_only_segments,
         "bad_segments": an.bad_segments,
         "foreign_segments": an.foreign_segments,
         "gaps": an.gaps,
@@ -577,7 +601,7 @@ fn check(args: &Args, archive: &str, now: SystemTime) -> Result<(ExitStatus, Ana
         Some(d) => Some(crate::server::query(&args.conn, d)?),
         None => None,
     };
-    let listing = scan(Path::new(&args.archive), &args.identity)?;
+    let listing = scan(Path::new(&args.archive), &args.identity, args.headers_only)?;
     let want_sysid = args
         .system_identifier
         .or(server.as_ref().map(|s| s.system_identifier));

@@ -9,17 +9,22 @@ use pgb_common::pg::ConnArgs;
 /// Check a WAL archive before an incident does: bad, foreign and missing
 /// segments, staleness, and which backups it can restore.
 ///
-/// Every segment is validated from its size and its first page only, as
-/// PostgreSQL's XLogReaderValidatePageHeader would: the size equals the
+/// Every segment is read to the end when it can be and compared with the
+/// checksum file pgb-wal push wrote beside it (NAME.sha256): .zst segments
+/// are decoded to the end, .age ones decrypted to the end with -i (without
+/// it, the stored bytes are still compared). A segment without a checksum
+/// file (archived by another tool) is checked by its header and size only,
+/// and counted so. Every segment's first page is validated as PostgreSQL's
+/// XLogReaderValidatePageHeader would: the size equals the
 /// segment size of the long page header (never assumed 16 MB), the page
 /// magic belongs to a known major version and is the same across the
 /// archive, page 0 carries the long header, xlp_sysid is the same across the
 /// archive (and equals --system-identifier), xlp_seg_size and
 /// xlp_xlog_blcksz are valid, xlp_pageaddr matches the file name, and
-/// xlp_tli fits the name's timeline. Zero-filled files are reported; .zst
-/// segments are checked after decoding their first page, encrypted (.age)
-/// ones after decrypting it with -i (without -i they are counted as
-/// present but unchecked, not failed). Continuity is
+/// xlp_tli fits the name's timeline; a page magic pgb does not know is a
+/// problem, never a pass. Zero-filled files are reported; encrypted (.age)
+/// segments without -i are counted as present but unchecked, not failed.
+/// Continuity is
 /// checked per timeline, following .history files across timeline switches;
 /// .partial and .backup files are understood and not counted as segments.
 /// Prints one pgb.v1 `archive-problem` record per problem (naming the file)
@@ -73,9 +78,18 @@ pub struct Args {
     #[arg(long = "repo", value_name = "DIR")]
     pub repo: Option<PathBuf>,
 
-    /// Identity file to decrypt the first page of encrypted (.age) segments
-    /// (repeatable; mode 0600, owned by the running user). Without it they
-    /// are counted as present (continuity) and unchecked
+    /// Read only each segment's size and first page, as before checksums
+    /// were recorded: no full reads, nothing compared with NAME.sha256
+    /// (every segment counts as header-only), a .zst judged by the size its
+    /// frame declares. For a frequent watch of a large archive (staleness,
+    /// gaps, the server's view) between full checks
+    #[arg(long = "headers-only")]
+    pub headers_only: bool,
+
+    /// Identity file to decrypt encrypted (.age) segments (repeatable; mode
+    /// 0600, owned by the running user). Without it they are counted as
+    /// present (continuity) and unchecked, their stored bytes still compared
+    /// with NAME.sha256
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     pub identity: Vec<PathBuf>,
 
@@ -171,11 +185,13 @@ pgb\-check\-archive /srv/wal\-archive \-d 'host=/run/postgresql dbname=postgres'
 .RE
 .fi
 .PP
-Problems (field \fBproblem\fR of \fBarchive\-problem\fR records, each naming its \fBfile\fR): \fBgap\fR (fields \fBtimeline\fR, \fBfirst\fR, \fBlast\fR, \fBmissing\fR: a range of missing segments), \fBbad\-size\fR, \fBzero\fR, \fBbad\-magic\fR, \fBbad\-info\fR, \fBno\-long\-header\fR, \fBbad\-seg\-size\fR, \fBbad\-blcksz\fR, \fBbad\-pageaddr\fR, \fBbad\-timeline\fR, \fBforeign\fR (another system identifier), \fBunreadable\fR (including an encrypted segment that does not decrypt with \-i), \fBbad\-name\fR, \fBbad\-history\fR, \fBmissing\-history\fR, \fBstale\fR, \fBempty\fR, \fBunknown\-segment\-size\fR (only encrypted segments, no \-i, no \-\-segment\-size or \-d), \fBbackup\-unrestorable\fR; with \-d: \fBarchiver\-failing\fR (pg_stat_archiver's last failure is newer than its last success; field \fBfailed_count\fR), \fBarchived\-missing\fR (the server's last_archived_wal is not in this archive), \fBbehind\fR (more than \-\-max\-behind finished segments not archived; field \fBsegments_behind\fR), \fBarchive\-mode\-off\fR.
+Problems (field \fBproblem\fR of \fBarchive\-problem\fR records, each naming its \fBfile\fR): \fBgap\fR (fields \fBtimeline\fR, \fBfirst\fR, \fBlast\fR, \fBmissing\fR: a range of missing segments), \fBbad\-size\fR, \fBzero\fR, \fBbad\-magic\fR, \fBbad\-info\fR, \fBno\-long\-header\fR, \fBbad\-seg\-size\fR, \fBbad\-blcksz\fR, \fBbad\-pageaddr\fR, \fBbad\-timeline\fR, \fBforeign\fR (another system identifier), \fBchecksum\-mismatch\fR (the file read in full differs from its NAME.sha256: a flipped byte, a truncation, bytes appended, a swapped file), \fBbad\-checksum\-file\fR (a NAME.sha256 that is not one), \fBunreadable\fR (including a .zst that does not decode to its end, such as a truncated one, and an encrypted segment that does not decrypt with \-i), \fBbad\-name\fR, \fBbad\-history\fR, \fBmissing\-history\fR, \fBstale\fR, \fBempty\fR, \fBunknown\-segment\-size\fR (only encrypted segments, no \-i, no \-\-segment\-size or \-d), \fBbackup\-unrestorable\fR; with \-d: \fBarchiver\-failing\fR (pg_stat_archiver's last failure is newer than its last success; field \fBfailed_count\fR), \fBarchived\-missing\fR (the server's last_archived_wal is not in this archive), \fBbehind\fR (more than \-\-max\-behind finished segments not archived; field \fBsegments_behind\fR), \fBarchive\-mode\-off\fR.
 .PP
-Encrypted segments (NAME.age, NAME.zst.age from \fBpgb\-wal push \-r\fR): without \-i each counts as present, so continuity and staleness are checked, and as unchecked (\fBunchecked_segments\fR), not failed; with \-i the first 64 kB chunk is decrypted (and for .age the last one, which authenticates the length) and checked like any segment. The NAME.sha256 files beside them are counted (\fBchecksum_files\fR), not reported as foreign files.
+Checksums: \fBpgb\-wal push\fR writes NAME.sha256 beside every file it archives (the sha256 of the file as PostgreSQL wrote it, and of the stored file when that is compressed or encrypted; see \fBpgb\-wal\fR(1)). Each segment that has one is read in full and compared with it, and counted in \fBchecksum_verified_segments\fR when it matches; segments without one (archived by cp, another tool or an older pgb\-wal) are counted in \fBheader_only_segments\fR: their size and first page are checked, a byte changed further in cannot be seen. The NAME.sha256 files are counted (\fBchecksum_files\fR), not reported as foreign files. Reading in full costs a read of the whole archive (an archive without checksum files is read as fast as before); \fB\-\-headers\-only\fR skips it for a frequent watch between full checks.
 .PP
-The \fBarchive\-summary\fR record holds: ok, checked_at, segments, compressed_segments, encrypted_segments, unchecked_segments, checksum_files, bad_segments, foreign_segments, gaps, missing_segments, problems, counts (per problem), segment_size, system_identifier, pg_version, timelines (timeline, parent, switchpoint, segments, first, last), ranges, partial_files, backup_files, history_files, other_files, newest_segment, newest_mtime, age_seconds, and with \-d \fBserver\fR: in_recovery, wal_lsn, current_segment, timeline, segment_size, system_identifier, archive_mode, archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time, archive_newest_segment, segments_behind.
+Encrypted segments (NAME.age, NAME.zst.age from \fBpgb\-wal push \-r\fR): without \-i each counts as present, so continuity and staleness are checked, and as unchecked (\fBunchecked_segments\fR), not failed, while its stored bytes are still compared with NAME.sha256; with \-i it is decrypted to the end and checked like any segment.
 .PP
-Metrics (\-\-prom; described in \fBpgb\-metrics\fR(7)): pgb_archive_check_success, pgb_archive_last_check_timestamp_seconds, pgb_archive_age_seconds, pgb_archive_segments, pgb_archive_gaps, pgb_archive_missing_segments, pgb_archive_bad_segments, pgb_archive_foreign_segments, pgb_archive_unchecked_segments, pgb_archive_problems, and with \-d pgb_archive_server_archived_count, pgb_archive_server_failed_count, pgb_archive_server_last_archived_timestamp_seconds, pgb_archive_server_last_failed_timestamp_seconds, pgb_archive_server_segments_behind; each labelled archive="DIR". The file is rewritten whole: one file per archive.
+The \fBarchive\-summary\fR record holds: ok, checked_at, segments, compressed_segments, encrypted_segments, unchecked_segments, checksum_files, checksum_verified_segments, header_only_segments, bad_segments, foreign_segments, gaps, missing_segments, problems, counts (per problem), segment_size, system_identifier, pg_version, timelines (timeline, parent, switchpoint, segments, first, last), ranges, partial_files, backup_files, history_files, other_files, newest_segment, newest_mtime, age_seconds, and with \-d \fBserver\fR: in_recovery, wal_lsn, current_segment, timeline, segment_size, system_identifier, archive_mode, archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time, archive_newest_segment, segments_behind.
+.PP
+Metrics (\-\-prom; described in \fBpgb\-metrics\fR(7)): pgb_archive_check_success, pgb_archive_last_check_timestamp_seconds, pgb_archive_age_seconds, pgb_archive_segments, pgb_archive_gaps, pgb_archive_missing_segments, pgb_archive_bad_segments, pgb_archive_foreign_segments, pgb_archive_unchecked_segments, pgb_archive_checksum_verified_segments, pgb_archive_header_only_segments, pgb_archive_problems, and with \-d pgb_archive_server_archived_count, pgb_archive_server_failed_count, pgb_archive_server_last_archived_timestamp_seconds, pgb_archive_server_last_failed_timestamp_seconds, pgb_archive_server_segments_behind; each labelled archive="DIR". The file is rewritten whole: one file per archive.
 "#;

@@ -70,6 +70,16 @@ pub fn write(path: &Path, archive: &str, an: Option<&Analysis>, now: SystemTime)
                 a.unchecked_segments as f64,
             ),
             (
+                "pgb_archive_checksum_verified_segments",
+                "Segments read in full and equal to the checksum recorded when they were archived.",
+                a.checksum_verified_segments as f64,
+            ),
+            (
+                "pgb_archive_header_only_segments",
+                "Segments with no checksum recorded (archived by another tool): checked by header and size only.",
+                a.header_only_segments as f64,
+            ),
+            (
                 "pgb_archive_problems",
                 "Problems found by the check.",
                 a.problems.len() as f64,

@@ -1,7 +1,11 @@
 //! Lists an archive directory and reads what each file needs checking:
-//! the size and the first page of segments (decoded for .zst, decrypted for
-//! .age when identities are given), the text of history files. Segments are
-//! read on several threads.
+//! the size and the first page of segments, the text of history files.
+//! Segments are read on several threads. A segment is read in full when it
+//! can be: `.zst` decoded to the end (its real size, not the one its frame
+//! header declares), `.age` decrypted to the end when identities are given,
+//! and any segment with a checksum file (`NAME.sha256`, written by
+//! `pgb-wal push`) hashed to the end and compared with it; a plain segment
+//! without one is checked by its header and size only.
 
 use pgb_common::fs::read_full;
 use std::fs::{self, File};
@@ -12,6 +16,7 @@ use std::time::SystemTime;
 use pgb_common::crypt::{Identities, SUFFIX as AGE_SUFFIX};
 
 use pgb_common::error::{IoContext, Result};
+use pgb_common::walarchive::{load_checksums, HashReader, Recorded};
 use pgb_common::walhdr::{classify, WalFile};
 
 /// How much of a segment is read: one WAL page of the default block size
@@ -35,6 +40,22 @@ pub struct Entry {
     /// The first page (segments), or the whole text (history files), or why
     /// it could not be read.
     pub data: Result<Vec<u8>, String>,
+    /// The file compared with its checksum file.
+    pub sums: Sums,
+}
+
+/// A file compared with the checksum file `pgb-wal push` wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sums {
+    /// No checksum file (another tool archived it): header checks only.
+    NotRecorded,
+    /// Read to the end and equal to the recorded checksums.
+    Verified,
+    /// Recorded, but nothing that could be read was comparable (an
+    /// encrypted file without -i whose checksum file names another form).
+    NotCompared,
+    /// A problem (`checksum-mismatch`, `bad-checksum-file`) and its detail.
+    Problem(&'static str, String),
 }
 
 pub struct Listing {
@@ -54,7 +75,9 @@ pub fn classify_stored(name: &str) -> Option<(WalFile, bool, bool)> {
     classify(base).map(|(k, zst)| (k, zst, age))
 }
 
-pub fn scan(dir: &Path, identities: &[PathBuf]) -> Result<Listing> {
+/// Lists and reads the archive; with `headers_only`, each segment's first
+/// page and size only (no full reads, no checksum comparison).
+pub fn scan(dir: &Path, identities: &[PathBuf], headers_only: bool) -> Result<Listing> {
     // Loaded (and checked) once up front, so a bad identity file is an
     // error before anything is read; each thread loads its own copy below.
     if !identities.is_empty() {
@@ -98,7 +121,7 @@ pub fn scan(dir: &Path, identities: &[PathBuf]) -> Result<Listing> {
                     };
                     part.iter()
                         .map(|(name, kind, zst, age)| {
-                            read_entry(dir, name, *kind, *zst, *age, ids.as_ref())
+                            read_entry(dir, name, *kind, *zst, *age, ids.as_ref(), headers_only)
                         })
                         .collect::<Vec<_>>()
                 })
@@ -124,6 +147,7 @@ fn read_entry(
     zst: bool,
     age: bool,
     ids: Option<&Identities>,
+    headers_only: bool,
 ) -> Entry {
     let path = dir.join(name);
     let mut entry = Entry {
@@ -135,7 +159,19 @@ fn read_entry(
         mtime: None,
         size: None,
         data: Ok(Vec::new()),
+        sums: Sums::NotRecorded,
     };
+    let base = name.strip_suffix(AGE_SUFFIX).unwrap_or(name);
+    let base = base.strip_suffix(".zst").unwrap_or(base);
+    let recorded = match kind {
+        WalFile::Segment { .. } if headers_only => Recorded::Absent,
+        WalFile::Segment { .. } | WalFile::History { .. } => match load_checksums(dir, base) {
+            Ok(r) => r,
+            Err(e) => Recorded::Bad(e.to_string()),
+        },
+        WalFile::Partial { .. } | WalFile::Backup { .. } => Recorded::Absent,
+    };
+    let sums_name = format!("{base}{}", pgb_common::walarchive::CHECKSUM_SUFFIX);
     let res = (|| -> io::Result<()> {
         let f = open_noatime(&path)?;
         let md = f.metadata()?;
@@ -143,9 +179,31 @@ fn read_entry(
         if !md.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
+        let sums = match &recorded {
+            Recorded::Absent => None,
+            Recorded::Bad(why) => {
+                entry.sums = Sums::Problem("bad-checksum-file", format!("{sums_name}: {why}"));
+                None
+            }
+            Recorded::Present(c) => Some(c),
+        };
+        // Compares what was read in full with the checksum file.
+        let compare = |entry: &mut Entry, stored: &str, plain: Option<&str>| {
+            if let Some(c) = sums {
+                entry.sums = match c.mismatch(name, stored, plain) {
+                    Some(why) => Sums::Problem(
+                        "checksum-mismatch",
+                        format!("does not match {sums_name}: {why}"),
+                    ),
+                    None if plain.is_some() || c.stored_name == name => Sums::Verified,
+                    None => Sums::NotCompared,
+                };
+            }
+        };
         match (kind, age, ids) {
             (WalFile::Segment { .. }, true, None) => {
-                // Without the key, at least the age header must be there.
+                // Without the key, at least the age header must be there,
+                // and the stored bytes must be the ones recorded.
                 let mut head = [0u8; 32];
                 let n = read_full(&mut &f, &mut head)?;
                 let head = &head[..n];
@@ -161,17 +219,43 @@ fn read_entry(
                     };
                     return Err(io::Error::other(format!("not an age file ({what})")));
                 }
+                if sums.is_some() {
+                    let mut h = HashReader::new(io::Cursor::new(head.to_vec()).chain(&f));
+                    io::copy(&mut h, &mut io::sink())?;
+                    compare(&mut entry, &h.hex(), None);
+                }
             }
-            (WalFile::Segment { .. }, true, Some(ids)) => {
+            (WalFile::Segment { .. }, true, Some(ids)) if headers_only => {
                 let (size, page) = first_page_encrypted(f, zst, ids)?;
                 entry.size = size;
                 entry.data = Ok(page);
             }
-            (WalFile::Segment { .. }, false, _) => {
-                let (size, page) = first_page(f, md.len(), zst)?;
+            (WalFile::Segment { .. }, false, _) if headers_only && zst => {
+                let (size, page) = first_page_zst(f)?;
                 entry.size = size;
                 entry.data = Ok(page);
             }
+            (WalFile::Segment { .. }, true, Some(_)) | (WalFile::Segment { .. }, false, _)
+                if zst || age || sums.is_some() =>
+            {
+                let r = read_whole(f, zst, age.then_some(ids).flatten())?;
+                entry.size = Some(r.size);
+                entry.data = Ok(r.first_page);
+                let stored = r.stored.unwrap_or_else(|| r.plain.clone());
+                compare(&mut entry, &stored, Some(&r.plain));
+                if let Some(declared) = r.declared.filter(|d| *d != r.size) {
+                    return Err(io::Error::other(format!(
+                        "its zstd frame declares {declared} bytes, {} decode",
+                        r.size
+                    )));
+                }
+            }
+            (WalFile::Segment { .. }, false, _) => {
+                let (size, page) = first_page(f, md.len())?;
+                entry.size = size;
+                entry.data = Ok(page);
+            }
+            (WalFile::Segment { .. }, true, Some(_)) => unreachable!("read whole above"),
             (WalFile::History { .. }, true, None) => {
                 return Err(io::Error::other("encrypted; give -i to read it"))
             }
@@ -188,11 +272,16 @@ fn read_entry(
             }
             (WalFile::History { .. }, false, _) => {
                 let mut text = Vec::new();
+                let mut raw = HashReader::with(&f, zst);
                 if zst {
-                    zstd::stream::read::Decoder::new(f)?.read_to_end(&mut text)?;
+                    zstd::stream::read::Decoder::new(&mut raw)?.read_to_end(&mut text)?;
                 } else {
-                    (&f).take(1 << 20).read_to_end(&mut text)?;
+                    (&mut raw).take(1 << 20).read_to_end(&mut text)?;
                 }
+                io::copy(&mut raw, &mut io::sink())?;
+                let plain = pgb_common::digest::hex(&<sha2::Sha256 as sha2::Digest>::digest(&text));
+                let stored = if zst { raw.hex() } else { plain.clone() };
+                compare(&mut entry, &stored, Some(&plain));
                 entry.size = Some(md.len());
                 entry.data = Ok(text);
             }
@@ -221,15 +310,90 @@ fn open_noatime(path: &Path) -> io::Result<File> {
     }
 }
 
-/// The segment's size and its first page.
-fn first_page(mut f: File, len: u64, zst: bool) -> io::Result<(Option<u64>, Vec<u8>)> {
-    if !zst {
-        let mut page = vec![0u8; FIRST_PAGE];
-        let n = read_full(&mut f, &mut page)?;
-        page.truncate(n);
-        return Ok((Some(len), page));
-    }
-    first_page_zst(f)
+/// The size and the first page of a plain segment.
+fn first_page(mut f: File, len: u64) -> io::Result<(Option<u64>, Vec<u8>)> {
+    let mut page = vec![0u8; FIRST_PAGE];
+    let n = read_full(&mut f, &mut page)?;
+    page.truncate(n);
+    Ok((Some(len), page))
+}
+
+/// A segment read to the end.
+struct Whole {
+    /// The decoded size, and the one a zstd frame header declared.
+    size: u64,
+    declared: Option<u64>,
+    first_page: Vec<u8>,
+    /// sha256 of the decoded segment, and of the stored bytes when they
+    /// differ from it.
+    plain: String,
+    stored: Option<String>,
+}
+
+/// Reads a stored segment to the end: decrypted with `ids` when given (an
+/// encrypted one), zstd-decoded when `zst`, hashed on the way. A decoding
+/// error (a truncated or altered stream) is an error naming what failed.
+fn read_whole(f: File, zst: bool, ids: Option<&Identities>) -> io::Result<Whole> {
+    use sha2::{Digest, Sha256};
+    let encoded = zst || ids.is_some();
+    let mut raw = HashReader::with(io::BufReader::with_capacity(1 << 16, f), encoded);
+    let mut declared = None;
+    let explain = |e: io::Error| io::Error::other(pgb_common::crypt::explain(&e));
+    let (plain, size, first_page) = {
+        let mut dec: Box<dyn Read + '_> = match ids {
+            Some(ids) => Box::new(
+                ids.decrypt(&mut raw)
+                    .map_err(|e| io::Error::other(format!("decryption failed: {e}")))?,
+            ),
+            None => Box::new(&mut raw),
+        };
+        let mut dec: Box<dyn Read + '_> = if zst {
+            let mut head = [0u8; 18];
+            let n = read_full(&mut dec, &mut head).map_err(explain)?;
+            declared = zstd::zstd_safe::get_frame_content_size(&head[..n])
+                .ok()
+                .flatten();
+            let chained = io::Cursor::new(head[..n].to_vec()).chain(dec);
+            Box::new(zstd::stream::read::Decoder::new(chained)?)
+        } else {
+            dec
+        };
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut first_page = Vec::with_capacity(FIRST_PAGE);
+        let mut size = 0u64;
+        loop {
+            let n = match read_full(&mut dec, &mut buf) {
+                Ok(n) => n,
+                Err(e) if zst && ids.is_none() => {
+                    return Err(io::Error::other(format!(
+                        "zstd: {e} after {size} decoded bytes{}",
+                        declared.map_or(String::new(), |d| format!(" of {d}"))
+                    )))
+                }
+                Err(e) => return Err(explain(e)),
+            };
+            if n == 0 {
+                break;
+            }
+            if first_page.len() < FIRST_PAGE {
+                let k = (FIRST_PAGE - first_page.len()).min(n);
+                first_page.extend_from_slice(&buf[..k]);
+            }
+            h.update(&buf[..n]);
+            size += n as u64;
+        }
+        (pgb_common::digest::hex(&h.finalize()), size, first_page)
+    };
+    // What follows the stream counts for the stored checksum.
+    io::copy(&mut raw, &mut io::sink())?;
+    Ok(Whole {
+        size,
+        declared,
+        first_page,
+        plain,
+        stored: encoded.then(|| raw.hex()),
+    })
 }
 
 /// The size and first page of an encrypted segment: only its first chunk

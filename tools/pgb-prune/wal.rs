@@ -7,7 +7,9 @@
 //! when no kept backup is on T or its ancestors, the cutoff is the lowest
 //! start of all kept backups. Files of T whose segment number is below the
 //! cutoff go: segments, `.partial` files and `.backup` labels, each judged
-//! by the segment in its name, with `.zst` and `.age` suffixes understood.
+//! by the segment in its name, with `.zst` and `.age` suffixes understood;
+//! the checksum file `NAME.sha256` pgb-wal push keeps beside each goes with
+//! it, after it.
 //! `.history` files are always kept, as is anything not named like WAL.
 //! With no kept physical backup nothing is removed.
 
@@ -43,6 +45,9 @@ pub enum Named {
 }
 
 pub fn name_of(name: &str, seg_size: u64) -> Named {
+    let name = name
+        .strip_suffix(pgb_common::walarchive::CHECKSUM_SUFFIX)
+        .unwrap_or(name);
     let base = name.strip_suffix(".age").unwrap_or(name);
     match classify(base) {
         Some((WalFile::Segment { tli, log, seg }, _))
@@ -109,6 +114,12 @@ pub fn plan(
                 .entry(segno)
                 .or_default()
                 .push(n.clone());
+        }
+    }
+    // A checksum file is removed after the file it describes, never before.
+    for segs in per_tli.values_mut() {
+        for files in segs.values_mut() {
+            files.sort_by_key(|n| n.ends_with(pgb_common::walarchive::CHECKSUM_SUFFIX));
         }
     }
     let mut ranges = Vec::new();
@@ -305,7 +316,12 @@ mod tests {
             name_of(&format!("{}.partial", seg(1, 7)), M),
             Named::Wal { tli: 1, segno: 7 }
         );
+        assert_eq!(
+            name_of(&format!("{}.sha256", seg(1, 7)), M),
+            Named::Wal { tli: 1, segno: 7 }
+        );
         assert_eq!(name_of("00000002.history", M), Named::History(2));
+        assert_eq!(name_of("00000002.history.sha256", M), Named::History(2));
         assert_eq!(name_of("README", M), Named::Other);
     }
 

@@ -38,10 +38,14 @@ pub struct Args {
 
     /// Verify a physical backup's backup_manifest natively, inside its tar or
     /// tar.zst files (age-encrypted ones too, with -i) or in a plain-format
-    /// data directory: its own checksum, every listed file present with the
-    /// right size and SHA256, no unexpected file, the system identifier, the
-    /// WAL the backup needs. For a plain-format backup stock pg_verifybackup
-    /// runs too and its verdict is recorded beside pgb's
+    /// data directory: its own checksum (nothing may follow its line), every
+    /// listed file present with the right size and checksum in the
+    /// manifest's algorithm (CRC32C, pg_basebackup's default, SHA224, SHA256,
+    /// SHA384 or SHA512), no unexpected file, the system identifier, and
+    /// the WAL the backup needs, present and checked page by page from its
+    /// start to its stop LSN (headers, page addresses, timeline). For a
+    /// plain-format backup stock pg_verifybackup runs too and its verdict is
+    /// recorded beside pgb's
     #[arg(long = "manifest")]
     pub manifest: bool,
 

@@ -2,9 +2,11 @@
 //! is: inside the tar or tar.zst files pgb-snapshot stored (age-encrypted
 //! ones decrypted streaming), without extracting anything to disk, or in a
 //! plain-format data directory: the manifest's own checksum, every listed
-//! file present with its size and SHA256, nothing unexpected, the system
-//! identifier in pg_control, and the WAL segments the backup needs present
-//! in pg_wal. For a plain-format directory stock `pg_verifybackup` runs as
+//! file present with its size and checksum (in whichever algorithm the
+//! manifest names: CRC32C, SHA224/256/384/512), nothing unexpected, the system
+//! identifier in pg_control, and the WAL the backup needs present in
+//! pg_wal and checked page by page from its start to its stop LSN
+//! (walpages.rs). For a plain-format directory stock `pg_verifybackup` runs as
 //! well and its verdict is recorded beside pgb's.
 
 use std::collections::BTreeSet;
@@ -17,7 +19,6 @@ use pgb_common::pgbin::{self, Need};
 use pgb_common::record::{Artifact, Kind};
 use pgb_common::wal::segment_name_for_segno;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::run::{Ctx, Verdict};
 use crate::stored;
@@ -30,6 +31,9 @@ struct Walk {
     wal_files: BTreeSet<String>,
     sysid_in_control: Option<String>,
     members: u64,
+    /// The record's WAL segment size, and the WAL pages checked.
+    seg_size: Option<u64>,
+    wal_pages: u64,
     problems: Vec<String>,
 }
 
@@ -40,9 +44,14 @@ impl Walk {
         self.members += 1;
         if let Some(seg) = full.strip_prefix("pg_wal/") {
             self.wal_files.insert(seg.to_string());
+            let c = crate::walpages::check(seg, data, &self.manifest.wal_ranges, self.seg_size)?;
+            self.wal_pages += c.pages;
+            if let Some(p) = c.problem {
+                self.problems.push(format!("{shown}: {full}: {p}"));
+            }
             return Ok(());
         }
-        let mut h = Sha256::new();
+        let mut h = self.manifest.hasher_for(full);
         let mut size = 0u64;
         let mut head = [0u8; 8];
         let mut buf = vec![0u8; 1 << 16];
@@ -64,8 +73,7 @@ impl Walk {
         if self.manifest.files.contains_key(full) {
             self.seen.insert(full.to_string());
         }
-        let sha256 = pgb_common::digest::hex(&h.finalize());
-        if let Some(p) = self.manifest.check_file(full, size, &sha256) {
+        if let Some(p) = self.manifest.check_file(full, size, &h.finish()) {
             self.problems.push(format!("{shown}: {p}"));
         }
         Ok(())
@@ -139,7 +147,10 @@ pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
 /// pgb's own verification, on tars or on a plain directory.
 fn native(a: &Artifact, plain: bool) -> Verdict {
     let dir = a.location();
-    let mut w = Walk::default();
+    let mut w = Walk {
+        seg_size: a.wal.as_ref().map(|w| w.segment_size),
+        ..Walk::default()
+    };
     let Some((bytes, manifest_shown)) = read_manifest(a, &dir, &mut w.problems) else {
         return Verdict::new(w.problems);
     };
@@ -179,8 +190,16 @@ fn native(a: &Artifact, plain: bool) -> Verdict {
     }
     let wal = missing_wal(&w.manifest.wal_ranges, &w.wal_files, a);
     w.problems.extend(wal);
+    let algorithms: BTreeSet<&str> = w
+        .manifest
+        .files
+        .values()
+        .map(|l| l.algorithm.name())
+        .collect();
     Verdict::new(w.problems)
         .with("files_checked", (w.seen.len() as u64).into())
+        .with("checksum_algorithms", json!(algorithms))
+        .with("wal_pages_checked", w.wal_pages.into())
         .with(
             if plain { "files_read" } else { "tar_members" },
             w.members.into(),

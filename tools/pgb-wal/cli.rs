@@ -15,13 +15,15 @@ use clap::{Parser, Subcommand};
 /// file already archived with identical content (compared after
 /// decompression) is fsynced again and counts as success; different
 /// content is an error and the archived file is kept. Segments may be
-/// compressed (NAME.zst) and encrypted with age (NAME.age, NAME.zst.age,
-/// with a NAME.sha256 checksum file). `get` fetches a file from the first
-/// archive holding it, decrypting and decompressing it to a temp name next
-/// to the destination, checks a segment's size and first page header, and
-/// renames it into place; it exits 1 when no archive holds the file, which
-/// ends recovery normally, and 255 on a real failure, which makes
-/// PostgreSQL stop instead of ending recovery early.
+/// compressed (NAME.zst) and encrypted with age (NAME.age, NAME.zst.age).
+/// Every archived file gets a checksum file, NAME.sha256, written before
+/// the file appears. `get` fetches a file from the first archive holding
+/// it, decrypting and decompressing it to a temp name next to the
+/// destination, compares it with NAME.sha256 as it streams, checks a
+/// segment's size and first page header, and only then renames it into
+/// place; it exits 1 when no archive holds the file, which ends recovery
+/// normally, and 255 on a real failure (a checksum mismatch included),
+/// which makes PostgreSQL stop instead of ending recovery early.
 #[derive(Parser, Debug)]
 #[command(
     name = "pgb-wal",
@@ -68,11 +70,11 @@ pub struct PushArgs {
 
     /// Encrypt segments and .partial files to this age recipient (age1...,
     /// ssh-ed25519 or ssh-rsa public key; repeatable). Stored as NAME.age
-    /// or NAME.zst.age, with NAME.sha256 beside it holding the sha256 of the
-    /// plaintext and of the stored file, written before the encrypted file
-    /// appears: an identical re-push (PostgreSQL retrying after a crash) is
-    /// recognised without the private key. .history and .backup files stay
-    /// plaintext, so pgb-check-archive can follow timelines without a key
+    /// or NAME.zst.age; NAME.sha256 beside it holds the sha256 of the
+    /// plaintext and of the stored file, so an identical re-push
+    /// (PostgreSQL retrying after a crash) is recognised without the
+    /// private key. .history and .backup files stay plaintext, so
+    /// pgb-check-archive can follow timelines without a key
     #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT")]
     pub recipient: Vec<String>,
 
@@ -112,7 +114,7 @@ pub struct GetArgs {
 
     /// Identity file to decrypt .age files (repeatable; mode 0600, owned by
     /// the running user). The decrypted segment is checked against the
-    /// NAME.sha256 written at push time when present
+    /// NAME.sha256 written at push time, as every fetched file is
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     pub identity: Vec<PathBuf>,
 
@@ -161,7 +163,7 @@ The file was fetched, decoded and checked, and renamed into place.
 No archive holds the file (in any of its four forms). This ends recovery normally.
 .TP
 \fB255\fR
-A real failure, named on stderr (PostgreSQL writes it to its log): an archive directory missing or unreadable, a file that cannot be read, decompressed or decrypted (no \-i, wrong key, truncated or altered ciphertext), a decrypted segment that does not match the NAME.sha256 written when it was pushed, or a segment that is not the one asked for: zero\-filled, of the wrong size for the segment size its long page header carries, a bad page header, an xlp_pageaddr that does not match its name (a renamed segment), or, when run in a data directory as PostgreSQL runs it, a system identifier other than the one in global/pg_control. A mistyped command line is also 255. Nothing is written to the destination.
+A real failure, named on stderr (PostgreSQL writes it to its log): an archive directory missing or unreadable, a file that cannot be read, decompressed or decrypted (no \-i, wrong key, truncated or altered ciphertext), a file that does not match the NAME.sha256 written when it was pushed (a flipped byte, a truncation, bytes appended, a file swapped for another), a NAME.sha256 that is present but damaged, or a segment that is not the one asked for: zero\-filled, of the wrong size for the segment size its long page header carries, a bad page header, an xlp_pageaddr that does not match its name (a renamed segment), or, when run in a data directory as PostgreSQL runs it, a system identifier other than the one in global/pg_control. A mistyped command line is also 255. Nothing is written to the destination.
 .TP
 \fB2\fR
 Instead of 255 with \fB\-\-soft\-fail\fR: for a standby that also streams, so that a bad archive makes it stream rather than stop. Never for a point\-in\-time restore.
@@ -170,7 +172,19 @@ The general table below holds for \fBpush\fR (and for \fBget\fR's \-\-help; \fBp
 .SS push
 \fBpush\fR exits 0 only once the file is durable in every archive; 2 otherwise, including when an archive already holds a file of that name with different content (the archived file is kept; PostgreSQL retries and logs the message); 3 when another push into the same archive holds its lock longer than \-\-lock\-wait. A push killed at any moment leaves at most a hidden temp file (.NAME.pgb\-tmp.PID.N), never a partial file under the final name; the next push into that archive, holding its lock (DIR/.pgb.lock), removes it.
 .PP
-An encrypted segment is stored as NAME.age or NAME.zst.age with NAME.sha256 beside it, in sha256sum's format: the sha256 of the segment as PostgreSQL wrote it, and of the stored file. It is written, fsynced and renamed before the encrypted file is renamed into place, so a push that PostgreSQL repeats after a crash (the segment was archived but the success was never acknowledged) finds it and succeeds without the private key, as it must. Without it (removed, left behind by a copy of the archive that skipped it, or not describing the stored file) \fBpush\fR cannot tell identical from different: it fails, keeps the archived file, and says so, unless \fB\-i\fR lets it decrypt and compare (and then writes NAME.sha256 again). The checksum of the plaintext lets someone who can guess a whole segment confirm the guess; it reveals nothing else (pgb records keep plaintext checksums of encrypted artifacts likewise). \fBsha256sum \-c \-\-ignore\-missing NAME.sha256\fR in the archive checks the stored file.
+.SS "Checksum files"
+Every file \fBpush\fR archives (segments, .partial, .history and .backup files, in any form) gets a checksum file NAME.sha256 beside it, a small object of its own that any storage can hold, in sha256sum's format: the sha256 of the file as PostgreSQL wrote it, and for a file stored compressed or encrypted a second line with the sha256 of the stored file:
+.PP
+.nf
+.RS 4
+<sha256 of the segment>  000000010000000000000003
+<sha256 of the stored file>  000000010000000000000003.zst.age
+.RE
+.fi
+.PP
+It is written, fsynced and renamed before the archived file is renamed into place, so a published file always has one. \fBget\fR hashes what it reads while it streams it to the temp file beside PostgreSQL's destination and renames it into place only when both checksums match; on a mismatch it exits 255, so a point\-in\-time recovery stops at the damage instead of promoting there. A zstd frame or an age chunk proves only that a file decodes, and a page header check sees nothing of a byte changed in the middle of a segment: the checksum file is what catches those. A file with no checksum file (archived by another tool, or by an older pgb\-wal) is still served after the size and page header checks; an identical re\-push records its checksums. A checksum file that names another stored form than the one found (a file recompressed by hand) vouches for the content only. \fBpgb\-check\-archive\fR(1) verifies every file against it too. \fBsha256sum \-c \-\-ignore\-missing NAME.sha256\fR in the archive checks a stored file by hand.
+.PP
+An encrypted segment is stored as NAME.age or NAME.zst.age. Its checksum file is written before the encrypted file is renamed into place, so a push that PostgreSQL repeats after a crash (the segment was archived but the success was never acknowledged) finds it and succeeds without the private key, as it must. Without it (removed, left behind by a copy of the archive that skipped it, or not describing the stored file) \fBpush\fR cannot tell identical from different: it fails, keeps the archived file, and says so, unless \fB\-i\fR lets it decrypt and compare (and then writes NAME.sha256 again). The checksum of the plaintext lets someone who can guess a whole segment confirm the guess; it reveals nothing else (pgb records keep plaintext checksums of encrypted artifacts likewise).
 .PP
 \&.history and .backup files are never compressed or encrypted: they hold timeline numbers, LSNs and labels, and pgb\-check\-archive follows timelines with them without a key.
 .PP

@@ -20,8 +20,8 @@ use pgb_common::walhdr::{
 };
 use pgb_common::AtomicFile;
 
-use crate::archive::{self, HashReader, Stored};
 use crate::cli::GetArgs;
+use pgb_common::walarchive::{self as archive, HashReader, Recorded, Stored};
 
 /// Exit status of a real failure of `get`: above 125, so PostgreSQL aborts
 /// recovery instead of taking it for the end of the archive.
@@ -81,7 +81,9 @@ fn fetch(
 ) -> Result<()> {
     let path = &src.path;
     let file = File::open(path).ctx("open", path)?;
-    let mut raw = HashReader::new(BufReader::new(file));
+    // The stored bytes are hashed apart from the plaintext only when they
+    // differ from it.
+    let mut raw = HashReader::with(BufReader::new(file), src.zst || src.age);
     let mut out = AtomicFile::create(dest)?;
     let temp = out.temp_path().to_path_buf();
     let written = {
@@ -128,25 +130,43 @@ fn fetch(
             CopyError::Write(e) => Error::io("write", &temp, e),
         })?
     };
-    if src.age {
-        // Read to the end of the ciphertext, then compare with the
-        // checksum file written at push time, when there is one.
-        io::copy(&mut raw, &mut io::sink()).ctx("read", path)?;
-        let stored = raw.hex();
-        if let Some(c) = archive::read_checksums(dir, name)? {
-            if c.stored_name == src.file_name && (c.stored != stored || c.plain != written.sha256) {
+    // Read to the end of the stored file (what follows a zstd frame or the
+    // last age chunk counts too), then compare with the checksum file
+    // written at push time, when there is one: before the file is renamed
+    // into place, so a damaged segment never reaches PostgreSQL.
+    io::copy(&mut raw, &mut io::sink()).ctx("read", path)?;
+    let stored = if src.zst || src.age {
+        raw.hex()
+    } else {
+        written.sha256.clone()
+    };
+    // A segment that is visibly not the one asked for (zero-filled, cut
+    // short, renamed) is named as such; anything else wrong is for the
+    // checksum file to find.
+    if let Some((WalFile::Segment { tli, log, seg }, false)) = classify(name) {
+        check_segment(name, tli, log, seg, &written, path)?;
+    }
+    let sums_path = archive::checksum_path(dir, name);
+    match archive::load_checksums(dir, name)? {
+        Recorded::Absent => {}
+        Recorded::Bad(why) => {
+            return Err(Error::msg(format!(
+                "get: {}: {why}: cannot check {} against it (remove it to fetch the file \
+                 with header checks only)",
+                sums_path.display(),
+                path.display()
+            )))
+        }
+        Recorded::Present(c) => {
+            if let Some(why) = c.mismatch(&src.file_name, &stored, Some(&written.sha256)) {
                 return Err(Error::msg(format!(
-                    "get: {}: does not match {} (sha256 of the stored file {stored}, \
-                     of the decrypted segment {}): the file was replaced or altered",
+                    "get: {}: does not match {} ({why}): the file was damaged, replaced \
+                     or altered after it was archived",
                     path.display(),
-                    archive::checksum_path(dir, name).display(),
-                    written.sha256
+                    sums_path.display(),
                 )));
             }
         }
-    }
-    if let Some((WalFile::Segment { tli, log, seg }, false)) = classify(name) {
-        check_segment(name, tli, log, seg, &written, path)?;
     }
     out.flush().ctx("write", &temp)?;
     out.commit_replace()
@@ -157,29 +177,53 @@ enum CopyError {
     Write(io::Error),
 }
 
+/// Copies the decoded stream into the temp file. The plaintext's sha256 is
+/// computed on a thread of its own while the next buffer is read and
+/// written, so checking a segment costs about what copying it does when a
+/// second core is free.
 fn copy_out(r: &mut dyn Read, out: &mut AtomicFile) -> Result<Written, CopyError> {
     use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut first_page = Vec::new();
-    let mut size = 0u64;
-    loop {
-        let n = read_full(&mut &mut *r, &mut buf).map_err(CopyError::Read)?;
-        if n == 0 {
-            break;
-        }
-        if first_page.len() < 8192 {
-            let take = (8192 - first_page.len()).min(n);
-            first_page.extend_from_slice(&buf[..take]);
-        }
-        h.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
-        size += n as u64;
-    }
-    Ok(Written {
-        first_page,
-        size,
-        sha256: pgb_common::digest::hex(&h.finalize()),
+    use std::sync::mpsc::{channel, sync_channel};
+    const BUF: usize = 1 << 20;
+    let (to_hash, hash_rx) = sync_channel::<Vec<u8>>(2);
+    let (recycle, spare) = channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            let mut h = Sha256::new();
+            for buf in hash_rx {
+                h.update(&buf);
+                // The copier may be gone already (an error): nothing to do.
+                let _ = recycle.send(buf);
+            }
+            pgb_common::digest::hex(&h.finalize())
+        });
+        let mut first_page = Vec::new();
+        let mut size = 0u64;
+        let copied = (|| loop {
+            let mut buf = spare.try_recv().unwrap_or_default();
+            buf.resize(BUF, 0);
+            let n = read_full(&mut &mut *r, &mut buf).map_err(CopyError::Read)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.truncate(n);
+            if first_page.len() < 8192 {
+                let take = (8192 - first_page.len()).min(n);
+                first_page.extend_from_slice(&buf[..take]);
+            }
+            out.write_all(&buf).map_err(CopyError::Write)?;
+            size += n as u64;
+            if to_hash.send(buf).is_err() {
+                return Err(CopyError::Read(io::Error::other("hash thread stopped")));
+            }
+        })();
+        drop(to_hash);
+        let sha256 = hasher.join().expect("sha256 thread");
+        copied.map(|()| Written {
+            first_page,
+            size,
+            sha256,
+        })
     })
 }
 

@@ -1,6 +1,5 @@
 //! pgb-wal: durable archive_command and restore_command. See pgb-wal(1).
 
-mod archive;
 mod cli;
 mod get;
 mod push;

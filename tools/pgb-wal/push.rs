@@ -12,8 +12,8 @@ use pgb_common::term::warn;
 use pgb_common::walhdr::{classify, WalFile};
 use pgb_common::{fsync_dir, AtomicFile, ExitStatus, RepoLock};
 
-use crate::archive::{self, Checksums, HashReader, HashWriter, Stored};
 use crate::cli::PushArgs;
+use pgb_common::walarchive::{self as archive, Checksums, HashReader, HashWriter, Stored};
 
 /// zstd level, or no compression.
 fn parse_compress(s: &str) -> Result<Option<i32>> {
@@ -141,9 +141,10 @@ fn push_one(src: &Path, len: u64, name: &str, dir: &Path, plan: &Plan) -> Result
     let mut out = AtomicFile::create(&target)?;
     let temp = out.temp_path().to_path_buf();
     let input = File::open(src).ctx("open", src)?;
-    // Checksums only for the checksum file of an encrypted file.
-    let mut input = HashReader::with(input, age);
-    let w = HashWriter::with(&mut out, age);
+    // The checksum file records the plaintext's sha256 and, for a file
+    // stored compressed or encrypted, the stored bytes'.
+    let mut input = HashReader::new(input);
+    let w = HashWriter::with(&mut out, zst || age);
     let w = match (plan.level, plan.recipients) {
         (None, None) => {
             let mut w = w;
@@ -172,19 +173,19 @@ fn push_one(src: &Path, len: u64, name: &str, dir: &Path, plan: &Plan) -> Result
     let stored_sha256 = w.hex();
     let plain = input.hex();
     out.flush().ctx("write", &temp)?;
-    if age {
-        // Durable before the encrypted file appears, so that a published
-        // encrypted file always has it (unless someone removed it).
-        archive::write_checksums(
-            dir,
-            name,
-            &Checksums {
-                plain,
-                stored_name: stored.clone(),
-                stored: stored_sha256,
-            },
-        )?;
-    }
+    // Durable before the stored file appears, so that a published file
+    // always has it (unless someone removed it): get and the archive check
+    // compare what they read with it.
+    let sums = if zst || age {
+        Checksums {
+            plain,
+            stored_name: stored.clone(),
+            stored: stored_sha256,
+        }
+    } else {
+        Checksums::plain(name, plain)
+    };
+    archive::write_checksums(dir, name, &sums)?;
     match out.commit() {
         Ok(()) => Ok(()),
         // Another push of the same file won the race: same rule as above.
@@ -193,7 +194,11 @@ fn push_one(src: &Path, len: u64, name: &str, dir: &Path, plan: &Plan) -> Result
                 .ok_or_else(|| Error::msg(format!("push: {}: vanished", target.display())))?;
             settle_existing(src, &existing, name, dir, plan)
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            // No checksum file for a file that never appeared.
+            let _ = fs::remove_file(archive::checksum_path(dir, name));
+            Err(e)
+        }
     }
 }
 
@@ -232,13 +237,29 @@ fn settle_existing(
             path.display()
         )));
     }
+    if !existing.age {
+        // The content is PostgreSQL's: record its checksums when the file
+        // has none (archived by another tool, or by an older pgb-wal) or
+        // ones that do not describe it.
+        let want = Checksums {
+            plain: archive::sha256_file(src)?,
+            stored_name: existing.file_name.clone(),
+            stored: archive::sha256_file(path)?,
+        };
+        let want = if existing.zst {
+            want
+        } else {
+            Checksums::plain(name, want.plain)
+        };
+        if archive::read_checksums(dir, name)?.as_ref() != Some(&want) {
+            archive::write_checksums(dir, name, &want)?;
+        }
+    }
     File::open(path)
         .and_then(|f| f.sync_all())
         .ctx("fsync", path)?;
-    if existing.age {
-        let c = archive::checksum_path(dir, name);
-        File::open(&c).and_then(|f| f.sync_all()).ctx("fsync", &c)?;
-    }
+    let c = archive::checksum_path(dir, name);
+    File::open(&c).and_then(|f| f.sync_all()).ctx("fsync", &c)?;
     fsync_dir(dir)?;
     warn(format!(
         "{}: already archived with identical content",
