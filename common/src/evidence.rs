@@ -51,8 +51,9 @@ fn newer(b: &Value, a: &Value) -> bool {
 /// - `copies`: one entry per destination (`url`); an entry only `other`
 ///   has is added; when both have one, the later (`when`) is kept.
 /// - `verified`: every entry of either side is kept (an entry equal to one
-///   already there is not repeated), in the order of their `when`, so the
-///   last entry of a method is its latest verification.
+///   already there is not repeated: a side holding it n times gives n), in
+///   the order of their `when`, so the last entry of a method is its latest
+///   verification.
 /// - other fields a tool added (`policy`, `archive_check`, fields of newer
 ///   tools): those only `other` has are added; when both have one, `other`'s
 ///   replaces `base`'s only when it is provably newer (`when`/`checked`).
@@ -81,8 +82,11 @@ pub fn merge(base: &mut Artifact, other: &Artifact) -> Result<()> {
             None => base.copies.push(c.clone()),
         }
     }
-    for v in &other.verified {
-        if !base.verified.contains(v) {
+    // A multiset union: an entry `other` holds n times is there n times
+    // (two runs in the same second may record equal entries).
+    for (i, v) in other.verified.iter().enumerate() {
+        let wanted = other.verified[..=i].iter().filter(|x| *x == v).count();
+        if base.verified.iter().filter(|x| *x == v).count() < wanted {
             base.verified.push(v.clone());
         }
     }
@@ -140,30 +144,57 @@ pub fn lock_dir(dir: &Path) -> Result<Flock<File>> {
 }
 
 /// The record a tool acts on for `incoming` (a record read on stdin or
-/// from a sidecar): when the artifact's sidecar exists, the sidecar's
-/// record with the evidence of `incoming` merged in (the sidecar is the
-/// source of truth), located where `incoming` says; else `incoming`.
-pub fn adopt(incoming: Artifact) -> Result<Artifact> {
-    let Some(mut on_disk) = read_local(&incoming.sidecar())? else {
-        return Ok(incoming);
-    };
-    merge(&mut on_disk, &incoming)
-        .map_err(|e| Error::msg(format!("{}: {e}", incoming.sidecar().display())))?;
-    on_disk.repo = incoming.repo;
-    on_disk.path = incoming.path;
-    Ok(on_disk)
+/// from a sidecar): `incoming` with the evidence its sidecar holds merged
+/// in. A record whose files are not the ones its sidecar describes (the
+/// artifact was encrypted or decrypted since, or the record is not the
+/// artifact's) is refused: a verdict on other bytes must not reach the
+/// sidecar.
+pub fn adopt(mut incoming: Artifact) -> Result<Artifact> {
+    let path = incoming.sidecar();
+    if let Some(on_disk) = read_local(&path)? {
+        same_files(&incoming, &on_disk, &path)?;
+        merge(&mut incoming, &on_disk)
+            .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    }
+    Ok(incoming)
+}
+
+fn same_files(a: &Artifact, on_disk: &Artifact, path: &Path) -> Result<()> {
+    if a.files == on_disk.files {
+        return Ok(());
+    }
+    Err(Error::msg(format!(
+        "{}: describes other files than this record (encrypted or decrypted since, or \
+         not this record's artifact); the sidecar is the artifact's record: read it with --repo",
+        path.display()
+    )))
 }
 
 /// Writes `a` to its sidecar beside the artifact, merged with what the
 /// sidecar holds at that moment (read under the directory's lock, replaced
-/// atomically); `a` becomes the merged record. Without `create`, nothing is
+/// atomically); `a` becomes the merged record and describes the artifact
+/// as it is now (pgb-encrypt's new files). Without `create`, nothing is
 /// written when there is no sidecar (returns false).
 pub fn update_local(a: &mut Artifact, create: bool) -> Result<bool> {
+    write_local(a, create, false)
+}
+
+/// Adds the evidence of `a` (a copy, a verdict) to its sidecar, as
+/// [`update_local`] without `create`, refusing when the sidecar describes
+/// other files than `a` by then.
+pub fn add_evidence(a: &mut Artifact) -> Result<bool> {
+    write_local(a, false, true)
+}
+
+fn write_local(a: &mut Artifact, create: bool, same: bool) -> Result<bool> {
     let path = a.sidecar();
     let dir = path.parent().unwrap_or(Path::new("/"));
     let _lock = lock_dir(dir)?;
     match read_local(&path)? {
         Some(on_disk) => {
+            if same {
+                same_files(a, &on_disk, &path)?;
+            }
             merge(a, &on_disk).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?
         }
         None if !create => return Ok(false),
@@ -322,7 +353,13 @@ mod tests {
         let adopted = adopt(replayed.clone()).unwrap();
         assert_eq!(adopted.copies.len(), 1);
         assert_eq!(adopted.verified.len(), 2);
-        update_local(&mut replayed, false).unwrap();
+        // A record of other bytes than the sidecar describes is refused.
+        let mut other = replayed.clone();
+        other.files[0].sha256 = "other".into();
+        let e = adopt(other.clone()).unwrap_err().to_string();
+        assert!(e.contains("describes other files"), "{e}");
+        assert!(add_evidence(&mut other).is_err());
+        add_evidence(&mut replayed).unwrap();
         let now = read_local(&disk.sidecar()).unwrap().unwrap();
         assert_eq!(now.copies, vec![copy("/nas/a", 2)]);
         assert_eq!(
@@ -386,7 +423,8 @@ mod tests {
                     prop_assert!(when(kept.unwrap()) >= when(c));
                 }
                 for v in &side.verified {
-                    prop_assert!(m.verified.contains(v), "verification {v} lost");
+                    let count = |x: &Artifact| x.verified.iter().filter(|e| *e == v).count();
+                    prop_assert!(count(&m) >= count(side), "verification {v} lost");
                 }
             }
             let urls: std::collections::BTreeSet<_> =
@@ -401,10 +439,9 @@ mod tests {
             let mut n = b.clone();
             merge(&mut n, &a).unwrap();
             let set = |x: &Artifact| {
-                x.verified
-                    .iter()
-                    .map(Value::to_string)
-                    .collect::<std::collections::BTreeSet<_>>()
+                let mut v: Vec<String> = x.verified.iter().map(Value::to_string).collect();
+                v.sort();
+                v
             };
             prop_assert_eq!(set(&n), set(&m));
         }

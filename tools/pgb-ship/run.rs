@@ -269,7 +269,7 @@ fn ship(args: &Args, targets: &[Target], a: Artifact) -> (Value, ExitStatus) {
     }
     // The record is merged into the local sidecar, then travels with every
     // copy, merged into the sidecar there.
-    if let Err(e) = evidence::update_local(&mut a, false) {
+    if let Err(e) = evidence::add_evidence(&mut a) {
         failed.push((a.sidecar().display().to_string(), e.to_string()));
     }
     for t in done {

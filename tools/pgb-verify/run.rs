@@ -161,7 +161,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                         return Err(Error::msg("interrupted"));
                     }
                     prom.note(&a, &a.verified[before..]);
-                    if let Err(e) = pgb_common::evidence::update_local(&mut a, false) {
+                    if let Err(e) = pgb_common::evidence::add_evidence(&mut a) {
                         warn(e.to_string());
                         status = status.worst(ExitStatus::Error);
                     }
