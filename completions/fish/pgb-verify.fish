@@ -1,4 +1,4 @@
-complete -c pgb-verify -l repo -d 'Verify the artifacts of this repository (their .pgb.json sidecars) instead of reading records on stdin' -r -F
+complete -c pgb-verify -l repo -d 'Verify the artifacts of this repository (their .pgb.json sidecars) instead of reading records on stdin; the records\' repo is DIR (a repository moved or copied elsewhere is read where it lies)' -r -F
 complete -c pgb-verify -l target -d 'Restore into a database on this existing server instead of a throwaway cluster (a connection string; a scratch database is created and dropped)' -r
 complete -c pgb-verify -s j -l jobs -d 'Parallel jobs for pg_restore' -r
 complete -c pgb-verify -l sql -d 'SQL smoke queries run after a logical restore; any error fails the check' -r -F
@@ -12,6 +12,6 @@ complete -c pgb-verify -l structure -d 'Check the structure: a logical dump\'s t
 complete -c pgb-verify -l manifest -d 'Verify a physical backup\'s backup_manifest natively, inside its tar or tar.zst files (age-encrypted ones too, with -i) or in a plain-format data directory: its own checksum, every listed file present with the right size and SHA256, no unexpected file, the system identifier, the WAL the backup needs. For a plain-format backup stock pg_verifybackup runs too and its verdict is recorded beside pgb\'s'
 complete -c pgb-verify -l restore -d 'Restore for real and time it. Logical dumps: into a throwaway cluster (or --target), comparing every recorded table\'s row count. Physical backups: unpacked into a throwaway directory (manifest checked on the way), started as postgres on a private socket with recovery to the end of the included WAL (recovery_target = \'immediate\'), promoted and queried in every database; removed afterwards, also on Ctrl-C, and by the next run after a kill'
 complete -c pgb-verify -l copies-required -d 'Fail the checksum check when a recorded copy cannot be reached (SSH host or bucket unavailable, copy directory absent); by default such a copy is reported as unreachable and the check still passes. A copy that is reached and differs always fails'
-complete -c pgb-verify -l no-copies -d 'Do not read the recorded copies, only the artifact itself'
+complete -c pgb-verify -l no-copies -d 'Do not read the recorded copies, only the artifact itself, and leave the sidecars beside them as they are'
 complete -c pgb-verify -l help -d 'Print help'
 complete -c pgb-verify -s V -l version -d 'Print version'
