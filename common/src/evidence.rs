@@ -212,8 +212,12 @@ pub fn copy_sidecar_rel(a: &Artifact) -> String {
 /// Writes `a` to the sidecar beside its copy at `dest`, merged with what
 /// that sidecar holds (read, merged, replaced atomically; a directory's
 /// under its lock). A missing sidecar is written only when the copy's first
-/// file is there. Returns the merged record written.
-pub fn update_copy(dest: &Destination, a: &Artifact) -> Result<Artifact> {
+/// file is there. With `same`, a sidecar there that describes other files
+/// (a copy made before the artifact was encrypted in place) is refused
+/// rather than made to describe files the copy does not hold; pgb-ship,
+/// which has just copied `a`'s files there, passes false. Returns the
+/// merged record written.
+pub fn update_copy(dest: &Destination, a: &Artifact, same: bool) -> Result<Artifact> {
     let rel = copy_sidecar_rel(a);
     let url = dest.url_of(&rel);
     let _lock = match dest {
@@ -233,6 +237,12 @@ pub fn update_copy(dest: &Destination, a: &Artifact) -> Result<Artifact> {
                 .read_to_end(&mut text)
                 .map_err(|e| Error::msg(format!("read: {url}: {e}")))?;
             let there = parse_record(&url, &text)?;
+            if same && there.files != a.files {
+                return Err(Error::msg(format!(
+                    "{url}: describes other files than the record (a copy of the artifact \
+                     as it was before it was encrypted or decrypted?); left as it is"
+                )));
+            }
             merge(&mut merged, &there).map_err(|e| Error::msg(format!("{url}: {e}")))?;
         }
         None => {
@@ -371,7 +381,7 @@ mod tests {
         // given a sidecar.
         let nas = tempfile::tempdir().unwrap();
         let dest = Destination::Dir(nas.path().to_path_buf());
-        let e = update_copy(&dest, &now).unwrap_err().to_string();
+        let e = update_copy(&dest, &now, true).unwrap_err().to_string();
         assert!(e.contains("the copy is gone"), "{e}");
         let there = nas.path().join(&now.path);
         std::fs::create_dir_all(there.parent().unwrap()).unwrap();
@@ -379,10 +389,17 @@ mod tests {
         let mut at_copy = record(vec![], vec![check("restore", false, 1)]);
         at_copy.repo = nas.path().display().to_string();
         std::fs::write(at_copy.sidecar(), sidecar_text(&at_copy).unwrap()).unwrap();
-        update_copy(&dest, &now).unwrap();
+        update_copy(&dest, &now, true).unwrap();
         let merged = read_local(&at_copy.sidecar()).unwrap().unwrap();
         assert_eq!(merged.verified.len(), 3);
         assert_eq!(merged.copies.len(), 1);
+        // A copy of other bytes is left as it is, unless they were just
+        // copied there.
+        let mut other = now.clone();
+        other.files[0].sha256 = "encrypted since".into();
+        let e = update_copy(&dest, &other, true).unwrap_err().to_string();
+        assert!(e.contains("describes other files"), "{e}");
+        update_copy(&dest, &other, false).unwrap();
     }
 
     fn entries(max: usize) -> impl Strategy<Value = Vec<(u8, u8, bool)>> {

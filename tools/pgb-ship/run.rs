@@ -273,7 +273,7 @@ fn ship(args: &Args, targets: &[Target], a: Artifact) -> (Value, ExitStatus) {
         failed.push((a.sidecar().display().to_string(), e.to_string()));
     }
     for t in done {
-        if let Err(e) = evidence::update_copy(&t.dest, &a) {
+        if let Err(e) = evidence::update_copy(&t.dest, &a, false) {
             failed.push((t.dest.root_url(), format!("sidecar: {e}")));
         }
     }

@@ -302,7 +302,18 @@ fn update_copies(ctx: &Ctx, a: &Artifact) -> bool {
                     return Ok(());
                 }
             }
-            pgb_common::evidence::update_copy(&dest, a).map(|_| ())
+            if copy.get("url").and_then(Value::as_str) != Some(&dest.url_of(&a.path)) {
+                // A copy of the artifact as it was under another path (a
+                // dump shipped before pgb-encrypt gave it .age).
+                warn(format!(
+                    "{} {}: copy {url}: holds the artifact under another path; its sidecar \
+                     is left as it is",
+                    a.kind.as_str(),
+                    a.id
+                ));
+                return Ok(());
+            }
+            pgb_common::evidence::update_copy(&dest, a, true).map(|_| ())
         });
         if let Err(e) = done {
             warn(format!(
