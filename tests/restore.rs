@@ -1212,6 +1212,24 @@ fn a_moved_repository_restores_and_verifies_where_it_lies() {
         v[0]
     );
 
+    // Shipped from where it lies, too.
+    let nas = s.path.join("nas");
+    fs::create_dir(&nas).unwrap();
+    let o = c
+        .tool("pgb-ship")
+        .arg("--repo")
+        .arg(&new)
+        .arg("--to")
+        .arg(&nas)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let rel = recs[0]["path"].as_str().unwrap();
+    assert_eq!(
+        fs::read(nas.join(rel)).unwrap(),
+        fs::read(new.join(rel)).unwrap()
+    );
+
     // The record as logged names the old place: a clear error, no verdict.
     let gone = format!("repository: {}: No such file or directory", old.display());
     for (tool, args) in [
