@@ -11,6 +11,7 @@ use std::io::Read;
 use std::path::Path;
 
 use chrono::{DateTime, FixedOffset};
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 
@@ -136,11 +137,16 @@ pub fn read_local(sidecar: &Path) -> Result<Option<Artifact>> {
 /// An exclusive flock on a sidecar's directory, held while a sidecar in it
 /// is read, merged and replaced, so two tools updating the same sidecar do
 /// not lose each other's evidence. Short-lived: never held across a check
-/// or a copy.
-pub fn lock_dir(dir: &Path) -> Result<Flock<File>> {
+/// or a copy. Where directories cannot be flocked (NFS emulates flock with
+/// byte-range locks, which need a file open for writing) the update goes
+/// on without it, still replacing the sidecar atomically: `None`.
+pub fn lock_dir(dir: &Path) -> Result<Option<Flock<File>>> {
     let f = File::open(dir).ctx("open directory", dir)?;
-    Flock::lock(f, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::io("lock", dir, std::io::Error::from(e)))
+    match Flock::lock(f, FlockArg::LockExclusive) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, Errno::EBADF | Errno::ENOLCK | Errno::EINVAL | Errno::EOPNOTSUPP)) => Ok(None),
+        Err((_, e)) => Err(Error::io("lock", dir, std::io::Error::from(e))),
+    }
 }
 
 /// The record a tool acts on for `incoming` (a record read on stdin or
@@ -225,7 +231,7 @@ pub fn update_copy(dest: &Destination, a: &Artifact, same: bool) -> Result<Artif
             let p = root.join(&rel);
             let dir = p.parent().unwrap_or(root);
             // A directory that is not there holds no copy (said below).
-            dir.is_dir().then(|| lock_dir(dir)).transpose()?
+            dir.is_dir().then(|| lock_dir(dir)).transpose()?.flatten()
         }
         _ => None,
     };
@@ -400,6 +406,27 @@ mod tests {
         let e = update_copy(&dest, &other, true).unwrap_err().to_string();
         assert!(e.contains("describes other files"), "{e}");
         update_copy(&dest, &other, false).unwrap();
+    }
+
+    #[test]
+    fn concurrent_updates_of_one_sidecar_lose_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let mut a = record(vec![], vec![]);
+        a.repo = d.path().display().to_string();
+        std::fs::create_dir_all(a.location().parent().unwrap()).unwrap();
+        update_local(&mut a, true).unwrap();
+        std::thread::scope(|s| {
+            for i in 0..16u32 {
+                let mut mine = a.clone();
+                s.spawn(move || {
+                    mine.verified.push(check(&format!("m{i}"), true, i));
+                    mine.copies.push(copy(&format!("/d{i}/a"), i));
+                    add_evidence(&mut mine).unwrap();
+                });
+            }
+        });
+        let now = read_local(&a.sidecar()).unwrap().unwrap();
+        assert_eq!((now.verified.len(), now.copies.len()), (16, 16));
     }
 
     fn entries(max: usize) -> impl Strategy<Value = Vec<(u8, u8, bool)>> {
