@@ -867,3 +867,50 @@ fn plaintext_left_beside_ciphertext_goes_only_once_the_ciphertext_checks_out() {
     assert!(location(&b).exists());
     assert!(Path::new(&format!("{}.pgb.json", location(&b).display())).exists());
 }
+
+/// A record older than its sidecar (from yesterday's log) is encrypted with
+/// the copies and verifications its sidecar holds, and decrypting merges
+/// into the plaintext's sidecar instead of replacing it.
+#[test]
+fn a_replayed_record_is_encrypted_with_the_evidence_of_its_sidecar() {
+    let repo = Scratch::new("repo");
+    let keys = Scratch::new("keys");
+    let (id, recipient) = age_key(&keys.path, "id.txt");
+    let old = fake_artifact(&repo.path, "replayed.dump", &vec![5u8; 100_000]);
+    let side = format!("{}.pgb.json", location(&old).display());
+    let mut since = old.clone();
+    since["copies"] = json!([{"to": "/mnt/nas", "url": "/mnt/nas/x", "media": "nas",
+                              "when": "2026-11-21T03:00:00Z"}]);
+    since["verified"] = json!([{"method": "checksums", "ok": true,
+                                "when": "2026-11-21T04:00:00Z"}]);
+    fs::write(&side, serde_json::to_vec_pretty(&since).unwrap()).unwrap();
+
+    let enc = encrypt_cmd(&["-r", &recipient], &lines(std::slice::from_ref(&old)));
+    assert_eq!(enc.code, 0, "{}", enc.stderr);
+    let e = &enc.recs[0];
+    assert_eq!(e["copies"], since["copies"], "{e}");
+    assert_eq!(e["verified"], since["verified"], "{e}");
+    let on_disk: Value =
+        serde_json::from_slice(&fs::read(format!("{}.pgb.json", location(e).display())).unwrap())
+            .unwrap();
+    assert_eq!(&on_disk, e);
+
+    // Decrypted beside the kept plaintext: its sidecar gains, loses nothing.
+    let mut plain_side = since.clone();
+    plain_side["verified"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"method": "restore", "ok": true, "when": "2026-11-21T05:00:00Z"}));
+    fs::write(&side, serde_json::to_vec_pretty(&plain_side).unwrap()).unwrap();
+    let mut ciphertext = e.clone();
+    ciphertext["verified"] = json!([]);
+    let dec = encrypt_cmd(
+        &["-d", "-i", id.to_str().unwrap()],
+        &lines(std::slice::from_ref(&ciphertext)),
+    );
+    assert_eq!(dec.code, 0, "{}", dec.stderr);
+    let back: Value = serde_json::from_slice(&fs::read(&side).unwrap()).unwrap();
+    assert_eq!(back["verified"], plain_side["verified"], "{back}");
+    assert_eq!(back["copies"], since["copies"], "{back}");
+    assert_eq!(&back, &dec.recs[0]);
+}

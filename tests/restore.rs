@@ -1527,3 +1527,111 @@ fn damage_to_a_physical_backups_stored_files_stops_the_restore_naming_the_file()
     ]));
     assert!(dest.join("global/pg_control").exists());
 }
+
+/// A repository moved elsewhere (mv) restores and verifies where it lies
+/// with --repo; a record naming the old place fails with that path, also
+/// with --dry-run, and --dry-run refuses a file that is not as recorded.
+#[test]
+fn a_moved_repository_restores_and_verifies_where_it_lies() {
+    let c = Cluster::new();
+    c.sql("postgres", "CREATE DATABASE mvsrc");
+    c.sql(
+        "mvsrc",
+        "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 100) g",
+    );
+    let s = Scratch::new("restore-moved");
+    let old = s.path.join("old");
+    fs::create_dir(&old).unwrap();
+    let recs = snapshot_records(&c, &old, &["-d", "mvsrc", "--cluster", "main"]);
+    let input = format!("{}\n", recs[0]);
+    let new = s.path.join("new");
+    fs::rename(&old, &new).unwrap();
+
+    let o = c
+        .tool("pgb-restore")
+        .arg("--repo")
+        .arg(&new)
+        .args(["--database", "mvsrc", "--no-globals", "-d", "mvdst"])
+        .arg("--create-database")
+        .output()
+        .unwrap();
+    let r = ok(&o);
+    assert_eq!(r["artifact"]["repo"], new.display().to_string(), "{r}");
+    assert_eq!(r["row_counts"]["ok"], true, "{r}");
+    assert_eq!(c.sql("mvdst", "SELECT count(*) FROM t"), "100");
+
+    let o = c
+        .tool("pgb-verify")
+        .arg("--repo")
+        .arg(&new)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = records(&o.stdout);
+    assert_eq!(v[0]["repo"], new.display().to_string());
+    let verified = v[0]["verified"].as_array().unwrap();
+    assert!(
+        verified.len() >= 2 && verified.iter().all(|x| x["ok"] == true),
+        "{}",
+        v[0]
+    );
+
+    // Shipped from where it lies, too.
+    let nas = s.path.join("nas");
+    fs::create_dir(&nas).unwrap();
+    let o = c
+        .tool("pgb-ship")
+        .arg("--repo")
+        .arg(&new)
+        .arg("--to")
+        .arg(&nas)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let rel = recs[0]["path"].as_str().unwrap();
+    assert_eq!(
+        fs::read(nas.join(rel)).unwrap(),
+        fs::read(new.join(rel)).unwrap()
+    );
+
+    // The record as logged names the old place: a clear error, no verdict.
+    let gone = format!("repository: {}: No such file or directory", old.display());
+    for (tool, args) in [
+        ("pgb-restore", vec!["--dry-run", "--no-globals", "-d", "x"]),
+        ("pgb-verify", vec![]),
+    ] {
+        let mut cmd = c.tool(tool);
+        cmd.args(&args);
+        let o = piped(cmd, input.as_bytes());
+        assert_eq!(code(&o), 2, "{tool}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&gone), "{tool}: {}", stderr(&o));
+        assert!(records(&o.stdout).iter().all(|r| r["ok"] != true), "{tool}");
+    }
+
+    // A dump one byte short: --dry-run does not plan it.
+    let dump = new.join(recs[0]["path"].as_str().unwrap());
+    let len = fs::metadata(&dump).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&dump)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    let o = c
+        .tool("pgb-restore")
+        .arg("--repo")
+        .arg(&new)
+        .args(["--database", "mvsrc", "--no-globals", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "{}: {} bytes, the record says {len}",
+            dump.display(),
+            len - 1
+        )),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -272,11 +272,14 @@ fn snapshot_ships_to_a_directory_an_ssh_host_and_s3_and_meets_3_2_1() {
     );
     assert_eq!(code, 0, "{err}");
 
-    // Only the NAS: 2 copies counting the original, none offsite.
+    // Only the NAS: 2 copies counting the original, none offsite (an
+    // artifact not shipped yet: the others' copies stay recorded).
+    let repo2 = tempfile::tempdir().unwrap();
+    let fresh = [fake_artifact(repo2.path(), "fresh", 1000, 5)];
     let nas2 = d.root.path().join("nas2");
     fs::create_dir(&nas2).unwrap();
     let (code, two, err) = ship(
-        &recs[..1],
+        &fresh,
         &[
             "--to".into(),
             format!("{}#media=nas", nas2.display()),
@@ -299,7 +302,7 @@ fn snapshot_ships_to_a_directory_an_ssh_host_and_s3_and_meets_3_2_1() {
     let nas3 = d.root.path().join("nas3");
     fs::create_dir(&nas3).unwrap();
     let (code, two, err) = ship(
-        &recs[..1],
+        &fresh,
         &[
             "--to".into(),
             format!("{}#media=nas", nas3.display()),
@@ -637,7 +640,9 @@ fn verify_disk_re_reads_from_the_device_and_says_so_and_damaged_sources_stay_hom
         &[],
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out[0]["copies"][0]["verified"], "readback");
+    // Recorded beside the NAS copy, which stays recorded.
+    assert_eq!(out[0]["copies"][0]["verified"], "readback-disk");
+    assert_eq!(out[0]["copies"][1]["verified"], "readback");
     assert_eq!(sha256(&fs::read(other.path().join(&rel)).unwrap()), sha);
 
     // One flipped byte in the source, size unchanged: neither mode ships it.
@@ -657,5 +662,82 @@ fn verify_disk_re_reads_from_the_device_and_says_so_and_damaged_sources_stay_hom
         assert!(err.contains(why), "{mode}: {err}");
         assert!(!nas.path().join(&brel).exists(), "{mode}: published");
         assert!(temps_below(nas.path()).is_empty(), "{mode}");
+    }
+}
+
+/// The sidecar beside `rel` under `root`, parsed.
+fn sidecar_at(root: &Path, rel: &str) -> Value {
+    serde_json::from_slice(&fs::read(root.join(format!("{rel}.pgb.json"))).unwrap()).unwrap()
+}
+
+fn urls(a: &Value) -> Vec<String> {
+    let mut v: Vec<String> = a["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["url"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// An old record (yesterday's log) replayed through pgb-ship and then
+/// pgb-verify loses no copy and no verification recorded since, here or
+/// beside the copies; verify's verdicts reach every copy's sidecar.
+#[test]
+fn a_replayed_record_keeps_every_copy_and_verification() {
+    let repo = tempfile::tempdir().unwrap();
+    let dests = tempfile::tempdir().unwrap();
+    let (nas, usb) = (dests.path().join("nas"), dests.path().join("usb"));
+    fs::create_dir(&nas).unwrap();
+    fs::create_dir(&usb).unwrap();
+    let old = fake_artifact(repo.path(), "replayed", 5000, 21);
+    let rel = old["path"].as_str().unwrap().to_string();
+    let to = |d: &Path| vec!["--to".to_string(), d.display().to_string()];
+    let (code, _, err) = ship(std::slice::from_ref(&old), &to(&nas), &[]);
+    assert_eq!(code, 0, "{err}");
+    // Verified since, from the repository: the verdict is recorded here and
+    // beside the NAS copy.
+    let verify_repo = Command::new(bin("pgb-verify"))
+        .args(["--checksums", "--repo"])
+        .arg(repo.path())
+        .output()
+        .unwrap();
+    assert_eq!(verify_repo.status.code(), Some(0), "{verify_repo:?}");
+    let since = sidecar_at(repo.path(), &rel);
+    assert_eq!(since["verified"].as_array().unwrap().len(), 1, "{since}");
+    assert_eq!(sidecar_at(&nas, &rel)["verified"], since["verified"]);
+
+    // Yesterday's record through pgb-ship to another destination.
+    let (code, out, err) = ship(std::slice::from_ref(&old), &to(&usb), &[]);
+    assert_eq!(code, 0, "{err}");
+    let both = vec![
+        nas.join(&rel).display().to_string(),
+        usb.join(&rel).display().to_string(),
+    ];
+    assert_eq!(urls(&out[0]), both, "{}", out[0]);
+    assert_eq!(out[0]["verified"], since["verified"]);
+    for side in [sidecar_at(repo.path(), &rel), sidecar_at(&usb, &rel)] {
+        assert_eq!(urls(&side), both, "{side}");
+        assert_eq!(side["verified"], since["verified"], "{side}");
+    }
+    assert_eq!(sidecar_at(&nas, &rel)["verified"], since["verified"]);
+
+    // Yesterday's record through pgb-verify: its verdict is added to what
+    // the sidecar holds, here and beside both copies.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (code, out, err) = pipe(
+        Command::new(bin("pgb-verify")).arg("--checksums"),
+        std::slice::from_ref(&old),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(urls(&out[0]), both, "{}", out[0]);
+    let verified = out[0]["verified"].as_array().unwrap();
+    assert_eq!(verified.len(), 2, "{}", out[0]);
+    assert_eq!(verified[0], since["verified"][0]);
+    for root in [repo.path(), nas.as_path(), usb.as_path()] {
+        let side = sidecar_at(root, &rel);
+        assert_eq!(urls(&side), both, "{}: {side}", root.display());
+        assert_eq!(side["verified"], out[0]["verified"], "{}", root.display());
     }
 }

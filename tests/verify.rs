@@ -10,9 +10,31 @@ use serde_json::{json, Value};
 
 use crate::util::*;
 
-/// Runs pgb-verify with `records` on stdin.
+/// Runs pgb-verify with `records` on stdin; the records it printed carry
+/// only this run's verdicts (the earlier ones, which the sidecars keep and
+/// the printed records carry too, are left out).
 fn verify(c: &Cluster, recs: &[Value], args: &[&str]) -> (i32, Vec<Value>, String) {
-    pipe(c.tool("pgb-verify").args(args), recs)
+    let earlier: Vec<Value> = recs
+        .iter()
+        .filter_map(|r| {
+            let side = format!("{}.pgb.json", location(r).display());
+            let v: Value = serde_json::from_slice(&fs::read(side).ok()?).ok()?;
+            v["verified"].as_array().cloned()
+        })
+        .flatten()
+        .collect();
+    let (code, mut out, err) = pipe(c.tool("pgb-verify").args(args), recs);
+    for r in out.iter_mut() {
+        if let Some(v) = r["verified"].as_array_mut() {
+            // Each once: two runs in the same second may record equal entries.
+            for e in &earlier {
+                if let Some(i) = v.iter().position(|x| x == e) {
+                    v.remove(i);
+                }
+            }
+        }
+    }
+    (code, out, err)
 }
 
 fn location(a: &Value) -> PathBuf {
@@ -651,20 +673,45 @@ fn copies_are_read_back_and_a_differing_copy_fails_naming_it() {
         ];
         r["copies"] = json!(copies);
     }
+    // The unreachable copies pass the check, but their sidecars cannot be
+    // given the verdict: an error about the run (2), the verdict unchanged.
     let (code, out, err) = verify(&c, &recs, &["--checksums"]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 2, "{err}");
     for r in &out {
         let v = &r["verified"][0];
+        assert_eq!(v["ok"], true, "{v}");
         assert_eq!(v["copies"][0]["ok"], true, "{v}");
         assert!(v["copies"][1]["unreachable"].is_string(), "{v}");
         assert!(v["copies"][2]["unreachable"].is_string(), "{v}");
         assert!(v["copies"][0]["bytes"].as_u64().unwrap() > 0);
+        // The verdict reached the sidecar beside the NAS copy.
+        let beside: Value = serde_json::from_slice(
+            &fs::read(nas.path.join(format!("{}.pgb.json", s(r, "path")))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(beside["verified"], r["verified"], "{beside}");
     }
     assert!(err.contains("unreachable, not checked"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "copy {}: its sidecar is not updated",
+            gone.path.join("absent").join(s(&recs[0], "path")).display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("its sidecar is not updated").count(),
+        4,
+        "{err}"
+    );
 
     // --copies-required: an unreachable copy fails the check.
-    let (code, _, err) = verify(&c, &recs[..1], &["--checksums", "--copies-required"]);
-    assert_eq!(code, 1, "{err}");
+    let (code, out, err) = verify(&c, &recs[..1], &["--checksums", "--copies-required"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        out[0]["verified"].as_array().unwrap().last().unwrap()["ok"],
+        false
+    );
     assert!(err.contains("unreachable"), "{err}");
 
     // One flipped byte in the NAS copy of the dump, a file missing from the
@@ -679,7 +726,7 @@ fn copies_are_read_back_and_a_differing_copy_fails_naming_it() {
     let wal = nas.path.join(s(physical, "path")).join("pg_wal.tar.zst");
     fs::remove_file(&wal).unwrap();
     let (code, out, err) = verify(&c, &recs, &["--checksums"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "unreachable copies' sidecars: {err}");
     assert!(
         err.contains(&format!("copy {}: sha256", copy.display())),
         "{err}"
@@ -689,7 +736,9 @@ fn copies_are_read_back_and_a_differing_copy_fails_naming_it() {
         "{err}"
     );
     for r in &out {
-        assert_eq!(r["verified"][0]["copies"][0]["ok"], false);
+        let last = r["verified"].as_array().unwrap().last().unwrap();
+        assert_eq!(last["ok"], false, "{last}");
+        assert_eq!(last["copies"][0]["ok"], false, "{last}");
     }
     // The originals are fine, and --no-copies checks only them.
     let (code, _, err) = verify(&c, &recs, &["--checksums", "--no-copies"]);
@@ -879,6 +928,10 @@ fn encrypted_artifacts_are_checked_as_ciphertext_and_decrypted_with_an_identity(
         let name = s(e, "name").to_string();
         *e = file_entry(&name, path);
     }
+    // Whoever can write the repository forges the sidecar too (a record on
+    // stdin that contradicts its sidecar is refused before any check).
+    let side = format!("{}.pgb.json", dir.display());
+    fs::write(&side, serde_json::to_vec_pretty(&forged).unwrap()).unwrap();
     let (code, out, err) = verify(&c, &[forged], &["-i", key_arg]);
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -886,7 +939,7 @@ fn encrypted_artifacts_are_checked_as_ciphertext_and_decrypted_with_an_identity(
         "{err}"
     );
     assert_eq!(
-        methods(&out[0])[2..],
+        methods(&out[0]),
         [
             ("checksums".to_string(), true),
             ("manifest".to_string(), false)
@@ -1580,6 +1633,13 @@ fn copies_on_an_ssh_host_and_in_s3_are_read_back() {
     let copies = &out[0]["verified"][0]["copies"];
     assert_eq!(copies[0]["ok"], true, "{copies}");
     assert_eq!(copies[1]["ok"], true, "{copies}");
+    // The verdict reached the sidecar beside the copy on the SSH host (and
+    // in S3, read below once the bucket lets the harness read it).
+    let side = format!("{}.pgb.json", s(&recs[0], "path"));
+    let beside: Value =
+        serde_json::from_slice(&fs::read(remote.path.join(&side)).unwrap()).unwrap();
+    assert_eq!(beside["verified"], out[0]["verified"], "{beside}");
+    assert_eq!(beside["copies"], out[0]["copies"], "{beside}");
 
     // One flipped byte in each copy: both fail, each named by its URL.
     let rel = s(&recs[0], "path");
@@ -1595,6 +1655,9 @@ fn copies_on_an_ssh_host_and_in_s3_are_read_back() {
     );
     let (status, body) = s3.http("PUT", &format!("/{}?policy", s3.bucket), policy.as_bytes());
     assert!(status < 300, "{}", String::from_utf8_lossy(&body));
+    let beside: Value =
+        serde_json::from_slice(&s3.get(&format!("pg/{side}")).expect("the S3 sidecar")).unwrap();
+    assert_eq!(beside["verified"], out[0]["verified"], "{beside}");
     let mut o = s3.get(&key).expect("the S3 copy");
     let last = o.len() - 1;
     o[last] ^= 1;
@@ -1614,10 +1677,29 @@ fn copies_on_an_ssh_host_and_in_s3_are_read_back() {
     sshd.stop();
     s3.put(&key, &fs::read(location(&recs[0])).unwrap());
     let (code, out, err) = run_verify(&[]);
+    // Its sidecar cannot be given the verdict: an error about the run.
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("its sidecar is not updated"), "{err}");
+    let last = out[0]["verified"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["ok"], true, "{last}");
+    assert!(last["copies"][0]["unreachable"].is_string());
+    let (code, out, err) = run_verify(&["--copies-required"]);
+    assert_eq!(code, 2, "{err}");
+    let last = out[0]["verified"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["ok"], false, "{last}");
+    // --no-copies leaves the copies alone.
+    let (code, _, err) = run_verify(&["--no-copies"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out[0]["verified"][0]["copies"][0]["unreachable"].is_string());
-    let (code, _, err) = run_verify(&["--copies-required"]);
-    assert_eq!(code, 1, "{err}");
 }
 
 /// A tmpfs of `kib` KiB mounted on a new directory in `s`, unmounted when

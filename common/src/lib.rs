@@ -10,6 +10,7 @@ pub mod crypt;
 pub mod dest;
 pub mod digest;
 pub mod error;
+pub mod evidence;
 pub mod exit;
 pub mod fs;
 pub mod jsonl;

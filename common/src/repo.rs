@@ -1,4 +1,10 @@
 //! A repository read as its own catalog: the sidecars below its root.
+//!
+//! A record's `path` is relative to its repository, and a repository is
+//! read where it lies: a record read from the sidecars of `--repo DIR` has
+//! `DIR` (made absolute) as its `repo`, whatever the sidecar says, so a
+//! repository moved, copied or downloaded elsewhere restores and verifies
+//! there.
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +60,79 @@ pub fn read_sidecar(sidecar: &Path) -> Result<Input> {
     parse_sidecar(sidecar, &text)
 }
 
+/// `--repo DIR` as the absolute path records carry.
+pub fn absolute(repo: &Path) -> Result<PathBuf> {
+    std::path::absolute(repo).ctx("resolve", repo)
+}
+
+/// An input record read from the sidecars of `repo` (absolute): an
+/// artifact's `repo` becomes `repo`, in the parsed record and in its raw
+/// text (which tools forward).
+pub fn in_repo(input: Input, repo: &Path) -> Input {
+    match input {
+        Input::Artifact {
+            line,
+            raw,
+            mut artifact,
+        } => {
+            let here = repo.display().to_string();
+            if artifact.repo == here {
+                return Input::Artifact {
+                    line,
+                    raw,
+                    artifact,
+                };
+            }
+            artifact.repo = here.clone();
+            let raw = match serde_json::from_str::<Value>(&raw) {
+                Ok(mut v) => {
+                    v["repo"] = here.into();
+                    v.to_string()
+                }
+                Err(_) => raw,
+            };
+            Input::Artifact {
+                line,
+                raw,
+                artifact,
+            }
+        }
+        other => other,
+    }
+}
+
+/// Reads one sidecar of repository `repo` (absolute, see [`absolute`]),
+/// located in `repo` (see [`in_repo`]).
+pub fn read_in(repo: &Path, sidecar: &Path) -> Result<Input> {
+    read_sidecar(sidecar).map(|i| in_repo(i, repo))
+}
+
+/// Checks that an artifact's repository is there before a tool works on
+/// its files: a record (from stdin) naming a repository that was moved or
+/// never was here fails with the path and the way out.
+pub fn check_present(a: &crate::record::Artifact) -> Result<()> {
+    let repo = Path::new(&a.repo);
+    if !repo.is_absolute() {
+        return Err(Error::msg(format!(
+            "repository {:?}: not an absolute path",
+            a.repo
+        )));
+    }
+    match std::fs::metadata(repo) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::msg(format!(
+            "repository: {}: not a directory",
+            repo.display()
+        ))),
+        Err(e) => Err(Error::msg(format!(
+            "repository: {}: {}; a repository moved or copied elsewhere is read where it \
+             lies with --repo DIR",
+            repo.display(),
+            crate::error::io_cause(&e)
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +154,35 @@ mod tests {
             .to_string();
         assert!(
             e.contains("x.dump.zst.pgb.json") && e.contains("line 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn records_read_from_a_repository_are_located_in_it() {
+        let d = tempfile::tempdir().unwrap();
+        let sidecar = d.path().join("x.dump.pgb.json");
+        let rec = serde_json::json!({
+            "schema": "pgb.v1", "type": "artifact", "id": "x", "kind": "logical",
+            "cluster": "main", "created": "2026-11-21T10:15:00+01:00",
+            "repo": "/old/place", "path": "x.dump",
+            "files": [], "copies": [], "verified": []
+        });
+        std::fs::write(&sidecar, serde_json::to_vec_pretty(&rec).unwrap()).unwrap();
+        let here = absolute(d.path()).unwrap();
+        let Input::Artifact { raw, artifact, .. } = read_in(&here, &sidecar).unwrap() else {
+            panic!("an artifact")
+        };
+        assert_eq!(Path::new(&artifact.repo), here);
+        let v: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(v["repo"], here.display().to_string());
+        check_present(&artifact).unwrap();
+        let mut gone = *artifact;
+        gone.repo = "/old/place".into();
+        let e = check_present(&gone).unwrap_err().to_string();
+        assert!(
+            e.starts_with("repository: /old/place: No such file or directory")
+                && e.contains("--repo"),
             "{e}"
         );
     }

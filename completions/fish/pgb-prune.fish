@@ -1,4 +1,4 @@
-complete -c pgb-prune -l repo -d 'Prune the artifacts of this repository (their .pgb.json sidecars) instead of reading records on stdin; every record must sit where its sidecar is' -r -F
+complete -c pgb-prune -l repo -d 'Prune the artifacts of this repository (their .pgb.json sidecars) instead of reading records on stdin; every record must sit where its sidecar is; the records\' repo is DIR (a repository moved or copied elsewhere is read where it lies)' -r -F
 complete -c pgb-prune -l keep-last -d 'Keep the N newest artifacts (N or `unlimited`)' -r
 complete -c pgb-prune -l keep-hourly -d 'Keep the newest artifact of each of the N most recent hours that have artifacts' -r
 complete -c pgb-prune -l keep-daily -d 'Keep the newest artifact of each of the N most recent days that have artifacts' -r

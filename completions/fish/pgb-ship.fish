@@ -1,5 +1,5 @@
 complete -c pgb-ship -l to -d 'Destination, repeatable: a directory, ssh://[user@]host[:port]/path or s3://bucket[/prefix], optionally followed by #LABELS, where LABELS is media=NAME,site=NAME (e.g. /mnt/nas/pg#media=nas or s3://pgb-backups/pg#media=s3,site=offsite). The form DEST:media=...,site=... is accepted too. Without labels a directory\'s media is `local`, an SSH host\'s `ssh`, a bucket\'s `object-storage`; the site is `onsite`' -r
-complete -c pgb-ship -l repo -d 'Ship the artifacts of this repository (their .pgb.json sidecars) instead of reading records on stdin' -r -F
+complete -c pgb-ship -l repo -d 'Ship the artifacts of this repository (their .pgb.json sidecars) instead of reading records on stdin; the records\' repo is DIR (a repository moved or copied elsewhere is read where it lies)' -r -F
 complete -c pgb-ship -l require -d 'Exit 1 unless every artifact now meets the policy: `3-2-1` means at least 3 copies counting the original, on at least 2 kinds of media, at least 1 of them offsite (site=offsite). The verdict is recorded in the artifact\'s `policy` field, naming each rule that failed' -r -f -a "3-2-1\t''"
 complete -c pgb-ship -l media -d 'Media label of the original (the repository) for --require' -r
 complete -c pgb-ship -l site -d 'Site label of the original (the repository) for --require' -r

@@ -33,20 +33,11 @@ pub fn read_repo(repo: &Path) -> Result<Vec<Input>> {
             io::Error::other("not a directory"),
         ));
     }
+    // Read where it lies: the records' repo is this directory.
+    let repo = pgb_common::repo::absolute(repo)?;
     let mut out = Vec::new();
-    for sidecar in sidecars(repo)? {
-        let text = std::fs::read_to_string(&sidecar).ctx("read", &sidecar)?;
-        let source = sidecar.display().to_string();
-        // A sidecar holds one (pretty-printed) record.
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Input {
-            source: source.clone(),
-            line: e.line(),
-            msg: format!("malformed JSON: {e}"),
-        })?;
-        let line = v.to_string() + "\n";
-        let input = RecordReader::new(line.as_bytes(), source.clone())
-            .next()
-            .unwrap_or_else(|| Err(Error::msg(format!("{source}: empty sidecar"))))?;
+    for sidecar in sidecars(&repo)? {
+        let input = pgb_common::repo::read_in(&repo, &sidecar)?;
         if matches!(&input, Input::Artifact { artifact, .. } if artifact.kind == Kind::Physical) {
             out.push(input);
         }

@@ -74,7 +74,9 @@ pub struct Args {
 
     /// Judge the physical backups of this repository (their .pgb.json
     /// sidecars) as --backups does for stdin; their records, with
-    /// `archive_check`, go to stdout and the sidecars are left unchanged
+    /// `archive_check`, go to stdout and the sidecars are left unchanged;
+    /// the records' repo is DIR (a repository moved or copied elsewhere is
+    /// read where it lies)
     #[arg(long = "repo", value_name = "DIR")]
     pub repo: Option<PathBuf>,
 

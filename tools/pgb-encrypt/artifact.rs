@@ -85,11 +85,13 @@ fn exists(p: &Path) -> bool {
 }
 
 /// Writes a record to its sidecar, pretty-printed as pgb-snapshot writes it.
-pub fn write_sidecar(a: &Artifact, replace: bool) -> Result<()> {
-    let mut text =
-        serde_json::to_vec_pretty(a).map_err(|e| Error::msg(format!("encode record: {e}")))?;
-    text.push(b'\n');
-    write_atomic(&a.sidecar(), &text, replace)
+/// A sidecar that may be there already (`replace`) is merged, not replaced:
+/// the evidence it holds stays, and `a` becomes the merged record.
+pub fn write_sidecar(a: &mut Artifact, replace: bool) -> Result<()> {
+    if replace {
+        return pgb_common::evidence::update_local(a, true).map(|_| ());
+    }
+    write_atomic(&a.sidecar(), &pgb_common::evidence::sidecar_text(a)?, false)
 }
 
 /// Reads the record a sidecar holds.
@@ -276,7 +278,7 @@ pub fn encrypt(ctx: &Ctx, a: &Artifact) -> Result<Outcome> {
             }
         }
         new.files = files;
-        if let Err(e) = write_sidecar(&new, true) {
+        if let Err(e) = write_sidecar(&mut new, true) {
             unpublish(&published);
             return Err(e);
         }
@@ -304,7 +306,7 @@ pub fn encrypt(ctx: &Ctx, a: &Artifact) -> Result<Outcome> {
     let file = encrypt_one(ctx, &loc, &ct, entry)?;
     new.path = format!("{}{SUFFIX}", a.path);
     new.files = vec![file];
-    if let Err(e) = write_sidecar(&new, false) {
+    if let Err(e) = write_sidecar(&mut new, false) {
         unpublish(&[ct]);
         return Err(e);
     }
@@ -427,7 +429,7 @@ pub fn decrypt(ctx: &Ctx, a: &Artifact) -> Result<Outcome> {
                 }
             }
         }
-        if let Err(e) = write_sidecar(&new, true) {
+        if let Err(e) = write_sidecar(&mut new, true) {
             unpublish(&published);
             return Err(e);
         }
@@ -449,7 +451,7 @@ pub fn decrypt(ctx: &Ctx, a: &Artifact) -> Result<Outcome> {
     new.path = stem.to_string();
     let pt = new.location();
     let published = decrypt_one(ctx, &loc, &pt, p)?;
-    if let Err(e) = write_sidecar(&new, true) {
+    if let Err(e) = write_sidecar(&mut new, true) {
         if published {
             unpublish(&[pt]);
         }

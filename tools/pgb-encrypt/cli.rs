@@ -16,8 +16,11 @@ use clap::Parser;
 /// then describe the ciphertext and its `encryption` keeps the scheme, the
 /// recipients' fingerprints and the plaintext files; a single-file artifact's
 /// `path` gains `.age` and gets its own sidecar, a physical backup keeps its
-/// directory and sidecar. Artifacts already encrypted, other records and
-/// error records pass through untouched.
+/// directory and sidecar. A sidecar that is there already is merged with
+/// the new record, never replaced, and a record on stdin (an old one
+/// replayed, too) is merged with its sidecar first: no copy or verification
+/// recorded there is lost (see pgb(7)). Artifacts already encrypted, other
+/// records and error records pass through untouched.
 ///
 /// With -d, encrypted artifacts are decrypted back beside their ciphertext,
 /// each plaintext file checked against the recorded size and blake3 before
@@ -62,7 +65,7 @@ pub struct Args {
     pub identity: Vec<PathBuf>,
 
     /// Act on the artifacts of this repository (their .pgb.json sidecars)
-    /// instead of reading records on stdin
+    /// instead of reading records on stdin; the records' repo is DIR (a repository moved or copied elsewhere is read where it lies)
     #[arg(long = "repo", value_name = "DIR", conflicts_with = "file")]
     pub repo: Option<PathBuf>,
 

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use pgb_common::crypt::{Identities, Recipients, SUFFIX};
 use pgb_common::error::{Error, IoContext, Result};
+use pgb_common::evidence::adopt;
 use pgb_common::jsonl::Input;
 use pgb_common::record::error_record;
-use pgb_common::repo::{parse_sidecar, sidecars};
+use pgb_common::repo::{absolute, check_present, in_repo, parse_sidecar, sidecars};
 use pgb_common::term::{warn, Progress};
 use pgb_common::{AtomicFile, ExitStatus, RecordReader, RecordWriter};
 use serde_json::{Map, Value};
@@ -55,10 +56,13 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                     status = status.worst(ExitStatus::Error);
                 }
                 Ok(Input::Artifact { artifact, raw, .. }) => {
-                    let result = if args.decrypt {
-                        artifact::decrypt(&ctx, &artifact)
-                    } else {
-                        artifact::encrypt(&ctx, &artifact)
+                    // The sidecar on disk is the source of truth: a record
+                    // from stdin (an old one replayed, too) is merged into it.
+                    let adopted = check_present(&artifact).and_then(|()| adopt(*artifact.clone()));
+                    let (result, merged) = match adopted {
+                        Ok(a) if args.decrypt => (artifact::decrypt(&ctx, &a), a),
+                        Ok(a) => (artifact::encrypt(&ctx, &a), a),
+                        Err(e) => (Err(e), *artifact.clone()),
                     };
                     match result {
                         Ok(outcome) => {
@@ -72,7 +76,8 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                                 }
                             }
                             match outcome {
-                                Outcome::Untouched => out.forward(&raw)?,
+                                Outcome::Untouched if merged == *artifact => out.forward(&raw)?,
+                                Outcome::Untouched => out.write(&merged)?,
                                 Outcome::Record(a) => out.write(&a)?,
                             }
                         }
@@ -98,7 +103,8 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         };
     match &args.repo {
         Some(repo) => {
-            for sidecar in sidecars(repo)? {
+            let repo = absolute(repo)?;
+            for sidecar in sidecars(&repo)? {
                 let text = match std::fs::read_to_string(&sidecar) {
                     Ok(t) => t,
                     // Removed while this run went (a plaintext sidecar
@@ -106,7 +112,8 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => Err(e).ctx("read", &sidecar)?,
                 };
-                handle(parse_sidecar(&sidecar, &text), &mut out)?;
+                let input = parse_sidecar(&sidecar, &text).map(|i| in_repo(i, &repo));
+                handle(input, &mut out)?;
             }
         }
         None => {

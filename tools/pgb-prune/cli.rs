@@ -59,7 +59,7 @@ use clap::Parser;
 pub struct Args {
     /// Prune the artifacts of this repository (their .pgb.json sidecars)
     /// instead of reading records on stdin; every record must sit where its
-    /// sidecar is
+    /// sidecar is; the records' repo is DIR (a repository moved or copied elsewhere is read where it lies)
     #[arg(long = "repo", value_name = "DIR")]
     pub repo: Option<PathBuf>,
 

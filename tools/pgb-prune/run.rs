@@ -138,7 +138,12 @@ fn try_run(args: &Args) -> Result<ExitStatus> {
             Rec::Artifact(i) => Some(i.root.clone()),
             _ => None,
         })
-        .chain(args.repo.clone())
+        .chain(
+            args.repo
+                .as_deref()
+                .map(pgb_common::repo::absolute)
+                .transpose()?,
+        )
         .collect();
     let mut _locks = Vec::new();
     for r in &roots {
@@ -260,8 +265,10 @@ fn load(args: &Args, stdin: Option<&[Input]>) -> Result<Vec<Rec>> {
     let mut inputs: Vec<(String, Input, Option<PathBuf>)> = Vec::new();
     match (&args.repo, stdin) {
         (Some(repo), _) => {
-            for s in sidecars(repo)? {
-                let input = read_sidecar(&s)?;
+            // Read where it lies: the records' repo is this directory.
+            let repo = pgb_common::repo::absolute(repo)?;
+            for s in sidecars(&repo)? {
+                let input = pgb_common::repo::in_repo(read_sidecar(&s)?, &repo);
                 inputs.push((s.display().to_string(), input, Some(s)));
             }
         }
@@ -313,10 +320,7 @@ fn load(args: &Args, stdin: Option<&[Input]>) -> Result<Vec<Rec>> {
                 artifact.id
             ))
         };
-        let root = match &args.repo {
-            Some(r) => r.clone(),
-            None => PathBuf::from(&artifact.repo),
-        };
+        let root = PathBuf::from(&artifact.repo);
         if !root.is_absolute() {
             return Err(refuse(format!(
                 "repository {:?} is not an absolute path",
@@ -344,6 +348,7 @@ fn load(args: &Args, stdin: Option<&[Input]>) -> Result<Vec<Rec>> {
             return Err(refuse(format!("the same cluster and id as {prev}")));
         }
         if !roots.contains_key(&root) {
+            pgb_common::repo::check_present(&artifact).map_err(|e| refuse(e.to_string()))?;
             let r = Root::open(&root).map_err(|e| refuse(e.to_string()))?;
             roots.insert(root.clone(), r);
         }

@@ -49,7 +49,7 @@ use pgb_common::pg::ConnArgs;
 )]
 pub struct Args {
     /// Pick the artifact from this repository's sidecars instead of reading
-    /// records on stdin
+    /// records on stdin; the records' repo is DIR (a repository moved or copied elsewhere is read where it lies)
     #[arg(long = "repo", value_name = "DIR")]
     pub repo: Option<PathBuf>,
 
@@ -178,7 +178,8 @@ pub struct Args {
     #[arg(long = "force")]
     pub force: bool,
 
-    /// Print the plan as records and change nothing
+    /// Print the plan as records and change nothing (every file must still
+    /// be there with its recorded size, as for a restore)
     #[arg(long = "dry-run")]
     pub dry_run: bool,
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, FixedOffset, Local, NaiveDateTime, TimeZone};
 use pgb_common::crypt::Identities;
-use pgb_common::error::{Error, Result};
+use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::jsonl::Input;
 use pgb_common::physical::Target;
 use pgb_common::record::{error_record, Artifact, Kind, SCHEMA};
@@ -174,6 +174,11 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         warn("nothing to restore");
         return Ok(status);
     }
+    // Every file there, as recorded, before anything is written (also for
+    // --dry-run: a plan for files that cannot be read is no plan).
+    for (a, _) in &picked {
+        present(a).map_err(|e| Error::msg(format!("{} {}: {e}", a.kind.as_str(), a.id)))?;
+    }
     let mut ordered: Vec<&(Artifact, Value)> = Vec::new();
     for k in [Kind::Globals, Kind::Logical, Kind::Physical] {
         ordered.extend(
@@ -251,11 +256,39 @@ fn try_run(args: Args) -> Result<ExitStatus> {
     Ok(status)
 }
 
-/// Every artifact record in a repository's sidecars.
+/// Checks that the artifact's repository is there and holds each of its
+/// files with the recorded size.
+fn present(a: &Artifact) -> Result<()> {
+    pgb_common::repo::check_present(a)?;
+    let loc = a.location();
+    for f in &a.files {
+        let p = if a.kind == Kind::Physical {
+            loc.join(&f.name)
+        } else {
+            loc.clone()
+        };
+        let md = std::fs::metadata(&p).ctx("open", &p)?;
+        if !md.is_file() {
+            return Err(Error::msg(format!("{}: not a file", p.display())));
+        }
+        if md.len() != f.size {
+            return Err(Error::msg(format!(
+                "{}: {} bytes, the record says {}",
+                p.display(),
+                md.len(),
+                f.size
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every artifact record in a repository's sidecars, located in it.
 fn load_repo(repo: &Path) -> Result<Vec<(Artifact, Value)>> {
+    let repo = pgb_common::repo::absolute(repo)?;
     let mut out = Vec::new();
-    for p in pgb_common::repo::sidecars(repo)? {
-        if let Input::Artifact { artifact, raw, .. } = pgb_common::repo::read_sidecar(&p)? {
+    for p in pgb_common::repo::sidecars(&repo)? {
+        if let Input::Artifact { artifact, raw, .. } = pgb_common::repo::read_in(&repo, &p)? {
             let v: Value = serde_json::from_str(&raw).expect("a record parsed once parses again");
             out.push((*artifact, v));
         }

@@ -19,8 +19,11 @@ use clap::Parser;
 /// must match the record, so a damaged artifact is never shipped. An identical copy already there is success; a
 /// different one is an error and is kept. Each copy is added to the
 /// artifact's `copies` (to, url, media, site, files, verified, when); the
-/// updated record is written to the local sidecar and beside every copy,
-/// then printed. When a destination fails the others still complete, and
+/// updated record is merged into the local sidecar and into the sidecar
+/// beside every copy, then printed. The sidecar is the source of truth: a
+/// record on stdin (an old one replayed, too) is merged with it, so copies
+/// and verifications recorded since are kept and count for --require (see
+/// pgb(7)). When a destination fails the others still complete, and
 /// the artifact comes out as an error record naming the destination that
 /// failed (exit 2). A directory destination must exist (an unmounted
 /// disk is a failed destination, not a new directory on the root file
@@ -46,7 +49,7 @@ pub struct Args {
     pub to: Vec<String>,
 
     /// Ship the artifacts of this repository (their .pgb.json sidecars)
-    /// instead of reading records on stdin
+    /// instead of reading records on stdin; the records' repo is DIR (a repository moved or copied elsewhere is read where it lies)
     #[arg(long = "repo", value_name = "DIR")]
     pub repo: Option<PathBuf>,
 

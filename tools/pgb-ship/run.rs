@@ -7,10 +7,11 @@ use std::path::Path;
 use pgb_common::dest::{file_rel, Destination, Labels, Readback};
 use pgb_common::digest::Digests;
 use pgb_common::error::{Error, Result};
-use pgb_common::fs::{remove_leftover_temps, write_atomic};
+use pgb_common::evidence;
+use pgb_common::fs::remove_leftover_temps;
 use pgb_common::jsonl::Input;
 use pgb_common::record::{error_record, Artifact, Kind};
-use pgb_common::repo::{read_sidecar, sidecars};
+use pgb_common::repo::{check_present, read_in, sidecars};
 use pgb_common::term::{warn, Progress};
 use pgb_common::{ExitStatus, RecordReader, RecordWriter, RepoLock};
 use serde_json::{json, Map, Value};
@@ -113,8 +114,9 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         };
     match &args.repo {
         Some(repo) => {
-            for sidecar in sidecars(repo)? {
-                handle(read_sidecar(&sidecar), &mut out)?;
+            let repo = pgb_common::repo::absolute(repo)?;
+            for sidecar in sidecars(&repo)? {
+                handle(read_in(&repo, &sidecar), &mut out)?;
             }
         }
         None => {
@@ -204,20 +206,22 @@ fn ship_to(t: &Target, a: &Artifact, progress: &Progress) -> Result<Value> {
     Ok(Value::Object(entry))
 }
 
-fn sidecar_rel(a: &Artifact) -> String {
-    format!("{}.pgb.json", a.path)
-}
-
-fn pretty(a: &Artifact) -> Result<Vec<u8>> {
-    let mut text =
-        serde_json::to_vec_pretty(a).map_err(|e| Error::msg(format!("encode record: {e}")))?;
-    text.push(b'\n');
-    Ok(text)
-}
-
 /// Ships one artifact; the record to print and the outcome.
-fn ship(args: &Args, targets: &[Target], mut a: Artifact) -> (Value, ExitStatus) {
+fn ship(args: &Args, targets: &[Target], a: Artifact) -> (Value, ExitStatus) {
     let label = format!("{} {}", a.kind.as_str(), a.id);
+    // The sidecar on disk is the source of truth: a record from stdin (an
+    // old one replayed, too) is merged into it before anything is judged.
+    let mut a = match check_present(&a).and_then(|()| evidence::adopt(a.clone())) {
+        Ok(merged) => merged,
+        Err(e) => {
+            warn(format!("{label}: {e}"));
+            let record = serde_json::to_value(&a).unwrap_or(Value::Null);
+            return (
+                error_record("pgb-ship", &e.to_string(), Some(&record), Map::new()),
+                ExitStatus::Error,
+            );
+        }
+    };
     let results: Vec<Result<Value>> = {
         let progress = Progress::new(format!("{label}: copying"));
         std::thread::scope(|s| {
@@ -263,22 +267,15 @@ fn ship(args: &Args, targets: &[Target], mut a: Artifact) -> (Value, ExitStatus)
         }
         a.extra.insert("policy".into(), p);
     }
-    // The record travels with every copy, then replaces the local sidecar.
-    match pretty(&a) {
-        Ok(text) => {
-            for t in done {
-                if let Err(e) = t.dest.put_bytes_replace(&text, &sidecar_rel(&a)) {
-                    failed.push((t.dest.root_url(), format!("sidecar: {e}")));
-                }
-            }
-            let local = a.sidecar();
-            if local.exists() {
-                if let Err(e) = write_atomic(&local, &text, true) {
-                    failed.push((local.display().to_string(), e.to_string()));
-                }
-            }
+    // The record is merged into the local sidecar, then travels with every
+    // copy, merged into the sidecar there.
+    if let Err(e) = evidence::add_evidence(&mut a) {
+        failed.push((a.sidecar().display().to_string(), e.to_string()));
+    }
+    for t in done {
+        if let Err(e) = evidence::update_copy(&t.dest, &a, false) {
+            failed.push((t.dest.root_url(), format!("sidecar: {e}")));
         }
-        Err(e) => failed.push(("record".into(), e.to_string())),
     }
     let record = serde_json::to_value(&a).unwrap_or(Value::Null);
     if failed.is_empty() {

@@ -10,15 +10,21 @@ use clap::Parser;
 ///
 /// Reads pgb.v1 artifact records on stdin (or the sidecars of a repository
 /// with --repo), checks each one, appends a `verified` entry (method, ok,
-/// when, duration_ms, details) to its record, rewrites its sidecar and prints
-/// the record. Records it does not act on, and error records, pass through
-/// untouched. Without a level flag the cheap levels run: --checksums,
-/// --structure and --manifest.
+/// when, duration_ms, details) to its record, merges the record into its
+/// sidecar and into the sidecar beside each of its copies, and prints the
+/// merged record. The sidecar is the source of truth: a record on stdin
+/// (an old one replayed, too) is merged with it, never replaces it, so no
+/// copy or verification recorded since is lost (see pgb(7)). A copy whose
+/// sidecar cannot be updated is named on stderr and makes the exit status
+/// 2; the verdict stays as it is. A record whose repository is not there
+/// is an error naming it. Records it does not act on, and error records,
+/// pass through untouched. Without a level flag the cheap levels run:
+/// --checksums, --structure and --manifest.
 #[derive(Parser, Debug)]
 #[command(name = "pgb-verify", version, disable_help_flag = true)]
 pub struct Args {
     /// Verify the artifacts of this repository (their .pgb.json sidecars)
-    /// instead of reading records on stdin
+    /// instead of reading records on stdin; the records' repo is DIR (a repository moved or copied elsewhere is read where it lies)
     #[arg(long = "repo", value_name = "DIR")]
     pub repo: Option<PathBuf>,
 
@@ -102,7 +108,8 @@ pub struct Args {
     #[arg(long = "ssh-option", value_name = "OPTION")]
     pub ssh_option: Vec<String>,
 
-    /// Do not read the recorded copies, only the artifact itself
+    /// Do not read the recorded copies, only the artifact itself, and leave
+    /// the sidecars beside them as they are
     #[arg(long = "no-copies", conflicts_with = "copies_required")]
     pub no_copies: bool,
 

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pgb_common::error::{Error, IoContext, Result};
-use pgb_common::fs::write_atomic;
+use pgb_common::dest::Destination;
+use pgb_common::error::{Error, Result};
 use pgb_common::jsonl::Input;
-use pgb_common::record::{Artifact, FileEntry, Kind};
+use pgb_common::record::{error_record, Artifact, FileEntry, Kind};
 use pgb_common::repo::sidecars;
 use pgb_common::term::warn;
 use pgb_common::{ExitStatus, RecordReader, RecordWriter};
@@ -127,8 +127,28 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                     warn(e.to_string());
                     status = status.worst(ExitStatus::Error);
                 }
-                Ok(Input::Artifact { artifact, .. }) => {
-                    let mut a = *artifact;
+                Ok(Input::Artifact { artifact, raw, .. }) => {
+                    // The sidecar on disk is the source of truth: a record
+                    // from stdin (an old one replayed, too) is merged into it.
+                    let adopted = pgb_common::repo::check_present(&artifact)
+                        .and_then(|()| pgb_common::evidence::adopt(*artifact.clone()));
+                    let mut a = match adopted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            let msg = format!("{} {}: {e}", artifact.kind.as_str(), artifact.id);
+                            warn(&msg);
+                            let original: Value =
+                                serde_json::from_str(&raw).unwrap_or(Value::String(raw));
+                            out.write(&error_record(
+                                "pgb-verify",
+                                &msg,
+                                Some(&original),
+                                Map::new(),
+                            ))?;
+                            status = status.worst(ExitStatus::Error);
+                            return Ok(());
+                        }
+                    };
                     let before = a.verified.len();
                     let (all_ok, failed_run) = verify(&ctx, &mut a);
                     if !all_ok {
@@ -143,8 +163,11 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                     }
                     prom.note(&a, &a.verified[before..]);
                     if a.verified.len() > before || failed_run.is_none() {
-                        if let Err(e) = update_sidecar(&a) {
+                        if let Err(e) = pgb_common::evidence::add_evidence(&mut a) {
                             warn(e.to_string());
+                            status = status.worst(ExitStatus::Error);
+                        }
+                        if !ctx.args.no_copies && !update_copies(&ctx, &a) {
                             status = status.worst(ExitStatus::Error);
                         }
                     }
@@ -175,30 +198,9 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         };
     match &ctx.args.repo {
         Some(repo) => {
-            for sidecar in sidecars(repo)? {
-                let f = std::fs::File::open(&sidecar).ctx("open", &sidecar)?;
-                let text = {
-                    let mut s = String::new();
-                    std::io::Read::read_to_string(&mut std::io::BufReader::new(f), &mut s)
-                        .ctx("read", &sidecar)?;
-                    s
-                };
-                // A sidecar is one pretty-printed record.
-                let compact = serde_json::from_str::<Value>(&text)
-                    .map(|v| v.to_string() + "\n")
-                    .map_err(|e| Error::Input {
-                        source: sidecar.display().to_string(),
-                        line: e.line(),
-                        msg: format!("malformed JSON: {e}"),
-                    });
-                let input = compact.and_then(|line| {
-                    RecordReader::new(line.as_bytes(), sidecar.display().to_string())
-                        .next()
-                        .unwrap_or_else(|| {
-                            Err(Error::msg(format!("{}: empty sidecar", sidecar.display())))
-                        })
-                });
-                handle(input, &mut out)?;
+            let repo = pgb_common::repo::absolute(repo)?;
+            for sidecar in sidecars(&repo)? {
+                handle(pgb_common::repo::read_in(&repo, &sidecar), &mut out)?;
             }
         }
         None => {
@@ -305,17 +307,51 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> (bool, Option<String>) {
     (all_ok, None)
 }
 
-/// Rewrites the sidecar with the enriched record, when the artifact's
-/// sidecar exists where the record says.
-fn update_sidecar(a: &Artifact) -> Result<()> {
-    let path = a.sidecar();
-    if !path.exists() {
-        return Ok(());
+/// Carries the record's evidence to the sidecar beside each of its copies
+/// (merged with what is there). A copy whose sidecar cannot be updated is
+/// reported; the verdict stays as it is. Returns false when any failed.
+fn update_copies(ctx: &Ctx, a: &Artifact) -> bool {
+    let ssh: Vec<String> = ctx
+        .args
+        .ssh_option
+        .iter()
+        .flat_map(|o| ["-o".to_string(), o.clone()])
+        .collect();
+    let here = Path::new(&a.repo).canonicalize().ok();
+    let mut all = true;
+    for copy in &a.copies {
+        let url = copy["url"].as_str().or(copy["to"].as_str()).unwrap_or("?");
+        let done = Destination::from_copy(copy).and_then(|mut dest| {
+            dest.add_ssh_options(&ssh);
+            if let Destination::Dir(root) = &dest {
+                // The copy read as the repository itself (--repo COPY).
+                if root.canonicalize().ok() == here {
+                    return Ok(());
+                }
+            }
+            if copy.get("url").and_then(Value::as_str) != Some(&dest.url_of(&a.path)) {
+                // A copy of the artifact as it was under another path (a
+                // dump shipped before pgb-encrypt gave it .age).
+                warn(format!(
+                    "{} {}: copy {url}: holds the artifact under another path; its sidecar \
+                     is left as it is",
+                    a.kind.as_str(),
+                    a.id
+                ));
+                return Ok(());
+            }
+            pgb_common::evidence::update_copy(&dest, a, true).map(|_| ())
+        });
+        if let Err(e) = done {
+            warn(format!(
+                "{} {}: copy {url}: its sidecar is not updated: {e}",
+                a.kind.as_str(),
+                a.id
+            ));
+            all = false;
+        }
     }
-    let mut text =
-        serde_json::to_vec_pretty(a).map_err(|e| Error::msg(format!("encode record: {e}")))?;
-    text.push(b'\n');
-    write_atomic(&path, &text, true)
+    all
 }
 
 /// Reads a stream as it was before pgb encrypted and compressed it:
