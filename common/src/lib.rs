@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod pg;
 pub mod pgbin;
 pub mod physical;
+pub mod policy;
 pub mod prom;
 pub mod record;
 pub mod repo;
@@ -25,7 +26,9 @@ pub mod seal;
 pub mod term;
 pub mod unpack;
 pub mod wal;
+pub mod walcov;
 pub mod walhdr;
+pub mod when;
 
 pub use conninfo::{redact, split_password};
 pub use digest::{Digests, HashingWriter};
