@@ -65,7 +65,7 @@ pub fn ended(a: &Artifact) -> DateTime<Utc> {
 }
 
 pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 
 /// The parent a record names (incremental backups), if any.
@@ -175,7 +175,7 @@ mod tests {
         let l = listing(&a, now, "local", "onsite");
         assert_eq!(l["size"], 1024);
         assert_eq!(l["age_seconds"], 3 * 3600);
-        assert_eq!(l["ended"], "2026-11-21T09:15:02.500Z");
+        assert_eq!(l["ended"], "2026-11-21T09:15:02.500+00:00");
         assert_eq!(l["copies"], 1);
         assert_eq!(l["policy"]["ok"], false);
         assert_eq!(l["chain"], Value::Null);

@@ -2,11 +2,10 @@
 //! kind and database, sizes in human units, times as ages, then each
 //! cluster's recovery window.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use pgb_common::term::human_bytes;
 use serde_json::Value;
 
-use crate::listing::rfc3339;
 use crate::window::Window;
 
 /// `45s`, `12m`, `3h 5m`, `2d 4h`.
@@ -18,6 +17,17 @@ pub fn span(d: Duration) -> String {
         3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
         _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
     }
+}
+
+/// A moment to the second, rounded into the window (`up` for its start).
+fn second(t: DateTime<Utc>, up: bool) -> String {
+    let s = t.duration_trunc(Duration::seconds(1)).unwrap_or(t);
+    let s = if up && s < t {
+        s + Duration::seconds(1)
+    } else {
+        s
+    };
+    s.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 fn age_of(when: &str, now: DateTime<Utc>) -> String {
@@ -153,8 +163,8 @@ pub fn render(listings: &[Value], windows: &[Window], now: DateTime<Utc>) -> Str
         for (n, r) in w.ranges.iter().enumerate() {
             out.push_str(&format!(
                 "  {} .. {}  ({}, until {} ago; from {})\n",
-                rfc3339(r.from),
-                rfc3339(r.to),
+                second(r.from, true),
+                second(r.to, false),
                 span(r.length()),
                 span(now - r.to),
                 r.backups.join(", ")
@@ -162,7 +172,7 @@ pub fn render(listings: &[Value], windows: &[Window], now: DateTime<Utc>) -> Str
             if let Some(m) = &r.first_missing {
                 let next = w.ranges.get(n + 1).map_or_else(
                     || "no backup after it".to_string(),
-                    |x| format!("resumes {}", rfc3339(x.from)),
+                    |x| format!("resumes {}", second(x.from, true)),
                 );
                 out.push_str(&format!("  hole: {m} is missing; {next}\n"));
             }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use pgb_common::error::{IoContext, Result};
 use pgb_common::record::{Artifact, Kind, SCHEMA};
 use pgb_common::walcov::{Coverage, TimelineGoal};
@@ -161,7 +161,11 @@ fn piece(a: &Artifact, archives: &[PathBuf]) -> Result<Range, String> {
             cov.name(end)
         ));
     };
-    let to: DateTime<Utc> = mtime.into();
+    // PostgreSQL's timestamps have microseconds: rounded down, the moment
+    // stays inside the window.
+    let to = DateTime::<Utc>::from(mtime)
+        .duration_trunc(chrono::Duration::microseconds(1))
+        .map_err(|e| e.to_string())?;
     if to < from {
         return Err(format!(
             "the archived WAL from it ends at {} (archived {}), before the backup ended ({})",
@@ -237,7 +241,7 @@ mod tests {
         let v = w.record(Some(("7d", false)));
         assert_eq!(v["holes"].as_array().unwrap().len(), 1);
         assert_eq!(v["holes"][0]["first_missing"], "gap2");
-        assert_eq!(v["earliest"], "2027-01-15T08:00:10Z");
+        assert_eq!(v["earliest"], "2027-01-15T08:00:10+00:00");
         assert_eq!(v["required"]["ok"], false);
         // A piece inside another adds its backup only.
         let m = merge(vec![r(10, 100, "a", None), r(20, 50, "b", Some("x"))]);
