@@ -1,0 +1,421 @@
+//! pgb-list: the catalogue of a real repository (JSON lines on a pipe, a
+//! table on a terminal), its filters, and the recovery window checked
+//! against what pgb-restore and a real point-in-time recovery reach.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use chrono::{DateTime, Duration, DurationRound, FixedOffset};
+use serde_json::Value;
+
+use crate::check_archive::{archiving_cluster, wait_archived, Archived};
+use crate::util::*;
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn list(repo: &Path, args: &[&str]) -> Output {
+    Command::new(bin("pgb-list"))
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The records of a run that must exit 0.
+fn listed(repo: &Path, args: &[&str]) -> Vec<Value> {
+    let o = list(repo, args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    records(&o.stdout)
+}
+
+fn of_type<'a>(recs: &'a [Value], t: &str) -> Vec<&'a Value> {
+    recs.iter().filter(|r| r["type"] == t).collect()
+}
+
+fn time(v: &Value) -> DateTime<FixedOffset> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}"))).unwrap()
+}
+
+/// Switches WAL and waits until the finished segment is archived: its name.
+fn switch(a: &Archived) -> String {
+    let name = a
+        .cluster
+        .sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    wait_archived(&a.cluster, &a.dir, &name);
+    name
+}
+
+/// A verified physical backup of the archiving cluster: its record.
+fn verified_backup(a: &Archived, repo: &Path) -> Value {
+    let recs = snapshot_records(&a.cluster, repo, &["--physical", "--cluster", "main"]);
+    let (code, out, err) = pipe(a.cluster.tool("pgb-verify").arg("--checksums"), &recs);
+    assert_eq!(code, 0, "{err}");
+    out.into_iter().next().unwrap()
+}
+
+/// pgb-restore --select reach to `target`: its output.
+fn restore_to(
+    a: &Archived,
+    repo: &Path,
+    archive: &Path,
+    target: &str,
+    dest: &Path,
+    dry: bool,
+) -> Output {
+    let mut cmd = a.cluster.tool("pgb-restore");
+    cmd.arg("--repo")
+        .arg(repo)
+        .args([
+            "--select",
+            "reach",
+            "--target-time",
+            target,
+            "--wal-archive",
+        ])
+        .arg(archive)
+        .arg("-D")
+        .arg(dest);
+    if dry {
+        cmd.arg("--dry-run");
+    }
+    cmd.output().unwrap()
+}
+
+fn rfc3339(t: DateTime<FixedOffset>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+#[test]
+fn recovery_window_is_what_pitr_reaches_with_holes_splitting_it() {
+    let a = archiving_cluster("--compress zstd");
+    let c = &a.cluster;
+    let s = Scratch::new("list");
+    let repo = s.path.join("repo");
+    fs::create_dir(&repo).unwrap();
+    c.sql(
+        "postgres",
+        "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100);",
+    );
+    let b1 = verified_backup(&a, &repo);
+    c.sql("postgres", "INSERT INTO t SELECT generate_series(101, 200)");
+    switch(&a);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    c.sql("postgres", "INSERT INTO t SELECT generate_series(201, 300)");
+    let hole = switch(&a);
+    let b2 = verified_backup(&a, &repo);
+    c.sql("postgres", "INSERT INTO t SELECT generate_series(301, 400)");
+    let last = switch(&a);
+
+    // Piped: JSON lines, a listing per artifact and the cluster's window.
+    let recs = listed(&repo, &["--wal-archive", a.dir.to_str().unwrap()]);
+    let listings = of_type(&recs, "listing");
+    assert_eq!(listings.len(), 2, "{recs:?}");
+    let l1 = listings[0];
+    assert_eq!(l1["schema"], "pgb.v1");
+    assert_eq!(l1["id"], b1["id"]);
+    assert_eq!(l1["kind"], "physical");
+    assert_eq!(l1["cluster"], "main");
+    assert_eq!(l1["status"], "ok");
+    assert_eq!(l1["encrypted"], false);
+    assert_eq!(l1["copies"], 1);
+    assert_eq!(l1["policy"]["ok"], false);
+    assert_eq!(l1["verified"]["checksums"]["ok"], true);
+    let size: u64 = b1["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(l1["size"], size);
+    let ended = time(&b1["created"]) + Duration::milliseconds(b1["duration_ms"].as_i64().unwrap());
+    assert_eq!(time(&l1["ended"]), ended);
+
+    let w = of_type(&recs, "recovery-window");
+    assert_eq!(w.len(), 1, "{recs:?}");
+    let w = w[0];
+    assert_eq!(w["cluster"], "main");
+    assert_eq!(w["ok"], true);
+    assert_eq!(w["ranges"].as_array().unwrap().len(), 1, "{w}");
+    assert_eq!(w["holes"], serde_json::json!([]));
+    assert_eq!(
+        w["ranges"][0]["backups"],
+        serde_json::json!([b1["id"], b2["id"]])
+    );
+    assert_eq!(w["ranges"][0]["last_segment"], last.as_str());
+    assert_eq!(w["not_counted"], serde_json::json!([]));
+    assert_eq!(time(&w["earliest"]), ended);
+    // When the last segment was archived, to the microsecond.
+    let mtime: DateTime<chrono::Utc> = fs::metadata(a.dir.join(format!("{last}.zst")))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .into();
+    let mtime = mtime.duration_trunc(Duration::microseconds(1)).unwrap();
+    assert_eq!(time(&w["latest"]), mtime);
+    let (earliest, latest) = (time(&w["earliest"]), time(&w["latest"]));
+    assert!(latest - earliest > Duration::seconds(1), "{w}");
+    assert_eq!(w["length_seconds"], (latest - earliest).num_seconds());
+
+    // The window's two ends are reached; a second outside either is not.
+    let dest = s.path.join("dest");
+    for (t, ok) in [
+        (earliest, true),
+        (latest, true),
+        (earliest - Duration::seconds(1), false),
+        (latest + Duration::seconds(1), false),
+    ] {
+        let o = restore_to(&a, &repo, &a.dir, &rfc3339(t), &dest, true);
+        assert_eq!(code(&o) == 0, ok, "{t}: {}", stderr(&o));
+        if !ok {
+            assert!(
+                stderr(&o).contains("no physical backup reaches"),
+                "{}",
+                stderr(&o)
+            );
+        }
+    }
+    assert!(!dest.exists());
+    // A real recovery to the earliest moment: consistent there, and holding
+    // what was committed before it, nothing after.
+    let o = restore_to(&a, &repo, &a.dir, &rfc3339(earliest), &dest, false);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let log = s.path.join("pitr.log");
+    let sock = s.owned_dir("sock");
+    if is_root() {
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dest));
+    }
+    let started = as_owner(pg_bin("pg_ctl"))
+        .arg("-D")
+        .arg(&dest)
+        .arg("-l")
+        .arg(&log)
+        .arg("-o")
+        .arg(format!(
+            "-c unix_socket_directories={} -c archive_mode=off -c port=5432",
+            sock.display()
+        ))
+        .args(["-w", "-t", "120", "start"])
+        .output()
+        .unwrap();
+    let server_log = || fs::read_to_string(&log).unwrap_or_default();
+    assert!(started.status.success(), "{}", server_log());
+    let psql = |sql: &str| {
+        let o = run(Command::new(pg_bin("psql"))
+            .args(["-X", "-A", "-t", "-U", "postgres", "-d", "postgres", "-h"])
+            .arg(&sock)
+            .args(["-c", sql]));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let t0 = std::time::Instant::now();
+    while psql("SELECT pg_is_in_recovery()") != "f" {
+        assert!(t0.elapsed().as_secs() < 60, "{}", server_log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let count = psql("SELECT count(*) FROM t");
+    let stopped = server_log();
+    let _ = as_owner(pg_bin("pg_ctl"))
+        .arg("-D")
+        .arg(&dest)
+        .args(["-m", "immediate", "-w", "stop"])
+        .output();
+    assert_eq!(count, "100", "{stopped}");
+    assert!(
+        stopped.contains("recovery stopping before commit"),
+        "{stopped}"
+    );
+
+    // --require-window: exit 1 when the window is shorter.
+    let o = list(
+        &repo,
+        &[
+            "--wal-archive",
+            a.dir.to_str().unwrap(),
+            "--require-window",
+            "1h",
+        ],
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("shorter than the 1h required"),
+        "{}",
+        stderr(&o)
+    );
+    let w = of_type(&records(&o.stdout), "recovery-window")[0].clone();
+    assert_eq!(
+        w["required"],
+        serde_json::json!({"window": "1h", "ok": false})
+    );
+    let o = list(
+        &repo,
+        &[
+            "--wal-archive",
+            a.dir.to_str().unwrap(),
+            "--require-window",
+            "1s",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    // A hole after the first backup's run: two ranges, the hole between.
+    let holed = s.path.join("holed");
+    fs::create_dir(&holed).unwrap();
+    for e in fs::read_dir(&a.dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(&hole) {
+            run(Command::new("cp").arg("-p").arg(e.path()).arg(&holed));
+        }
+    }
+    let recs = listed(&repo, &["--wal-archive", holed.to_str().unwrap()]);
+    let w = of_type(&recs, "recovery-window")[0];
+    let ranges = w["ranges"].as_array().unwrap();
+    assert_eq!(ranges.len(), 2, "{w}");
+    assert_eq!(ranges[0]["backups"], serde_json::json!([b1["id"]]));
+    assert_eq!(ranges[0]["first_missing"], hole.as_str());
+    assert_eq!(ranges[1]["backups"], serde_json::json!([b2["id"]]));
+    assert_eq!(w["holes"][0]["first_missing"], hole.as_str());
+    assert_eq!(w["holes"][0]["from"], ranges[0]["to"]);
+    assert_eq!(w["holes"][0]["to"], ranges[1]["from"]);
+    assert_eq!(time(&w["earliest"]), ended);
+    assert_eq!(time(&w["latest"]), mtime);
+    // The window's length is its newest range's.
+    assert_eq!(
+        w["length_seconds"],
+        (time(&ranges[1]["to"]) - time(&ranges[1]["from"])).num_seconds()
+    );
+
+    // On a terminal: a table, and the window.
+    let cmd = format!(
+        "{} --repo {} --wal-archive {}",
+        bin("pgb-list").display(),
+        repo.display(),
+        holed.display()
+    );
+    let o = run(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!text.contains("\"schema\""), "{text}");
+    for want in [
+        "main physical (2)",
+        "ID",
+        "AGE",
+        "SIZE",
+        "3-2-1",
+        b1["id"].as_str().unwrap(),
+        "MiB",
+        "checksums ok",
+        "Recovery window of main",
+        &format!("hole: {hole} is missing"),
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+    // --json forces records on a terminal.
+    let o = run(Command::new("script").args(["-qec", &format!("{cmd} --json"), "/dev/null"]));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("\"type\":\"recovery-window\""), "{text}");
+}
+
+#[test]
+fn filters_and_an_empty_or_mistyped_repository() {
+    let c = Cluster::new();
+    let s = Scratch::new("list-filters");
+    let repo = s.path.join("repo");
+    fs::create_dir(&repo).unwrap();
+
+    // Empty, then mistyped: said so, exit 2.
+    let o = list(&repo, &[]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("no artifacts"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    let o = list(&s.path.join("nope"), &[]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("No such file or directory"),
+        "{}",
+        stderr(&o)
+    );
+    // --require-window needs an archive.
+    let o = list(&repo, &["--require-window", "7d"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+
+    let recs = snapshot_records(
+        &c,
+        &repo,
+        &["-d", "postgres", "--globals", "--cluster", "main"],
+    );
+    let globals = recs
+        .iter()
+        .find(|r| r["kind"] == "globals")
+        .unwrap()
+        .clone();
+    let dump = recs
+        .iter()
+        .find(|r| r["kind"] == "logical")
+        .unwrap()
+        .clone();
+    // The dump verified, the globals damaged and verified (failed).
+    let (code_v, _, err) = pipe(
+        c.tool("pgb-verify").arg("--checksums"),
+        std::slice::from_ref(&dump),
+    );
+    assert_eq!(code_v, 0, "{err}");
+    let gfile =
+        Path::new(globals["repo"].as_str().unwrap()).join(globals["path"].as_str().unwrap());
+    let mut bytes = fs::read(&gfile).unwrap();
+    bytes[0] ^= 1;
+    fs::write(&gfile, bytes).unwrap();
+    let (code_v, _, _) = pipe(
+        c.tool("pgb-verify").arg("--checksums"),
+        std::slice::from_ref(&globals),
+    );
+    assert_eq!(code_v, 1);
+
+    let ids = |args: &[&str]| -> Vec<String> {
+        listed(&repo, args)
+            .iter()
+            .map(|r| {
+                assert_eq!(r["type"], "listing", "{r}");
+                r["id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let (d, g) = (
+        dump["id"].as_str().unwrap(),
+        globals["id"].as_str().unwrap(),
+    );
+    let mut both = ids(&[]);
+    both.sort();
+    let mut want = vec![d.to_string(), g.to_string()];
+    want.sort();
+    assert_eq!(both, want);
+    assert_eq!(ids(&["--kind", "logical"]), [d]);
+    assert_eq!(ids(&["--kind", "globals"]), [g]);
+    assert_eq!(ids(&["--database", "postgres"]), [d]);
+    assert_eq!(ids(&["--cluster", "main", "--failed"]), [g]);
+    assert_eq!(ids(&["--unverified"]), Vec::<String>::new());
+    assert_eq!(ids(&["--since", "1h"]).len(), 2);
+    assert_eq!(ids(&["--since", "2000-01-01 00:00:00+00"]).len(), 2);
+    assert_eq!(ids(&["--since", "2099-01-01T00:00:00Z"]).len(), 0);
+    let l = listed(&repo, &["--kind", "logical"]).remove(0);
+    assert_eq!(l["database"], "postgres");
+    assert_eq!(l["status"], "ok");
+    assert_eq!(l["verified"]["checksums"]["ok"], true);
+    let l = listed(&repo, &["--kind", "globals"]).remove(0);
+    assert_eq!(l["status"], "failed");
+    // A cluster that is not there, and a bad --since: exit 2.
+    let o = list(&repo, &["--cluster", "other"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("clusters: main"), "{}", stderr(&o));
+    let o = list(&repo, &["--since", "last tuesday"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--since"), "{}", stderr(&o));
+}
