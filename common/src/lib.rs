@@ -28,6 +28,7 @@ pub mod unpack;
 pub mod wal;
 pub mod walcov;
 pub mod walhdr;
+pub mod walrec;
 pub mod when;
 
 pub use conninfo::{redact, split_password};

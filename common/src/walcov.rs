@@ -98,6 +98,9 @@ impl TimelineGoal {
     }
 }
 
+/// How many segments [`Coverage::last_commit`] reads back at most.
+pub const COMMIT_SEARCH: u64 = 8;
+
 /// One archived segment.
 #[derive(Debug, Clone, Copy)]
 pub struct Seg {
@@ -396,6 +399,52 @@ impl Coverage {
     /// When the newest segment was archived.
     pub fn last_mtime(&self) -> Option<SystemTime> {
         self.found(self.last()).and_then(|(_, g)| g.mtime)
+    }
+
+    /// The time of the last commit or abort record in the archived WAL
+    /// recovery reads up to segment `end`, searching back from it (at most
+    /// [`COMMIT_SEARCH`] segments, not before the backup's start): a
+    /// recovery_target_time before it is reached, one at or after it is
+    /// not. `None` when the segments that would hold it cannot be read
+    /// without a key (`.age`) or hold none.
+    pub fn last_commit(
+        &self,
+        archives: &[PathBuf],
+        end: u64,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let from = self.start.max(end.saturating_sub(COMMIT_SEARCH - 1));
+        for n in (from..=end).rev() {
+            let Some((tli, seg)) = self.found(n) else {
+                continue;
+            };
+            if seg.encrypted {
+                return Ok(None);
+            }
+            let name = segment_name_for_segno(tli, n, self.seg_size);
+            let Some((path, zst)) = archives.iter().find_map(|d| {
+                [
+                    (d.join(&name), false),
+                    (d.join(format!("{name}.zst")), true),
+                ]
+                .into_iter()
+                .find(|(p, _)| p.is_file())
+            }) else {
+                return Ok(None);
+            };
+            let bytes = std::fs::read(&path).ctx("read", &path)?;
+            let bytes = if zst {
+                zstd::stream::decode_all(&bytes[..]).ctx("decompress", &path)?
+            } else {
+                bytes
+            };
+            if let Some(t) = crate::walrec::xact_times(&bytes, n * self.seg_size)
+                .into_iter()
+                .max()
+            {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
     }
 
     pub fn timelines(&self) -> String {
