@@ -1,5 +1,5 @@
 complete -c pgb-restore -l repo -d 'Pick the artifact from this repository\'s sidecars instead of reading records on stdin' -r -F
-complete -c pgb-restore -l select -d 'With --repo: `latest` (the newest backup), an artifact id, or `reach` (the newest physical backup that ended before the recovery target and whose WAL in --wal-archive reaches it)' -r
+complete -c pgb-restore -l select -d 'With --repo: `latest` (the newest backup), an artifact id, or `reach` (the newest physical backup that ended before the recovery target and whose WAL in --wal-archive reaches it without a gap; for a time target, up to a commit after the target, where PostgreSQL stops: read from plain and .zst segments, or for encrypted ones the newest archived after the target)' -r
 complete -c pgb-restore -l cluster -d 'With --repo: only artifacts of this cluster label' -r
 complete -c pgb-restore -l database -d 'With --repo: restore the logical dump of this source database (and the cluster\'s globals) instead of a physical backup' -r
 complete -c pgb-restore -s i -l identity -d 'age identity file for encrypted artifacts (repeatable); refused when readable by group or others' -r -F

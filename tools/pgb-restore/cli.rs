@@ -45,7 +45,10 @@ pub struct Args {
 
     /// With --repo: `latest` (the newest backup), an artifact id, or `reach`
     /// (the newest physical backup that ended before the recovery target
-    /// and whose WAL in --wal-archive reaches it)
+    /// and whose WAL in --wal-archive reaches it without a gap; for a time
+    /// target, up to a commit after the target, where PostgreSQL stops:
+    /// read from plain and .zst segments, or for encrypted ones the newest
+    /// archived after the target)
     #[arg(
         long = "select",
         value_name = "latest|ID|reach",
