@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use chrono::{DateTime, Duration, DurationRound, FixedOffset};
+use chrono::{DateTime, Duration, FixedOffset};
 use serde_json::Value;
 
 use crate::check_archive::{archiving_cluster, wait_archived, Archived};
@@ -94,6 +94,64 @@ fn rfc3339(t: DateTime<FixedOffset>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
 
+/// Starts the restored data directory `dest` and waits until it promoted:
+/// the rows of `t` then, and the server log. Stopped before returning.
+fn recover(s: &Scratch, tag: &str, dest: &Path) -> (String, String) {
+    let log = s.path.join(format!("{tag}.log"));
+    let sock = s.owned_dir(&format!("sock-{tag}"));
+    if is_root() {
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dest));
+    }
+    let started = as_owner(pg_bin("pg_ctl"))
+        .arg("-D")
+        .arg(dest)
+        .arg("-l")
+        .arg(&log)
+        .arg("-o")
+        .arg(format!(
+            "-c unix_socket_directories={} -c archive_mode=off -c port=5432",
+            sock.display()
+        ))
+        .args(["-w", "-t", "120", "start"])
+        .output()
+        .unwrap();
+    let server_log = || fs::read_to_string(&log).unwrap_or_default();
+    let stop = || {
+        let _ = as_owner(pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(dest)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    };
+    if !started.status.success() {
+        stop();
+        panic!("{}", server_log());
+    }
+    let psql = |sql: &str| {
+        Command::new(pg_bin("psql"))
+            .args(["-X", "-A", "-t", "-U", "postgres", "-d", "postgres", "-h"])
+            .arg(&sock)
+            .args(["-c", sql])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let t0 = std::time::Instant::now();
+    while psql("SELECT pg_is_in_recovery()").as_deref() != Some("f") {
+        if t0.elapsed().as_secs() > 60 {
+            stop();
+            panic!("not promoted in 60 s: {}", server_log());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let count = psql("SELECT count(*) FROM t").unwrap_or_default();
+    stop();
+    (count, server_log())
+}
+
 #[test]
 fn recovery_window_is_what_pitr_reaches_with_holes_splitting_it() {
     let a = archiving_cluster("--compress zstd");
@@ -153,25 +211,20 @@ fn recovery_window_is_what_pitr_reaches_with_holes_splitting_it() {
     assert_eq!(w["ranges"][0]["last_segment"], last.as_str());
     assert_eq!(w["not_counted"], serde_json::json!([]));
     assert_eq!(time(&w["earliest"]), ended);
-    // When the last segment was archived, to the microsecond.
-    let mtime: DateTime<chrono::Utc> = fs::metadata(a.dir.join(format!("{last}.zst")))
-        .unwrap()
-        .modified()
-        .unwrap()
-        .into();
-    let mtime = mtime.duration_trunc(Duration::microseconds(1)).unwrap();
-    assert_eq!(time(&w["latest"]), mtime);
+    assert_eq!(w["latest_basis"], "commit");
     let (earliest, latest) = (time(&w["earliest"]), time(&w["latest"]));
     assert!(latest - earliest > Duration::seconds(1), "{w}");
     assert_eq!(w["length_seconds"], (latest - earliest).num_seconds());
 
-    // The window's two ends are reached; a second outside either is not.
+    // The window's two ends are reached; outside either is refused: a
+    // second before the backup ended, a microsecond after the latest.
+    let us = Duration::microseconds(1);
     let dest = s.path.join("dest");
     for (t, ok) in [
         (earliest, true),
         (latest, true),
         (earliest - Duration::seconds(1), false),
-        (latest + Duration::seconds(1), false),
+        (latest + us, false),
     ] {
         let o = restore_to(&a, &repo, &a.dir, &rfc3339(t), &dest, true);
         assert_eq!(code(&o) == 0, ok, "{t}: {}", stderr(&o));
@@ -184,56 +237,28 @@ fn recovery_window_is_what_pitr_reaches_with_holes_splitting_it() {
         }
     }
     assert!(!dest.exists());
-    // A real recovery to the earliest moment: consistent there, and holding
-    // what was committed before it, nothing after.
+    // Real recoveries to both ends. At the earliest moment: consistent,
+    // holding what was committed before it, nothing after.
     let o = restore_to(&a, &repo, &a.dir, &rfc3339(earliest), &dest, false);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let log = s.path.join("pitr.log");
-    let sock = s.owned_dir("sock");
-    if is_root() {
-        run(Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dest));
-    }
-    let started = as_owner(pg_bin("pg_ctl"))
-        .arg("-D")
-        .arg(&dest)
-        .arg("-l")
-        .arg(&log)
-        .arg("-o")
-        .arg(format!(
-            "-c unix_socket_directories={} -c archive_mode=off -c port=5432",
-            sock.display()
-        ))
-        .args(["-w", "-t", "120", "start"])
-        .output()
-        .unwrap();
-    let server_log = || fs::read_to_string(&log).unwrap_or_default();
-    assert!(started.status.success(), "{}", server_log());
-    let psql = |sql: &str| {
-        let o = run(Command::new(pg_bin("psql"))
-            .args(["-X", "-A", "-t", "-U", "postgres", "-d", "postgres", "-h"])
-            .arg(&sock)
-            .args(["-c", sql]));
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
-    let t0 = std::time::Instant::now();
-    while psql("SELECT pg_is_in_recovery()") != "f" {
-        assert!(t0.elapsed().as_secs() < 60, "{}", server_log());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let count = psql("SELECT count(*) FROM t");
-    let stopped = server_log();
-    let _ = as_owner(pg_bin("pg_ctl"))
-        .arg("-D")
-        .arg(&dest)
-        .args(["-m", "immediate", "-w", "stop"])
-        .output();
-    assert_eq!(count, "100", "{stopped}");
-    assert!(
-        stopped.contains("recovery stopping before commit"),
-        "{stopped}"
-    );
+    let (count, log) = recover(&s, "early", &dest);
+    assert_eq!(count, "100", "{log}");
+    assert!(log.contains("recovery stopping before commit"), "{log}");
+    // At the latest: it stops before the archive's last commit, a
+    // microsecond later.
+    let dest = s.path.join("dest-late");
+    let o = restore_to(&a, &repo, &a.dir, &rfc3339(latest), &dest, false);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let (count, log) = recover(&s, "late", &dest);
+    assert!(count.parse::<u32>().unwrap() >= 300, "{count}\n{log}");
+    let stop = log
+        .lines()
+        .find_map(|l| l.split_once("recovery stopping before commit of transaction "))
+        .and_then(|(_, rest)| rest.split_once(", time "))
+        .unwrap_or_else(|| panic!("{log}"))
+        .1;
+    let stop = DateTime::parse_from_str(stop.trim(), "%Y-%m-%d %H:%M:%S%.f%#z").unwrap();
+    assert_eq!(stop, latest + us, "{log}");
 
     // --require-window: exit 1 when the window is shorter.
     let o = list(
@@ -287,7 +312,7 @@ fn recovery_window_is_what_pitr_reaches_with_holes_splitting_it() {
     assert_eq!(w["holes"][0]["from"], ranges[0]["to"]);
     assert_eq!(w["holes"][0]["to"], ranges[1]["from"]);
     assert_eq!(time(&w["earliest"]), ended);
-    assert_eq!(time(&w["latest"]), mtime);
+    assert_eq!(time(&w["latest"]), latest);
     // The window's length is its newest range's.
     assert_eq!(
         w["length_seconds"],

@@ -25,20 +25,23 @@ use clap::Parser;
 /// record's created time plus its duration_ms: where recovery from it
 /// becomes consistent); the unbroken run of segments from its start,
 /// following .history files to the newest timeline as recovery does,
-/// closes it. The latest moment is when the last segment of that run was
-/// archived (its modification time): no commit timestamps are read from
-/// the WAL, so the true last moment is the last commit before it; a
-/// --target-time after the last commit in the archive makes PostgreSQL
-/// stop with "recovery ended before configured recovery target was
-/// reached". A missing segment (a hole) ends a backup's run; the WAL after
-/// it is reachable only from a backup taken after the hole, so holes split
-/// the window into ranges. Encrypted and compressed segments (NAME.zst,
-/// NAME.age, NAME.zst.age) count as present.
+/// closes it at its last commit: PostgreSQL stops a --target-time recovery
+/// before the first commit (or abort) after the target and refuses to end
+/// without one, so the latest moment is one microsecond before the last
+/// commit record in that run (read from the WAL records of its last
+/// segments, plain or .zst). Encrypted segments (.age) are not read: their
+/// range ends when its last segment was archived (its modification time),
+/// an upper bound (basis archived instead of commit). A missing
+/// segment (a hole) ends a backup's run; the WAL after it is reachable only
+/// from a backup taken after the hole, so holes split the window into
+/// ranges. pgb-restore --select reach wants the archive unbroken from the
+/// backup to the archive's end, so it refuses a target in a range a hole
+/// ends, though PostgreSQL would reach it.
 ///
 /// When stdout is a terminal a table is printed (sizes in human units,
-/// times as ages); otherwise, or with --json, pgb.v1 records: one
-/// `listing` per artifact and one `recovery-window` per cluster (see
-/// pgb(7)). Nothing is written to the repository.
+/// times as ages); otherwise, or with --json, pgb.v1 records: one listing
+/// per artifact and one recovery-window per cluster (see pgb(7)).
+/// Nothing is written to the repository.
 #[derive(Parser, Debug)]
 #[command(name = "pgb-list", version, disable_help_flag = true)]
 pub struct Args {
@@ -120,7 +123,8 @@ From cron or a monitoring check: fail unless a week of point\-in\-time recovery 
 .PP
 .nf
 .RS 4
-pgb\-list \-\-repo /srv/backups/pg \-\-wal\-archive /srv/wal\-archive \-\-require\-window 7d > /dev/null
+pgb\-list \-\-repo /srv/backups/pg \-\-wal\-archive /srv/wal\-archive \e
+  \-\-require\-window 7d > /dev/null
 .RE
 .fi
 .PP
@@ -128,7 +132,8 @@ The dumps of one database taken in the last two days, and what failed its checks
 .PP
 .nf
 .RS 4
-pgb\-list \-\-repo /srv/backups/pg \-\-kind logical \-\-database appdb \-\-since 2d
+pgb\-list \-\-repo /srv/backups/pg \-\-kind logical \-\-database appdb \e
+  \-\-since 2d
 pgb\-list \-\-repo /srv/backups/pg \-\-failed \-\-unverified
 .RE
 .fi
@@ -137,7 +142,7 @@ The window as timestamps, for a script:
 .PP
 .nf
 .RS 4
-pgb\-list \-\-repo /srv/backups/pg \-\-wal\-archive /srv/wal\-archive \-\-kind physical |
+pgb\-list \-\-repo /srv/backups/pg \-\-wal\-archive /srv/wal\-archive |
   jq \-r 'select(.type == "recovery\-window") | "\e(.earliest) \e(.latest)"'
 .RE
 .fi
@@ -146,10 +151,10 @@ Restore to the two ends of the window, as the tests do (pgb\-restore refuses a t
 .PP
 .nf
 .RS 4
-pgb\-restore \-\-repo /srv/backups/pg \-\-select reach \-\-target\-time "$EARLIEST" \e
-  \-\-wal\-archive /srv/wal\-archive \-D /srv/restore
+pgb\-restore \-\-repo /srv/backups/pg \-\-select reach \e
+  \-\-target\-time "$EARLIEST" \-\-wal\-archive /srv/wal\-archive \-D /srv/restore
 .RE
 .fi
 .PP
-A \fBlisting\fR record holds: cluster, kind, database, id, created, age_seconds, size, files, encrypted, chain (the record's parent id, or null), copies (counting the original), copies_by_media, copies_by_site, policy (as pgb\-ship records it: rule, ok, copies, media, offsite, failed), verified (per method the latest: ok, when, duration_ms), last_restore (when, ok, duration_ms, restore_ms), status (\fBok\fR, \fBfailed\fR or \fBunverified\fR), repo, path, and for physical backups wal (timeline, start_lsn, stop_lsn) and ended (created plus duration_ms). A \fBrecovery\-window\fR record holds: cluster, archives, ok (some moment is recoverable), earliest, latest, length_seconds (of the newest range), latest_basis (\fBarchived\fR: the last segment's modification time), ranges (from, to, length_seconds, backups, last_segment, and first_missing when a hole ends it), holes (from, to, first_missing), counted (the physical backups that open ranges), not_counted (id and reason), and with \-\-require\-window required (window, ok).
+A \fBlisting\fR record holds: cluster, kind, database, id, created, age_seconds, size, files, encrypted, chain (the record's parent id, or null), copies (counting the original), copies_by_media, copies_by_site, policy (as pgb\-ship records it: rule, ok, copies, media, offsite, failed), verified (per method the latest: ok, when, duration_ms), last_restore (when, ok, duration_ms, restore_ms), status (\fBok\fR, \fBfailed\fR or \fBunverified\fR), repo, path, and for physical backups wal (timeline, start_lsn, stop_lsn) and ended (created plus duration_ms). A \fBrecovery\-window\fR record holds: cluster, archives, ok (some moment is recoverable), earliest, latest, length_seconds (of the newest range), latest_basis (the newest range's basis), ranges (from, to, length_seconds, backups, last_segment, basis: \fBcommit\fR, one microsecond before the last commit, or \fBarchived\fR, the last segment's modification time, and first_missing when a hole ends it), holes (from, to, first_missing), counted (the physical backups that open ranges), not_counted (id and reason), and with \-\-require\-window required (window, ok).
 "#;

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use pgb_common::term::human_bytes;
 use serde_json::Value;
 
-use crate::window::Window;
+use crate::window::{Basis, Window};
 
 /// `45s`, `12m`, `3h 5m`, `2d 4h`.
 pub fn span(d: Duration) -> String {
@@ -177,10 +177,10 @@ pub fn render(listings: &[Value], windows: &[Window], now: DateTime<Utc>) -> Str
                 out.push_str(&format!("  hole: {m} is missing; {next}\n"));
             }
         }
-        if !w.ranges.is_empty() {
+        if w.ranges.iter().any(|r| r.basis == Basis::Archived) {
             out.push_str(
-                "  (the latest moment is when the last segment was archived; \
-                 recovery reaches the last commit before it)\n",
+                "  (encrypted WAL: the latest moment is when the last segment was \
+                 archived; recovery reaches the last commit before it)\n",
             );
         }
         for (id, why) in &w.not_counted {

@@ -23,6 +23,28 @@ pub struct Range {
     /// The segment missing after that run, when a hole ends it (rather
     /// than the end of the archive).
     pub first_missing: Option<String>,
+    /// What its latest moment is taken from.
+    pub basis: Basis,
+}
+
+/// Where a range's latest moment comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// One microsecond before the last commit (or abort) record in the
+    /// WAL: the last recovery_target_time PostgreSQL reaches.
+    Commit,
+    /// When the last segment was archived (its modification time): the
+    /// segments could not be read (encrypted), so this is an upper bound.
+    Archived,
+}
+
+impl Basis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::Commit => "commit",
+            Basis::Archived => "archived",
+        }
+    }
 }
 
 impl Range {
@@ -64,6 +86,7 @@ impl Window {
                     "backups": r.backups,
                     "last_segment": r.last_segment,
                     "first_missing": r.first_missing,
+                    "basis": r.basis.as_str(),
                 })
             })
             .collect();
@@ -87,7 +110,7 @@ impl Window {
             "earliest": ts(self.ranges.first().map(|r| r.from)),
             "latest": ts(self.ranges.last().map(|r| r.to)),
             "length_seconds": self.length().num_seconds(),
-            "latest_basis": "archived",
+            "latest_basis": self.ranges.last().map(|r| r.basis.as_str()),
             "ranges": ranges,
             "holes": holes,
             "counted": self.counted,
@@ -161,16 +184,27 @@ fn piece(a: &Artifact, archives: &[PathBuf]) -> Result<Range, String> {
             cov.name(end)
         ));
     };
-    // PostgreSQL's timestamps have microseconds: rounded down, the moment
-    // stays inside the window.
-    let to = DateTime::<Utc>::from(mtime)
-        .duration_trunc(chrono::Duration::microseconds(1))
-        .map_err(|e| e.to_string())?;
+    // The last commit before the end of the run: a target before it is
+    // reached. Without one readable (encrypted segments), when the last
+    // segment was archived, rounded down to PostgreSQL's microseconds.
+    let micro = chrono::Duration::microseconds(1);
+    let (to, basis) = match cov.last_commit(archives, end).map_err(|e| e.to_string())? {
+        Some(commit) => (commit - micro, Basis::Commit),
+        None => (
+            DateTime::<Utc>::from(mtime)
+                .duration_trunc(micro)
+                .map_err(|e| e.to_string())?,
+            Basis::Archived,
+        ),
+    };
     if to < from {
         return Err(format!(
-            "the archived WAL from it ends at {} (archived {}), before the backup ended ({})",
+            "the archived WAL from it ends at {} ({}), before the backup ended ({})",
             cov.name(end),
-            rfc3339(to),
+            match basis {
+                Basis::Commit => format!("its last commit at {}", rfc3339(to + micro)),
+                Basis::Archived => format!("archived {}", rfc3339(to)),
+            },
             rfc3339(from)
         ));
     }
@@ -180,6 +214,7 @@ fn piece(a: &Artifact, archives: &[PathBuf]) -> Result<Range, String> {
         backups: vec![a.id.clone()],
         last_segment: cov.name(end),
         first_missing: (end < last).then(|| cov.name(end + 1)),
+        basis,
     })
 }
 
@@ -194,6 +229,7 @@ fn merge(mut pieces: Vec<Range>) -> Vec<Range> {
                     cur.to = p.to;
                     cur.last_segment = p.last_segment;
                     cur.first_missing = p.first_missing;
+                    cur.basis = p.basis;
                 }
                 cur.backups.extend(p.backups);
             }
@@ -215,6 +251,7 @@ mod tests {
             backups: vec![id.into()],
             last_segment: format!("seg-{to}"),
             first_missing: missing.map(String::from),
+            basis: Basis::Commit,
         }
     }
 
