@@ -436,6 +436,17 @@ fn filters_and_an_empty_or_mistyped_repository() {
     assert_eq!(l["verified"]["checksums"]["ok"], true);
     let l = listed(&repo, &["--kind", "globals"]).remove(0);
     assert_eq!(l["status"], "failed");
+    // A sidecar that does not parse: named, an error record, exit 2; the
+    // others are still listed.
+    fs::write(repo.join("junk.pgb.json"), "{ nope").unwrap();
+    let o = list(&repo, &[]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("junk.pgb.json"), "{}", stderr(&o));
+    let recs = records(&o.stdout);
+    assert_eq!(recs[0]["type"], "error", "{recs:?}");
+    assert_eq!(recs[0]["tool"], "pgb-list");
+    assert_eq!(of_type(&recs, "listing").len(), 2);
+    fs::remove_file(repo.join("junk.pgb.json")).unwrap();
     // A cluster that is not there, and a bad --since: exit 2.
     let o = list(&repo, &["--cluster", "other"]);
     assert_eq!(code(&o), 2);
