@@ -319,6 +319,29 @@ fn recovery_window_is_what_pitr_reaches_with_holes_splitting_it() {
         (time(&ranges[1]["to"]) - time(&ranges[1]["from"])).num_seconds()
     );
 
+    // WAL of another cluster (its system identifier in the last segment's
+    // page header): an error, for pgb-list as for pgb-restore.
+    let foreign = s.path.join("foreign");
+    run(Command::new("cp").arg("-rp").arg(&a.dir).arg(&foreign));
+    let seg = foreign.join(format!("{last}.zst"));
+    let mut bytes = zstd::decode_all(&fs::read(&seg).unwrap()[..]).unwrap();
+    bytes[24] ^= 1;
+    fs::write(&seg, zstd::encode_all(&bytes[..], 1).unwrap()).unwrap();
+    let o = list(&repo, &["--wal-archive", foreign.to_str().unwrap()]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("WAL of another cluster"),
+        "{}",
+        stderr(&o)
+    );
+    let o = restore_to(&a, &repo, &foreign, &rfc3339(latest), &dest, true);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("WAL of another cluster"),
+        "{}",
+        stderr(&o)
+    );
+
     // On a terminal: a table, and the window.
     let cmd = format!(
         "{} --repo {} --wal-archive {}",

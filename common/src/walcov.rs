@@ -133,6 +133,8 @@ pub struct Coverage {
     pub spans: Vec<Span>,
     /// An encrypted WAL file (`.age`) in the archives, when there is one.
     pub encrypted_example: Option<String>,
+    /// The backup's system identifier, which the WAL read must carry.
+    pub sysid: Option<u64>,
 }
 
 /// Splits a stored name into the WAL file it holds and whether it is
@@ -206,6 +208,7 @@ impl Coverage {
             have,
             spans: Vec::new(),
             encrypted_example,
+            sysid: a.system_identifier.as_deref().and_then(|s| s.parse().ok()),
         };
         cov.spans = cov.follow(&histories, stop, goal, archives)?;
         Ok(cov)
@@ -406,7 +409,8 @@ impl Coverage {
     /// [`COMMIT_SEARCH`] segments, not before the backup's start): a
     /// recovery_target_time before it is reached, one at or after it is
     /// not. `None` when the segments that would hold it cannot be read
-    /// without a key (`.age`) or hold none.
+    /// without a key (`.age`) or hold none; an error when one belongs to
+    /// another cluster than the backup.
     pub fn last_commit(
         &self,
         archives: &[PathBuf],
@@ -437,6 +441,15 @@ impl Coverage {
             } else {
                 bytes
             };
+            let theirs = crate::walrec::system_identifier(&bytes);
+            if let (Some(ours), Some(theirs)) = (self.sysid, theirs) {
+                if ours != theirs {
+                    return Err(Error::msg(format!(
+                        "{}: WAL of another cluster (system identifier {theirs}, the backup's {ours})",
+                        path.display()
+                    )));
+                }
+            }
             if let Some(t) = crate::walrec::xact_times(&bytes, n * self.seg_size)
                 .into_iter()
                 .max()
@@ -543,6 +556,7 @@ mod tests {
             have: m,
             spans,
             encrypted_example: None,
+            sysid: None,
         }
     }
 

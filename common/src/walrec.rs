@@ -118,6 +118,11 @@ fn lsn_of(pages: &[(usize, u64)], pos: usize) -> u64 {
     pages[i].1 + (pos - pages[i].0) as u64
 }
 
+/// The system identifier in the long page header of segment `seg`.
+pub fn system_identifier(seg: &[u8]) -> Option<u64> {
+    Some(PageHeader::parse(seg)?.long?.sysid)
+}
+
 /// The `xact_time` of a commit or abort record, if `rec` is one.
 fn xact_time(rec: &[u8]) -> Option<i64> {
     let (info, rmid) = (rec[16], rec[17]);
@@ -201,6 +206,7 @@ mod tests {
         seg[2..4].copy_from_slice(&crate::walhdr::XLP_LONG_HEADER.to_le_bytes());
         seg[4..8].copy_from_slice(&1u32.to_le_bytes());
         seg[8..16].copy_from_slice(&seg_start.to_le_bytes());
+        seg[24..32].copy_from_slice(&7u64.to_le_bytes());
         seg[32..36].copy_from_slice(&(1u32 << 20).to_le_bytes());
         seg[36..40].copy_from_slice(&8192u32.to_le_bytes());
         // Page 1's short header.
@@ -226,6 +232,7 @@ mod tests {
         let got = xact_times(&seg, seg_start);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].to_rfc3339(), "2000-01-01T00:00:01+00:00");
+        assert_eq!(system_identifier(&seg), Some(7));
         // A flipped byte fails the CRC: nothing is read.
         seg[8192 + 24 + 10] ^= 1;
         assert!(xact_times(&seg, seg_start).is_empty());

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, DurationRound, Utc};
-use pgb_common::error::{IoContext, Result};
+use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::record::{Artifact, Kind, SCHEMA};
 use pgb_common::walcov::{Coverage, TimelineGoal};
 use serde_json::{json, Value};
@@ -156,7 +156,7 @@ pub fn window(cluster: &str, all: &[&Artifact], archives: &[PathBuf]) -> Result<
                 continue;
             }
         }
-        match piece(a, archives) {
+        match piece(a, archives)? {
             Ok(p) => {
                 w.counted.push(a.id.clone());
                 pieces.push(p);
@@ -168,10 +168,14 @@ pub fn window(cluster: &str, all: &[&Artifact], archives: &[PathBuf]) -> Result<
     Ok(w)
 }
 
-/// What one backup reaches: from where it ended to when the last segment
-/// of the unbroken run from its start was archived.
-fn piece(a: &Artifact, archives: &[PathBuf]) -> Result<Range, String> {
-    let cov = Coverage::scan(a, archives, TimelineGoal::Latest).map_err(|e| e.to_string())?;
+/// What one backup reaches: from where it ended to the last commit of the
+/// unbroken run of WAL from its start; or why it reaches nothing. An error
+/// when the WAL read belongs to another cluster.
+fn piece(a: &Artifact, archives: &[PathBuf]) -> Result<Result<Range, String>> {
+    let cov = match Coverage::scan(a, archives, TimelineGoal::Latest) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
     let last = cov.last();
     let mut end = cov.stop;
     while end < last && cov.present(end + 1) {
@@ -179,26 +183,26 @@ fn piece(a: &Artifact, archives: &[PathBuf]) -> Result<Range, String> {
     }
     let from = ended(a);
     let Some(mtime) = cov.found(end).and_then(|(_, s)| s.mtime) else {
-        return Err(format!(
+        return Ok(Err(format!(
             "the WAL archive does not hold {} yet, the backup's last segment",
             cov.name(end)
-        ));
+        )));
     };
     // The last commit before the end of the run: a target before it is
     // reached. Without one readable (encrypted segments), when the last
     // segment was archived, rounded down to PostgreSQL's microseconds.
     let micro = chrono::Duration::microseconds(1);
-    let (to, basis) = match cov.last_commit(archives, end).map_err(|e| e.to_string())? {
+    let (to, basis) = match cov.last_commit(archives, end)? {
         Some(commit) => (commit - micro, Basis::Commit),
         None => (
             DateTime::<Utc>::from(mtime)
                 .duration_trunc(micro)
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| Error::msg(e.to_string()))?,
             Basis::Archived,
         ),
     };
     if to < from {
-        return Err(format!(
+        return Ok(Err(format!(
             "the archived WAL from it ends at {} ({}), before the backup ended ({})",
             cov.name(end),
             match basis {
@@ -206,16 +210,16 @@ fn piece(a: &Artifact, archives: &[PathBuf]) -> Result<Range, String> {
                 Basis::Archived => format!("archived {}", rfc3339(to)),
             },
             rfc3339(from)
-        ));
+        )));
     }
-    Ok(Range {
+    Ok(Ok(Range {
         from,
         to,
         backups: vec![a.id.clone()],
         last_segment: cov.name(end),
         first_missing: (end < last).then(|| cov.name(end + 1)),
         basis,
-    })
+    }))
 }
 
 /// Overlapping pieces joined; the rest stay apart, oldest first.
