@@ -19,7 +19,8 @@ pub fn span(d: Duration) -> String {
     }
 }
 
-/// A moment to the second, rounded into the window (`up` for its start).
+/// A moment to the second in local time (RFC 3339), rounded into the
+/// window (`up` for its start).
 fn second(t: DateTime<Utc>, up: bool) -> String {
     let s = t.duration_trunc(Duration::seconds(1)).unwrap_or(t);
     let s = if up && s < t {
@@ -27,7 +28,8 @@ fn second(t: DateTime<Utc>, up: bool) -> String {
     } else {
         s
     };
-    s.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    s.with_timezone(&chrono::Local)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
 fn age_of(when: &str, now: DateTime<Utc>) -> String {
@@ -200,6 +202,15 @@ mod tests {
         assert_eq!(span(Duration::seconds(125)), "2m");
         assert_eq!(span(Duration::seconds(3 * 3600 + 300)), "3h 5m");
         assert_eq!(span(Duration::seconds(2 * 86400 + 4 * 3600)), "2d 4h");
+    }
+
+    #[test]
+    fn window_ends_round_inward() {
+        let t: DateTime<Utc> = "2026-12-01T16:00:35.25Z".parse().unwrap();
+        let (up, down) = (second(t, true), second(t, false));
+        let secs = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp();
+        assert_eq!(secs(&up), t.timestamp() + 1);
+        assert_eq!(secs(&down), t.timestamp());
     }
 
     #[test]
