@@ -478,3 +478,76 @@ fn filters_and_an_empty_or_mistyped_repository() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("--since"), "{}", stderr(&o));
 }
+
+/// An age key pair made by age-keygen in `dir`: (identity file, recipient).
+fn age_key(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let id = dir.join(name);
+    run(Command::new("age-keygen")
+        .arg("-o")
+        .arg(&id)
+        .stderr(std::process::Stdio::null()));
+    fs::set_permissions(&id, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(Command::new("age-keygen").arg("-y").arg(&id));
+    (
+        id,
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    )
+}
+
+#[test]
+fn encrypted_wal_gives_commit_times_with_its_key() {
+    let s = Scratch::new("list-age");
+    let (key, recipient) = age_key(&s.path, "wal.key");
+    let (other, _) = age_key(&s.path, "other.key");
+    let a = archiving_cluster(&format!("--compress zstd -r {recipient}"));
+    let repo = s.path.join("repo");
+    fs::create_dir(&repo).unwrap();
+    a.cluster.sql("postgres", "CREATE TABLE t (id int)");
+    verified_backup(&a, &repo);
+    a.cluster
+        .sql("postgres", "INSERT INTO t SELECT generate_series(1, 10)");
+    let last = switch(&a);
+    let dir = a.dir.to_str().unwrap();
+
+    // Without the key: when the last segment was archived.
+    let recs = listed(&repo, &["--wal-archive", dir]);
+    let w = of_type(&recs, "recovery-window")[0];
+    assert_eq!(w["latest_basis"], "archived", "{w}");
+    let mtime: DateTime<chrono::Utc> = fs::metadata(a.dir.join(format!("{last}.zst.age")))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .into();
+    let archived = time(&w["latest"]);
+    assert!(
+        archived <= mtime && mtime - archived < Duration::microseconds(1),
+        "{w}"
+    );
+    // With it: before the last commit, which came before the archiving.
+    let recs = listed(
+        &repo,
+        &[
+            "--wal-archive",
+            dir,
+            "--wal-identity",
+            key.to_str().unwrap(),
+        ],
+    );
+    let w = of_type(&recs, "recovery-window")[0];
+    assert_eq!(w["latest_basis"], "commit", "{w}");
+    assert!(time(&w["latest"]) < archived, "{w}");
+    assert!(time(&w["latest"]) > time(&w["earliest"]), "{w}");
+    // The wrong key: an error naming the segment.
+    let o = list(
+        &repo,
+        &[
+            "--wal-archive",
+            dir,
+            "--wal-identity",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains(&last), "{}", stderr(&o));
+}

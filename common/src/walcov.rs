@@ -408,39 +408,56 @@ impl Coverage {
     /// recovery reads up to segment `end`, searching back from it (at most
     /// [`COMMIT_SEARCH`] segments, not before the backup's start): a
     /// recovery_target_time before it is reached, one at or after it is
-    /// not. `None` when the segments that would hold it cannot be read
-    /// without a key (`.age`) or hold none; an error when one belongs to
-    /// another cluster than the backup.
+    /// not. `None` when the segments that would hold it are encrypted
+    /// (`.age`) and `ids` is `None`, or hold none; an error when one does
+    /// not read whole or belongs to another cluster than the backup.
     pub fn last_commit(
         &self,
         archives: &[PathBuf],
         end: u64,
+        ids: Option<&crate::crypt::Identities>,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        use std::io::Read;
         let from = self.start.max(end.saturating_sub(COMMIT_SEARCH - 1));
         for n in (from..=end).rev() {
             let Some((tli, seg)) = self.found(n) else {
                 continue;
             };
-            if seg.encrypted {
-                return Ok(None);
-            }
+            let ids = match (seg.encrypted, ids) {
+                (true, None) => return Ok(None),
+                (true, Some(ids)) => Some(ids),
+                (false, _) => None,
+            };
             let name = segment_name_for_segno(tli, n, self.seg_size);
+            let age = if ids.is_some() { ".age" } else { "" };
             let Some((path, zst)) = archives.iter().find_map(|d| {
                 [
-                    (d.join(&name), false),
-                    (d.join(format!("{name}.zst")), true),
+                    (d.join(format!("{name}{age}")), false),
+                    (d.join(format!("{name}.zst{age}")), true),
                 ]
                 .into_iter()
                 .find(|(p, _)| p.is_file())
             }) else {
                 return Ok(None);
             };
-            let bytes = std::fs::read(&path).ctx("read", &path)?;
-            let bytes = if zst {
-                zstd::stream::decode_all(&bytes[..]).ctx("decompress", &path)?
-            } else {
-                bytes
+            let file = std::fs::File::open(&path).ctx("open", &path)?;
+            let mut bytes = Vec::new();
+            let stream: Box<dyn Read> = match ids {
+                Some(ids) => Box::new(ids.decrypt(file)?),
+                None => Box::new(file),
             };
+            let done = if zst {
+                zstd::stream::read::Decoder::new(stream).and_then(|mut d| d.read_to_end(&mut bytes))
+            } else {
+                stream.take(u64::MAX).read_to_end(&mut bytes)
+            };
+            done.map_err(|e| {
+                let cause = match ids {
+                    Some(_) => crate::crypt::explain(&e),
+                    None => crate::error::io_cause(&e),
+                };
+                Error::msg(format!("read: {}: {cause}", path.display()))
+            })?;
             let theirs = crate::walrec::system_identifier(&bytes);
             if let (Some(ours), Some(theirs)) = (self.sysid, theirs) {
                 if ours != theirs {

@@ -29,9 +29,10 @@ use clap::Parser;
 /// before the first commit (or abort) after the target and refuses to end
 /// without one, so the latest moment is one microsecond before the last
 /// commit record in that run (read from the WAL records of its last
-/// segments, plain or .zst). Encrypted segments (.age) are not read: their
-/// range ends when its last segment was archived (its modification time),
-/// an upper bound (basis archived instead of commit). A missing
+/// segments, plain or .zst, or .age with --wal-identity). Encrypted
+/// segments without it are not read: their range ends when its last
+/// segment was archived (its modification time), an upper bound (basis
+/// archived instead of commit). A missing
 /// segment (a hole) ends a backup's run; the WAL after it is reachable only
 /// from a backup taken after the hole, so holes split the window into
 /// ranges. pgb-restore --select reach wants the archive unbroken from the
@@ -56,6 +57,13 @@ pub struct Args {
     /// several clusters in the repository, name one with --cluster
     #[arg(long = "wal-archive", value_name = "DIR")]
     pub wal_archive: Vec<PathBuf>,
+
+    /// age identity file for an archive of encrypted segments (pgb-wal push
+    /// -r/-R; repeatable): the last segments of each run are decrypted to
+    /// read their commit times. Without it, a range of encrypted WAL ends
+    /// when its last segment was archived
+    #[arg(long = "wal-identity", value_name = "FILE", requires = "wal_archive")]
+    pub wal_identity: Vec<PathBuf>,
 
     /// Only this cluster label
     #[arg(long = "cluster", value_name = "NAME")]

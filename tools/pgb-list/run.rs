@@ -144,7 +144,12 @@ fn try_run(args: Args) -> Result<ExitStatus> {
             (None, None) => clustered.first().map(|a| a.cluster.clone()),
         };
         if let Some(c) = cluster {
-            windows.push(window(&c, &clustered, &args.wal_archive)?);
+            let ids = if args.wal_identity.is_empty() {
+                None
+            } else {
+                Some(pgb_common::crypt::Identities::load(&args.wal_identity)?)
+            };
+            windows.push(window(&c, &clustered, &args.wal_archive, ids.as_ref())?);
         }
     }
     let mut verdicts = Vec::new();

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, DurationRound, Utc};
+use pgb_common::crypt::Identities;
 use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::record::{Artifact, Kind, SCHEMA};
 use pgb_common::walcov::{Coverage, TimelineGoal};
@@ -129,7 +130,12 @@ impl Window {
 
 /// The window of `cluster` from its physical backups among `all` and the
 /// archives (each must be a readable directory).
-pub fn window(cluster: &str, all: &[&Artifact], archives: &[PathBuf]) -> Result<Window> {
+pub fn window(
+    cluster: &str,
+    all: &[&Artifact],
+    archives: &[PathBuf],
+    ids: Option<&Identities>,
+) -> Result<Window> {
     for dir in archives {
         std::fs::read_dir(dir).ctx("read WAL archive", dir)?;
     }
@@ -156,7 +162,7 @@ pub fn window(cluster: &str, all: &[&Artifact], archives: &[PathBuf]) -> Result<
                 continue;
             }
         }
-        match piece(a, archives)? {
+        match piece(a, archives, ids)? {
             Ok(p) => {
                 w.counted.push(a.id.clone());
                 pieces.push(p);
@@ -171,7 +177,11 @@ pub fn window(cluster: &str, all: &[&Artifact], archives: &[PathBuf]) -> Result<
 /// What one backup reaches: from where it ended to the last commit of the
 /// unbroken run of WAL from its start; or why it reaches nothing. An error
 /// when the WAL read belongs to another cluster.
-fn piece(a: &Artifact, archives: &[PathBuf]) -> Result<Result<Range, String>> {
+fn piece(
+    a: &Artifact,
+    archives: &[PathBuf],
+    ids: Option<&Identities>,
+) -> Result<Result<Range, String>> {
     let cov = match Coverage::scan(a, archives, TimelineGoal::Latest) {
         Ok(c) => c,
         Err(e) => return Ok(Err(e.to_string())),
@@ -192,7 +202,7 @@ fn piece(a: &Artifact, archives: &[PathBuf]) -> Result<Result<Range, String>> {
     // reached. Without one readable (encrypted segments), when the last
     // segment was archived, rounded down to PostgreSQL's microseconds.
     let micro = chrono::Duration::microseconds(1);
-    let (to, basis) = match cov.last_commit(archives, end)? {
+    let (to, basis) = match cov.last_commit(archives, end, ids)? {
         Some(commit) => (commit - micro, Basis::Commit),
         None => (
             DateTime::<Utc>::from(mtime)

@@ -35,7 +35,7 @@ pub fn reaches(a: &Artifact, archives: &[PathBuf], tgt: &Target, goal: TimelineG
             // PostgreSQL stops before the first commit after the target and
             // refuses to end recovery without one: the archive must hold a
             // commit after the target.
-            if let Some(last) = cov.last_commit(archives, cov.last())? {
+            if let Some(last) = cov.last_commit(archives, cov.last(), None)? {
                 return if last > t {
                     Ok(())
                 } else {
