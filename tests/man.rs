@@ -39,6 +39,10 @@ mod check_archive_cli;
 #[allow(dead_code)]
 mod encrypt_cli;
 
+#[path = "../tools/pgb-list/cli.rs"]
+#[allow(dead_code)]
+mod list_cli;
+
 use clap::CommandFactory;
 
 /// One tool's man page: its clap definition plus hand-written sections.
@@ -124,6 +128,13 @@ fn pages() -> Vec<Page> {
         examples: restore_cli::EXAMPLES,
         environment: Some(LIBPQ_ENVIRONMENT),
         see_also: "\\fBpgb\\-wal\\fR(1), \\fBpgb\\-snapshot\\fR(1), \\fBpgb\\-verify\\fR(1), \\fBpg_restore\\fR(1), \\fBpg_ctl\\fR(1)",
+    },
+    Page {
+        bin: "pgb-list",
+        cmd: list_cli::Args::command,
+        examples: list_cli::EXAMPLES,
+        environment: None,
+        see_also: "\\fBpgb\\-restore\\fR(1), \\fBpgb\\-verify\\fR(1), \\fBpgb\\-ship\\fR(1), \\fBpgb\\-check\\-archive\\fR(1), \\fBpgb\\-wal\\fR(1)",
     },
     Page {
         bin: "pgb-verify",
@@ -294,6 +305,7 @@ fn clap_definitions_are_consistent() {
     check_archive_cli::Args::command().debug_assert();
     encrypt_cli::Args::command().debug_assert();
     prune_cli::Args::command().debug_assert();
+    list_cli::Args::command().debug_assert();
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod util;
 mod check_archive;
 mod encrypt;
 mod fixperms;
+mod list;
 mod man;
 mod ops;
 mod prune;

@@ -451,6 +451,7 @@ pub fn bin(name: &str) -> PathBuf {
         "pgb-restore" => env!("CARGO_BIN_EXE_pgb-restore"),
         "pgb-prune" => env!("CARGO_BIN_EXE_pgb-prune"),
         "pgb-ship" => env!("CARGO_BIN_EXE_pgb-ship"),
+        "pgb-list" => env!("CARGO_BIN_EXE_pgb-list"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)

@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod pg;
 pub mod pgbin;
 pub mod physical;
+pub mod policy;
 pub mod prom;
 pub mod record;
 pub mod repo;
@@ -27,7 +28,10 @@ pub mod term;
 pub mod unpack;
 pub mod wal;
 pub mod walarchive;
+pub mod walcov;
 pub mod walhdr;
+pub mod walrec;
+pub mod when;
 
 pub use conninfo::{redact, split_password};
 pub use digest::{Digests, HashingWriter};

@@ -55,8 +55,12 @@ pub struct Args {
 
     /// With --repo: `latest` (the newest backup), an artifact id, or `reach`
     /// (the newest physical backup that ended before the recovery target
-    /// and whose WAL in --wal-archive reaches it). Artifacts whose latest
-    /// verification failed are never picked (see --allow-failed)
+    /// and whose WAL in --wal-archive reaches it without a gap; for a time
+    /// target, up to a commit at or after the target, where PostgreSQL
+    /// stops: read from the WAL of plain, .zst and, with --wal-identity,
+    /// encrypted segments, else the newest archived after the target).
+    /// Artifacts whose latest verification failed are never picked (see
+    /// --allow-failed)
     #[arg(
         long = "select",
         value_name = "latest|ID|reach",

@@ -6,7 +6,6 @@ mod logical;
 mod physical;
 mod run;
 mod walcheck;
-mod walscan;
 
 use std::process::ExitCode;
 

@@ -188,7 +188,7 @@ pub fn restore(
         let wal = cov.check(a, tgt)?;
         // A time target the archive does not reach is refused here, as
         // --select reach refuses it, not left for recovery to miss.
-        cov.reaches_time(a, tgt, ids)?;
+        crate::walcheck::reaches_time(&cov, a, tgt, &args.wal_archive, ids)?;
         (wal, cov.encrypted_example)
     };
 

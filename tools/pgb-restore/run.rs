@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chrono::{DateTime, FixedOffset, Local, NaiveDateTime, TimeZone};
+use chrono::{DateTime, FixedOffset, Local};
 use pgb_common::crypt::Identities;
 use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::jsonl::Input;
@@ -59,25 +59,7 @@ pub fn timeline_goal(args: &Args) -> Result<TimelineGoal> {
 /// A recovery target time as PostgreSQL reads it: RFC 3339, or
 /// `YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]` (local time without a zone).
 pub fn parse_time(s: &str) -> Result<DateTime<FixedOffset>> {
-    let t = s.trim();
-    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
-        return Ok(d);
-    }
-    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
-        if let Ok(d) = DateTime::parse_from_str(t, f) {
-            return Ok(d);
-        }
-    }
-    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S"] {
-        if let Ok(n) = NaiveDateTime::parse_from_str(t, f) {
-            if let Some(d) = Local.from_local_datetime(&n).single() {
-                return Ok(d.fixed_offset());
-            }
-        }
-    }
-    Err(Error::Usage(format!(
-        "--target-time {s:?}: expected e.g. \"2026-11-21 10:15:00+00\" or RFC 3339"
-    )))
+    pgb_common::when::parse_time("--target-time", s)
 }
 
 pub fn now() -> String {

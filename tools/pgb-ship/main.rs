@@ -2,7 +2,6 @@
 //! and S3-compatible object storage. See pgb-ship(1).
 
 mod cli;
-mod policy;
 mod run;
 
 use std::process::ExitCode;

@@ -256,7 +256,7 @@ fn ship(args: &Args, targets: &[Target], a: Artifact) -> (Value, ExitStatus) {
     }
     let mut status = ExitStatus::Ok;
     if args.require.is_some() {
-        let p = crate::policy::three_two_one(&a.copies, &args.media, &args.site, &now());
+        let p = pgb_common::policy::three_two_one(&a.copies, &args.media, &args.site, &now());
         if p["ok"] != true {
             let why: Vec<&str> = p["failed"]
                 .as_array()

@@ -80,26 +80,7 @@ pub struct Ctx {
     pub rto: Option<Duration>,
 }
 
-/// `90s`, `15m`, `2h`, `1d`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| Error::Usage(format!("duration {s:?}: expected e.g. 90s, 15m, 2h")))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" | "min" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => {
-            return Err(Error::Usage(format!(
-                "duration {s:?}: unknown unit {unit:?}"
-            )))
-        }
-    };
-    Ok(Duration::from_secs(secs))
-}
+pub use pgb_common::when::parse_duration;
 
 pub fn run(args: Args) -> ExitStatus {
     pgb_common::term::finish(try_run(args))

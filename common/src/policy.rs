@@ -1,4 +1,5 @@
-//! The 3-2-1 rule, judged from an artifact's recorded copies.
+//! The 3-2-1 rule, judged from an artifact's recorded copies (pgb-ship
+//! --require 3-2-1, pgb-list).
 
 use std::collections::BTreeSet;
 

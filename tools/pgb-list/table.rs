@@ -1,0 +1,227 @@
+//! The table printed when stdout is a terminal: one block per cluster,
+//! kind and database, sizes in human units, times as ages, then each
+//! cluster's recovery window.
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use pgb_common::term::human_bytes;
+use serde_json::Value;
+
+use crate::window::{Basis, Window};
+
+/// `45s`, `12m`, `3h 5m`, `2d 4h`.
+pub fn span(d: Duration) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// A moment to the second in local time (RFC 3339), rounded into the
+/// window (`up` for its start).
+fn second(t: DateTime<Utc>, up: bool) -> String {
+    let s = t.duration_trunc(Duration::seconds(1)).unwrap_or(t);
+    let s = if up && s < t {
+        s + Duration::seconds(1)
+    } else {
+        s
+    };
+    s.with_timezone(&chrono::Local)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+fn age_of(when: &str, now: DateTime<Utc>) -> String {
+    DateTime::parse_from_rfc3339(when)
+        .map(|t| span(now - t.with_timezone(&Utc)) + " ago")
+        .unwrap_or_else(|_| when.to_string())
+}
+
+fn checks(l: &Value, now: DateTime<Utc>) -> String {
+    let Some(v) = l["verified"].as_object().filter(|v| !v.is_empty()) else {
+        return "never verified".into();
+    };
+    v.iter()
+        .map(|(method, c)| {
+            let ok = if c["ok"] == true { "ok" } else { "FAILED" };
+            let when = c["when"].as_str().map(|w| age_of(w, now));
+            match when {
+                Some(w) => format!("{method} {ok} {w}"),
+                None => format!("{method} {ok}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn copies(l: &Value) -> String {
+    let media: Vec<String> = l["copies_by_media"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let offsite = l["policy"]["offsite"].as_u64().unwrap_or(0);
+    format!("{} ({}; {offsite} offsite)", l["copies"], media.join(","))
+}
+
+fn ms(v: &Value) -> String {
+    v.as_i64()
+        .map(|m| {
+            if m < 10_000 {
+                format!("{:.1}s", m as f64 / 1000.0)
+            } else {
+                span(Duration::milliseconds(m))
+            }
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Lays `rows` out in columns, left-aligned, two spaces apart.
+fn columns(rows: &[Vec<String>], indent: &str) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = indent.to_string();
+        for (i, c) in r.iter().enumerate() {
+            line.push_str(c);
+            if i + 1 < r.len() {
+                line.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub fn render(listings: &[Value], windows: &[Window], now: DateTime<Utc>) -> String {
+    let mut out = String::new();
+    if listings.is_empty() {
+        out.push_str("No artifact matches.\n");
+    }
+    let mut i = 0;
+    while i < listings.len() {
+        let key = |l: &Value| {
+            (
+                l["cluster"].clone(),
+                l["kind"].clone(),
+                l["database"].clone(),
+            )
+        };
+        let k = key(&listings[i]);
+        let group: Vec<&Value> = listings[i..].iter().take_while(|l| key(l) == k).collect();
+        i += group.len();
+        let db = k.2.as_str().map(|d| format!(" {d}")).unwrap_or_default();
+        out.push_str(&format!(
+            "{} {}{db} ({})\n",
+            k.0.as_str().unwrap_or("?"),
+            k.1.as_str().unwrap_or("?"),
+            group.len()
+        ));
+        let mut rows = vec![[
+            "ID", "AGE", "SIZE", "ENC", "COPIES", "3-2-1", "STATUS", "RESTORE", "CHECKS",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for l in group {
+            rows.push(vec![
+                l["id"].as_str().unwrap_or("?").to_string(),
+                span(Duration::seconds(l["age_seconds"].as_i64().unwrap_or(0))),
+                human_bytes(l["size"].as_u64().unwrap_or(0)),
+                if l["encrypted"] == true { "yes" } else { "no" }.into(),
+                copies(l),
+                if l["policy"]["ok"] == true {
+                    "ok"
+                } else {
+                    "no"
+                }
+                .into(),
+                l["status"].as_str().unwrap_or("?").to_string(),
+                ms(&l["last_restore"]["duration_ms"]),
+                checks(l, now),
+            ]);
+        }
+        out.push_str(&columns(&rows, "  "));
+        out.push('\n');
+    }
+    for w in windows {
+        let archives: Vec<String> = w.archives.iter().map(|p| p.display().to_string()).collect();
+        out.push_str(&format!(
+            "Recovery window of {} (WAL archive {}):\n",
+            w.cluster,
+            archives.join(", ")
+        ));
+        if w.ranges.is_empty() {
+            out.push_str("  none: no verified physical backup with its WAL archived\n");
+        }
+        for (n, r) in w.ranges.iter().enumerate() {
+            out.push_str(&format!(
+                "  {} .. {}  ({}, until {} ago; from {})\n",
+                second(r.from, true),
+                second(r.to, false),
+                span(r.length()),
+                span(now - r.to),
+                r.backups.join(", ")
+            ));
+            if let Some(m) = &r.first_missing {
+                let next = w.ranges.get(n + 1).map_or_else(
+                    || "no backup after it".to_string(),
+                    |x| format!("resumes {}", second(x.from, true)),
+                );
+                out.push_str(&format!("  hole: {m} is missing; {next}\n"));
+            }
+        }
+        if w.ranges.iter().any(|r| r.basis == Basis::Archived) {
+            out.push_str(
+                "  (encrypted WAL: the latest moment is when the last segment was \
+                 archived; recovery reaches the last commit before it)\n",
+            );
+        }
+        for (id, why) in &w.not_counted {
+            out.push_str(&format!("  not counted: {id}: {why}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_well() {
+        assert_eq!(span(Duration::seconds(45)), "45s");
+        assert_eq!(span(Duration::seconds(125)), "2m");
+        assert_eq!(span(Duration::seconds(3 * 3600 + 300)), "3h 5m");
+        assert_eq!(span(Duration::seconds(2 * 86400 + 4 * 3600)), "2d 4h");
+    }
+
+    #[test]
+    fn window_ends_round_inward() {
+        let t: DateTime<Utc> = "2026-12-01T16:00:35.25Z".parse().unwrap();
+        let (up, down) = (second(t, true), second(t, false));
+        let secs = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp();
+        assert_eq!(secs(&up), t.timestamp() + 1);
+        assert_eq!(secs(&down), t.timestamp());
+    }
+
+    #[test]
+    fn columns_line_up() {
+        let t = columns(
+            &[
+                vec!["ID".into(), "AGE".into()],
+                vec!["long-id".into(), "2m".into()],
+            ],
+            "  ",
+        );
+        assert_eq!(t, "  ID       AGE\n  long-id  2m\n");
+    }
+}
