@@ -1624,7 +1624,7 @@ fn a_moved_repository_restores_and_verifies_where_it_lies() {
         .args(["--database", "mvsrc", "--no-globals", "--dry-run"])
         .output()
         .unwrap();
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(
         stderr(&o).contains(&format!(
             "{}: {} bytes, the record says {len}",

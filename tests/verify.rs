@@ -1333,10 +1333,11 @@ fn a_dump_whose_table_data_was_altered_fails_the_restore_naming_the_table() {
     // The checksums catch it too.
     let (code, _, err) = verify(&c, &recs, &["--checksums"]);
     assert_eq!(code, 1, "{err}");
-    // With the record rewritten to match the altered bytes, only comparing
-    // row counts notices.
+    // With the record (and its sidecar, the source of truth) rewritten to
+    // match the altered bytes, only comparing row counts notices.
     let mut lying = recs[0].clone();
     lying["files"][0] = file_entry(&name, &dump);
+    fs::write(format!("{}.pgb.json", dump.display()), format!("{lying}\n")).unwrap();
     let (code, out, err) = verify(&c, &[lying], &["--restore"]);
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -1376,7 +1377,7 @@ fn an_outage_is_an_error_and_records_no_verdict() {
     let before = fs::read(&sidecar).unwrap();
     // A --target whose server is down (no server on that socket), and a
     // dump whose programs are not installed (a major this host lacks: pgb
-    // searches --pg-bindir, the Debian/PGDG layouts and PATH for them).
+    // searches the PGB_PG_BINDIR list the tests give it).
     let nowhere = Scratch::new("down");
     let down = format!("host={} port=5432 dbname=postgres", nowhere.path.display());
     let mut future = recs.clone();

@@ -29,9 +29,9 @@ pub struct ConnArgs {
     pub username: Option<String>,
     /// Directories holding PostgreSQL programs (pg_dump, pg_basebackup,
     /// psql...), separated by ':'. pgb runs the ones matching the server's
-    /// major version, searching these first, then /usr/lib/postgresql/N/bin,
-    /// /usr/pgsql-N/bin and PATH; none matching is an error naming the
-    /// version needed.
+    /// major version, searching only these when given, otherwise
+    /// /usr/lib/postgresql/N/bin, /usr/pgsql-N/bin and PATH; none matching
+    /// is an error naming the version needed.
     #[arg(long = "pg-bindir", value_name = "DIRS", env = "PGB_PG_BINDIR")]
     pub pg_bindir: Option<PathBuf>,
 }

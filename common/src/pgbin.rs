@@ -5,9 +5,11 @@
 //! wrong one gives wrong answers: pg_dump refuses a newer server, a server
 //! refuses another major's data directory, pg_restore refuses a newer
 //! archive. So every tool asks for a program by the major it needs and
-//! searches, in order: the directories given by `--pg-bindir` or
-//! `PGB_PG_BINDIR` (a list separated by `:`), the Debian/PGDG layouts
-//! (`/usr/lib/postgresql/N/bin`, `/usr/pgsql-N/bin`), then PATH. Each
+//! searches the directories given by `--pg-bindir` or `PGB_PG_BINDIR` (a
+//! list separated by `:`) and only those when given (an installation named
+//! is the one meant; a host without some program is tested that way),
+//! otherwise the Debian/PGDG layouts (`/usr/lib/postgresql/N/bin`,
+//! `/usr/pgsql-N/bin`), then PATH. Each
 //! candidate's version is read from its own `--version`; when none matches,
 //! the error names the version needed and what was found.
 
@@ -80,11 +82,17 @@ pub fn major_of(version: &str) -> Option<u32> {
 }
 
 /// Directories to search, in order, without duplicates: `given` (a list
-/// separated by `:`), the Debian/PGDG layouts newest first, then PATH.
+/// separated by `:`) alone when there is one, otherwise the Debian/PGDG
+/// layouts newest first, then PATH.
 pub fn search_dirs(given: Option<&Path>) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(g) = given {
         dirs.extend(std::env::split_paths(g.as_os_str()).filter(|p| !p.as_os_str().is_empty()));
+    }
+    if !dirs.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        dirs.retain(|d| seen.insert(d.canonicalize().unwrap_or_else(|_| d.clone())));
+        return dirs;
     }
     let mut layouts: Vec<(u32, PathBuf)> = Vec::new();
     for (parent, prefix) in [("/usr/lib/postgresql", ""), ("/usr", "pgsql-")] {

@@ -443,7 +443,10 @@ impl Coverage {
             let file = std::fs::File::open(&path).ctx("open", &path)?;
             let mut bytes = Vec::new();
             let stream: Box<dyn Read> = match ids {
-                Some(ids) => Box::new(ids.decrypt(file)?),
+                Some(ids) => Box::new(
+                    ids.decrypt(file)
+                        .map_err(|e| Error::msg(format!("read: {}: {e}", path.display())))?,
+                ),
                 None => Box::new(file),
             };
             let done = if zst {

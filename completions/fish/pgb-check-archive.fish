@@ -9,7 +9,7 @@ complete -c pgb-check-archive -l max-behind -d 'With -d: fail (problem `behind`)
 complete -c pgb-check-archive -s h -l host -d 'Database server host or socket directory [env: PGHOST]' -r
 complete -c pgb-check-archive -s p -l port -d 'Database server port [env: PGPORT]' -r
 complete -c pgb-check-archive -s U -l username -d 'Connect as this database user [env: PGUSER]' -r
-complete -c pgb-check-archive -l pg-bindir -d 'Directories holding PostgreSQL programs (pg_dump, pg_basebackup, psql...), separated by \':\'. pgb runs the ones matching the server\'s major version, searching these first, then /usr/lib/postgresql/N/bin, /usr/pgsql-N/bin and PATH; none matching is an error naming the version needed' -r -F
+complete -c pgb-check-archive -l pg-bindir -d 'Directories holding PostgreSQL programs (pg_dump, pg_basebackup, psql...), separated by \':\'. pgb runs the ones matching the server\'s major version, searching only these when given, otherwise /usr/lib/postgresql/N/bin, /usr/pgsql-N/bin and PATH; none matching is an error naming the version needed' -r -F
 complete -c pgb-check-archive -l backups -d 'Read pgb.v1 records on stdin: each physical backup artifact is written out again with an `archive_check` field saying whether every segment from its start to its stop is in the archive; other records are forwarded untouched'
 complete -c pgb-check-archive -l headers-only -d 'Read only each segment\'s size and first page, as before checksums were recorded: no full reads, nothing compared with NAME.sha256 (every segment counts as header-only), a .zst judged by the size its frame declares. For a frequent watch of a large archive (staleness, gaps, the server\'s view) between full checks'
 complete -c pgb-check-archive -l help -d 'Print help'

@@ -1,5 +1,5 @@
 complete -c pgb-restore -l repo -d 'Pick the artifact from this repository\'s sidecars instead of reading records on stdin; the records\' repo is DIR (a repository moved or copied elsewhere is read where it lies)' -r -F
-complete -c pgb-restore -l select -d 'With --repo: `latest` (the newest backup), an artifact id, or `reach` (the newest physical backup that ended before the recovery target and whose WAL in --wal-archive reaches it without a gap; for a time target, up to a commit at or after the target, where PostgreSQL stops: read from the WAL of plain, .zst and, with --wal-identity, encrypted segments, else the newest archived after the target). Artifacts whose latest verification failed are never picked (see --allow-failed)' -r
+complete -c pgb-restore -l select -d 'With --repo: `latest` (the newest backup), an artifact id, or `reach` (the newest physical backup that ended before the recovery target and whose WAL in --wal-archive reaches it without a gap; for a time target, up to a commit after the target, where PostgreSQL stops: read from the WAL of plain, .zst and, with --wal-identity, encrypted segments, else the newest archived after the target). Artifacts whose latest verification failed are never picked (see --allow-failed)' -r
 complete -c pgb-restore -l cluster -d 'With --repo: only artifacts of this cluster label' -r
 complete -c pgb-restore -l database -d 'With --repo: restore the logical dump of this source database (and the cluster\'s globals) instead of a physical backup' -r
 complete -c pgb-restore -s i -l identity -d 'age identity file for encrypted artifacts (repeatable); refused when readable by group or others' -r -F
@@ -20,7 +20,7 @@ complete -c pgb-restore -s d -l dbname -d 'Logical: the database to restore into
 complete -c pgb-restore -s h -l host -d 'Database server host or socket directory [env: PGHOST]' -r
 complete -c pgb-restore -s p -l port -d 'Database server port [env: PGPORT]' -r
 complete -c pgb-restore -s U -l username -d 'Connect as this database user [env: PGUSER]' -r
-complete -c pgb-restore -l pg-bindir -d 'Directories holding PostgreSQL programs (pg_dump, pg_basebackup, psql...), separated by \':\'. pgb runs the ones matching the server\'s major version, searching these first, then /usr/lib/postgresql/N/bin, /usr/pgsql-N/bin and PATH; none matching is an error naming the version needed' -r -F
+complete -c pgb-restore -l pg-bindir -d 'Directories holding PostgreSQL programs (pg_dump, pg_basebackup, psql...), separated by \':\'. pgb runs the ones matching the server\'s major version, searching only these when given, otherwise /usr/lib/postgresql/N/bin, /usr/pgsql-N/bin and PATH; none matching is an error naming the version needed' -r -F
 complete -c pgb-restore -s j -l jobs -d 'Logical: parallel jobs for pg_restore' -r
 complete -c pgb-restore -s t -l table -d 'Logical: restore only this table (repeatable; pg_restore -t)' -r
 complete -c pgb-restore -s n -l schema -d 'Logical: restore only this schema (repeatable; pg_restore -n)' -r

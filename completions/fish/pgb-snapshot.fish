@@ -11,7 +11,7 @@ complete -c pgb-snapshot -l prom -d 'Write node_exporter textfile metrics to FIL
 complete -c pgb-snapshot -s h -l host -d 'Database server host or socket directory [env: PGHOST]' -r
 complete -c pgb-snapshot -s p -l port -d 'Database server port [env: PGPORT]' -r
 complete -c pgb-snapshot -s U -l username -d 'Connect as this database user [env: PGUSER]' -r
-complete -c pgb-snapshot -l pg-bindir -d 'Directories holding PostgreSQL programs (pg_dump, pg_basebackup, psql...), separated by \':\'. pgb runs the ones matching the server\'s major version, searching these first, then /usr/lib/postgresql/N/bin, /usr/pgsql-N/bin and PATH; none matching is an error naming the version needed' -r -F
+complete -c pgb-snapshot -l pg-bindir -d 'Directories holding PostgreSQL programs (pg_dump, pg_basebackup, psql...), separated by \':\'. pgb runs the ones matching the server\'s major version, searching only these when given, otherwise /usr/lib/postgresql/N/bin, /usr/pgsql-N/bin and PATH; none matching is an error naming the version needed' -r -F
 complete -c pgb-snapshot -s a -l all-databases -d 'Dump every database that accepts connections, except templates, one artifact each'
 complete -c pgb-snapshot -s g -l globals -d 'Dump roles, memberships and tablespaces (pg_dumpall --globals-only) into their own artifact'
 complete -c pgb-snapshot -l physical -d 'Take a physical base backup with pg_basebackup (tar, WAL streamed in, backup_manifest with SHA256 checksums)'

@@ -27,7 +27,7 @@ use pgb_common::pg::ConnArgs;
 /// key, damaged segment), which stops the server instead of promoting it
 /// short of the target. With --target-time, the backup must have ended
 /// before the target and the archived WAL after it must hold a commit (or
-/// abort) record stamped at or after the target, read from the WAL itself
+/// abort) record stamped after the target, read from the WAL itself
 /// (by file time when it cannot be read), or nothing is written; --select
 /// reach makes the same check. Every stored byte
 /// read back (dumps, globals, tar members, manifest) is compared with the
@@ -56,7 +56,7 @@ pub struct Args {
     /// With --repo: `latest` (the newest backup), an artifact id, or `reach`
     /// (the newest physical backup that ended before the recovery target
     /// and whose WAL in --wal-archive reaches it without a gap; for a time
-    /// target, up to a commit at or after the target, where PostgreSQL
+    /// target, up to a commit after the target, where PostgreSQL
     /// stops: read from the WAL of plain, .zst and, with --wal-identity,
     /// encrypted segments, else the newest archived after the target).
     /// Artifacts whose latest verification failed are never picked (see

@@ -158,8 +158,18 @@ fn try_run(args: Args) -> Result<ExitStatus> {
     }
     // Every file there, as recorded, before anything is written (also for
     // --dry-run: a plan for files that cannot be read is no plan).
+    // A file of another size than recorded is damage: a plan refuses it
+    // (exit 1); a restore goes on to read it, and its byte checks give the
+    // artifact's verdict (and --select's fallbacks) as for any damage.
     for (a, _) in &picked {
-        present(a).map_err(|e| Error::msg(format!("{} {}: {e}", a.kind.as_str(), a.id)))?;
+        match present(a) {
+            Ok(()) => {}
+            Err(Error::Damaged(_)) if !args.dry_run => {}
+            Err(Error::Damaged(m)) => {
+                return Err(Error::Damaged(format!("{} {}: {m}", a.kind.as_str(), a.id)))
+            }
+            Err(e) => return Err(Error::msg(format!("{} {}: {e}", a.kind.as_str(), a.id))),
+        }
     }
     let mut ordered: Vec<&(Artifact, Value)> = Vec::new();
     for k in [Kind::Globals, Kind::Logical, Kind::Physical] {
@@ -254,7 +264,7 @@ fn present(a: &Artifact) -> Result<()> {
             return Err(Error::msg(format!("{}: not a file", p.display())));
         }
         if md.len() != f.size {
-            return Err(Error::msg(format!(
+            return Err(Error::Damaged(format!(
                 "{}: {} bytes, the record says {}",
                 p.display(),
                 md.len(),

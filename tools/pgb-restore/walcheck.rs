@@ -15,7 +15,7 @@ pub use pgb_common::walcov::{Coverage, TimelineGoal};
 
 /// Whether `a` can reach the target: it ended before it and the archive
 /// holds WAL from its start to (at least) the target, without a gap; for a
-/// time, a commit at or after it.
+/// time, a commit after it.
 pub fn reaches(
     a: &Artifact,
     archives: &[PathBuf],
@@ -32,9 +32,11 @@ pub fn reaches(
 }
 
 /// For a time target: the backup ended before the target, and the WAL the
-/// archive holds after it has a commit (or abort) record stamped at or
-/// after the target, read from the WAL itself: PostgreSQL stops at such a
-/// record, and without one recovery ends short of the target. When the
+/// archive holds after it has a commit (or abort) record stamped after the
+/// target, read from the WAL itself: with recovery_target_inclusive (the
+/// default) PostgreSQL stops before the first such record, and without one
+/// recovery ends short of the target (a commit stamped exactly at the
+/// target is replayed and does not stop it). When the
 /// last segments cannot be read (encrypted, no identity) or hold no commit,
 /// the newest segment's file time stands in. Other targets pass
 /// ([`Coverage::check`] covers them).
@@ -70,7 +72,7 @@ pub fn reaches_time(
         )))
     };
     match cov.last_commit(archives, cov.last(), ids)? {
-        Some(at) if at >= t => Ok(()),
+        Some(at) if at > t => Ok(()),
         Some(at) => short(format!(
             "the archive's last commit is at {} (in or before {})",
             at.with_timezone(t.offset()),

@@ -123,9 +123,9 @@ pub struct Args {
     /// Directories holding PostgreSQL programs (initdb, pg_ctl, pg_restore,
     /// psql, pg_verifybackup), separated by ':'. Each artifact is checked
     /// with the programs of its own major (a dump: its pg_dump's major or
-    /// newer), searched here first, then in /usr/lib/postgresql/N/bin,
-    /// /usr/pgsql-N/bin and PATH; none matching is an error naming the
-    /// version needed
+    /// newer), searched only here when given, otherwise in
+    /// /usr/lib/postgresql/N/bin, /usr/pgsql-N/bin and PATH; none matching
+    /// is an error naming the version needed
     #[arg(long = "pg-bindir", value_name = "DIRS", env = "PGB_PG_BINDIR")]
     pub pg_bindir: Option<PathBuf>,
 
