@@ -577,7 +577,8 @@ mod tests {
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        assert_eq!(argv, ["-d", "dbname='app db'"]);
+        // -w: never a password prompt (pgb runs unattended).
+        assert_eq!(argv, ["-w", "-d", "dbname='app db'"]);
     }
 
     #[test]
