@@ -86,7 +86,8 @@ pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
 
 /// An artifact record in a few words: its id (with its kind and database
 /// first when the id does not already say them), its size as stored and
-/// its age: `logical-appdb-20261201T101500Z  1.2 MiB  3h 5m ago`.
+/// its age: `logical-appdb-20261201T101500Z  1.2 MiB  3h 5m ago` (no
+/// size when the record lists no `files`).
 pub fn artifact(v: &Value, now: DateTime<Utc>) -> String {
     let id = s(v, "id");
     let kind = s(v, "kind");
@@ -96,17 +97,14 @@ pub fn artifact(v: &Value, now: DateTime<Utc>) -> String {
         None if !id.starts_with(&format!("{kind}-")) => format!("{kind} {id}"),
         _ => id.to_string(),
     };
-    let size: u64 = v
-        .get("files")
-        .and_then(Value::as_array)
-        .map(|f| {
-            f.iter()
-                .filter_map(|f| f.get("size").and_then(Value::as_u64))
-                .sum()
-        })
-        .unwrap_or(0);
-    named.push_str("  ");
-    named.push_str(&bytes(size));
+    if let Some(files) = v.get("files").and_then(Value::as_array) {
+        let size: u64 = files
+            .iter()
+            .filter_map(|f| f.get("size").and_then(Value::as_u64))
+            .sum();
+        named.push_str("  ");
+        named.push_str(&bytes(size));
+    }
     if let Some(c) = v.get("created").and_then(Value::as_str) {
         named.push_str("  ");
         named.push_str(&age(c, now));
@@ -114,22 +112,41 @@ pub fn artifact(v: &Value, now: DateTime<Utc>) -> String {
     named
 }
 
-/// An error record as one line: `FAILED  ID  tool: message`, the id
+/// A summary line: an outcome word in a column of its own, then the rest.
+pub fn row(word: &str, rest: &str) -> String {
+    format!("{word:<10} {rest}")
+}
+
+/// An artifact's summary line: [`row`] of `word`, [`artifact`] and, when
+/// not empty, `detail`.
+pub fn artifact_row(word: &str, v: &Value, now: DateTime<Utc>, detail: &str) -> String {
+    let mut rest = artifact(v, now);
+    if !detail.is_empty() {
+        rest.push_str("  ");
+        rest.push_str(detail);
+    }
+    row(word, &rest)
+}
+
+/// An error record as one line: `FAILED    ID  tool: message`, the id
 /// (or kind and database) taken from the artifact it carries or its
 /// context, when there is one.
 pub fn error(v: &Value) -> String {
     let what = match v.get("artifact").filter(|a| a.is_object()) {
-        Some(a) => format!("  {}", s(a, "id")),
+        Some(a) => format!("{}  ", s(a, "id")),
         None => match (
             v.get("kind").and_then(Value::as_str),
             v.get("database").and_then(Value::as_str),
         ) {
-            (Some(k), Some(d)) => format!("  {k} {d}"),
-            (Some(k), None) => format!("  {k}"),
+            (Some(k), Some(d)) => format!("{k} {d}  "),
+            (Some(k), None) => format!("{k}  "),
             _ => String::new(),
         },
     };
-    format!("FAILED{what}  {}: {}", s(v, "tool"), s(v, "message"))
+    row(
+        "FAILED",
+        &format!("{what}{}: {}", s(v, "tool"), s(v, "message")),
+    )
 }
 
 /// Any other record: its type and its short scalar fields, as `key=value`,
@@ -150,6 +167,21 @@ pub fn other(v: &Value) -> String {
         }
     }
     cut(&line, 160)
+}
+
+/// `text` with its control characters (escape sequences a path or a name
+/// may carry) shown escaped, never interpreted by the terminal; newlines
+/// are kept.
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `text` cut to `max` characters, with `…` when cut.
@@ -258,11 +290,14 @@ mod tests {
             "artifact": {"id": "globals-main-1"}});
         assert_eq!(
             error(&e),
-            "FAILED  globals-main-1  pgb-ship: copy: /mnt/x: No space left on device"
+            "FAILED     globals-main-1  pgb-ship: copy: /mnt/x: No space left on device"
         );
         let e = json!({"type": "error", "tool": "pgb-snapshot", "message": "m",
             "kind": "logical", "database": "appdb"});
-        assert_eq!(default_line(&e, now()), "FAILED  logical appdb  pgb-snapshot: m");
+        assert_eq!(
+            default_line(&e, now()),
+            "FAILED     logical appdb  pgb-snapshot: m"
+        );
         let o = json!({"schema": "pgb.v1", "type": "note", "a": 1, "b": "x", "c": [1]});
         assert_eq!(default_line(&o, now()), "note a=1 b=x");
         assert_eq!(cut("abcdef", 4), "abc…");

@@ -171,10 +171,7 @@ impl RecordWriter<io::Stdout> {
 
     /// JSON lines on stdout when it is a pipe or a file or `json` is set
     /// (`--json`); on a terminal, each record as `render` summarises it.
-    pub fn stdout_for(
-        json: bool,
-        render: impl FnMut(&Value) -> Option<String> + 'static,
-    ) -> Self {
+    pub fn stdout_for(json: bool, render: impl FnMut(&Value) -> Option<String> + 'static) -> Self {
         let w = RecordWriter::stdout();
         if human_wanted(json) {
             w.human(render)
@@ -217,6 +214,23 @@ impl<W: Write> RecordWriter<W> {
         self.write_bytes(&line)
     }
 
+    /// Writes one record; in human mode, `summary` of it instead of the
+    /// tool's renderer, for what the run knows and the record does not
+    /// say (which checks this run made, whether it changed anything).
+    pub fn write_summarised<T: serde::Serialize>(
+        &mut self,
+        record: &T,
+        summary: impl FnOnce(&Value) -> String,
+    ) -> Result<()> {
+        if self.human.is_none() {
+            return self.write(record);
+        }
+        let v =
+            serde_json::to_value(record).map_err(|e| Error::msg(format!("encode record: {e}")))?;
+        let line = summary(&v);
+        self.write_text(&line)
+    }
+
     /// Writes a line read earlier, unchanged (a trailing newline is added).
     pub fn forward(&mut self, raw: &str) -> Result<()> {
         if self.human.is_some() {
@@ -239,19 +253,16 @@ impl<W: Write> RecordWriter<W> {
                 None => crate::human::default_line(v, now),
             },
         };
+        self.write_text(&text)
+    }
+
+    fn write_text(&mut self, text: &str) -> Result<()> {
         if text.is_empty() {
             return Ok(());
         }
         // What records carry (paths, names, messages) reaches a terminal:
         // control characters are shown escaped, never interpreted.
-        let mut out = String::with_capacity(text.len() + 1);
-        for c in text.trim_end_matches('\n').chars() {
-            if c.is_control() && c != '\n' {
-                out.extend(c.escape_default());
-            } else {
-                out.push(c);
-            }
-        }
+        let mut out = crate::human::clean(text.trim_end_matches('\n'));
         out.push('\n');
         self.write_bytes(out.as_bytes())
     }
@@ -348,10 +359,18 @@ mod tests {
             .unwrap();
         w.write(&json!({"type": "quiet"})).unwrap();
         w.write(&json!({"type": "note", "n": 1})).unwrap();
+        w.write_summarised(&json!({"type": "artifact", "id": "b"}), |v| {
+            format!("known {}", v["id"].as_str().unwrap())
+        })
+        .unwrap();
         assert_eq!(
             String::from_utf8(w.into_inner()).unwrap(),
-            "art a\\u{1b}[2J\nFAILED  t: m\nnote n=1\n"
+            "art a\\u{1b}[2J\nFAILED     t: m\nnote n=1\nknown b\n"
         );
+        let mut w = RecordWriter::new(Vec::new(), "buf");
+        w.write_summarised(&json!({"a": 1}), |_| "never".into())
+            .unwrap();
+        assert_eq!(String::from_utf8(w.into_inner()).unwrap(), "{\"a\":1}\n");
     }
 
     #[test]

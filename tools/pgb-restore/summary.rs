@@ -1,0 +1,75 @@
+//! One line per record when stdout is a terminal (`--json` for records).
+
+use chrono::Utc;
+use pgb_common::human::{artifact, bytes, cut, millis, row, s};
+use serde_json::Value;
+
+/// `restored  physical-main-…  2h ago  into /srv/restore: 1.2 GiB, 1,024 files in 14s; target time …`,
+/// a logical one with the row counts compared, `FAILED` with the first
+/// problem, and a dry run's plan, one step per line.
+pub fn render(v: &Value) -> Option<String> {
+    if v.get("type").and_then(Value::as_str) != Some("restore") {
+        return None;
+    }
+    let a = v.get("artifact").cloned().unwrap_or(Value::Null);
+    let head = artifact(&a, Utc::now());
+    if v.get("dry_run") == Some(&Value::Bool(true)) {
+        let mut text = row("plan", &head);
+        for step in v
+            .get("plan")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            text.push_str("\n          - ");
+            text.push_str(step);
+        }
+        return Some(text);
+    }
+    let mut parts = Vec::new();
+    if let Some(p) = v.get("pgdata").and_then(Value::as_str) {
+        let mut t = format!("into {p}");
+        if let (Some(b), Some(f)) = (
+            v.get("bytes").and_then(Value::as_u64),
+            v.get("files").and_then(Value::as_u64),
+        ) {
+            t.push_str(&format!(": {}, {f} files", bytes(b)));
+        }
+        parts.push(t);
+        if let Some(t) = v.get("target").filter(|t| t.is_object()) {
+            match t.get("value").and_then(Value::as_str) {
+                Some(x) => parts.push(format!("target {} {x}", s(t, "type"))),
+                None => parts.push(format!("target {}", s(t, "type"))),
+            }
+        }
+    }
+    if let Some(d) = v.get("database").and_then(Value::as_str) {
+        parts.push(format!("into database {d}"));
+    } else if v.get("existing_roles_kept").is_some() {
+        parts.push("globals".to_string());
+    }
+    if let Some(rc) = v.get("row_counts").filter(|r| r.is_object()) {
+        let n = rc.get("compared").and_then(Value::as_u64).unwrap_or(0);
+        parts.push(format!("{n} tables' row counts compared"));
+    }
+    if let Some(ms) = v.get("duration_ms").and_then(Value::as_u64) {
+        parts.push(format!("in {}", millis(ms)));
+    }
+    let ok = v.get("ok") == Some(&Value::Bool(true));
+    let word = if ok {
+        "restored"
+    } else {
+        if let Some(p) = v
+            .get("problems")
+            .or_else(|| v.get("row_counts").and_then(|r| r.get("problems")))
+            .and_then(Value::as_array)
+            .and_then(|p| p.first())
+            .and_then(Value::as_str)
+        {
+            parts.insert(0, cut(p, 160));
+        }
+        "FAILED"
+    };
+    Some(row(word, &format!("{head}  {}", parts.join("; "))))
+}

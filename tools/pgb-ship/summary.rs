@@ -1,0 +1,56 @@
+//! One line per record when stdout is a terminal (`--json` for records).
+
+use chrono::Utc;
+use pgb_common::human::{artifact_row, s};
+use serde_json::Value;
+
+/// The copies at this run's destinations (`roots`, as their `to`), by
+/// media and site, and with `--require` (`judged`) the verdict:
+/// `copied    logical-appdb-…  1.2 MiB  5m ago  to nas@onsite, s3@offsite; 3-2-1 ok`
+pub fn renderer(roots: Vec<String>, judged: bool) -> impl FnMut(&Value) -> Option<String> {
+    move |v| {
+        if v.get("type").and_then(Value::as_str) != Some("artifact") {
+            return None;
+        }
+        let copies: Vec<String> = v
+            .get("copies")
+            .and_then(Value::as_array)
+            .map(|cs| {
+                cs.iter()
+                    .filter(|c| roots.iter().any(|r| r == s(c, "to")))
+                    .map(|c| {
+                        let mut t = format!("{}@{}", s(c, "media"), s(c, "site"));
+                        if c.get("existing") == Some(&Value::Bool(true)) {
+                            t.push_str(" (already there)");
+                        }
+                        t
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut word = if copies.is_empty() {
+            "no copy"
+        } else {
+            "copied"
+        };
+        let mut parts = Vec::new();
+        if !copies.is_empty() {
+            parts.push(format!("to {}", copies.join(", ")));
+        }
+        // The verdict of this run's --require, not one recorded earlier.
+        if let Some(p) = v.get("policy").filter(|p| judged && p.is_object()) {
+            if p.get("ok") == Some(&Value::Bool(true)) {
+                parts.push(format!("{} ok", s(p, "rule")));
+            } else {
+                word = "NOT MET";
+                let why: Vec<&str> = p
+                    .get("failed")
+                    .and_then(Value::as_array)
+                    .map(|f| f.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                parts.push(format!("{} not met ({})", s(p, "rule"), why.join("; ")));
+            }
+        }
+        Some(artifact_row(word, v, Utc::now(), &parts.join("; ")))
+    }
+}
