@@ -26,7 +26,9 @@ use clap::Parser;
 ///
 /// Every change is printed as one pgb.v1 JSON record on stdout ("type":
 /// "fixperms", "path", "what": "owner" or "mode", "from", "to"); --check
-/// prints the changes it would make and changes nothing.
+/// prints the changes it would make and changes nothing. On a terminal
+/// each change is a line (owner root:root -> postgres:postgres PATH),
+/// then how many there were; --json prints the records there too.
 #[derive(Parser, Debug)]
 #[command(
     name = "pgb-fixperms",

@@ -12,7 +12,8 @@ use pgb_common::pg::ConnArgs;
 /// (pg_dumpall --globals-only) and physical base backups (pg_basebackup),
 /// streamed to the repository with sha256 and blake3 computed on the way,
 /// published atomically, each with a `.pgb.json` sidecar, and printed as one
-/// pgb.v1 JSON record per artifact on stdout.
+/// pgb.v1 JSON record per artifact on stdout (on a terminal, a line per
+/// artifact unless --json).
 #[derive(Parser, Debug)]
 #[command(
     name = "pgb-snapshot",
