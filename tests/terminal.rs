@@ -271,3 +271,103 @@ fn recs_of(repo: &Path) -> Vec<Value> {
     }
     out
 }
+
+#[test]
+fn encrypt_restore_and_fixperms_summarise_on_a_terminal() {
+    let c = Cluster::new();
+    let env = c.env();
+    let s = Scratch::new("terminal");
+    c.sql(
+        "postgres",
+        "CREATE DATABASE appdb; \\c appdb\nCREATE TABLE t AS SELECT g FROM generate_series(1, 500) g;",
+    );
+    let repo = s.path.join("repo");
+    let r = repo.to_str().unwrap();
+    snapshot_records(&c, &repo, &["-d", "appdb", "--globals"]);
+
+    // pgb-restore: a dry run's plan, step by step, then the restore with
+    // its row counts compared.
+    c.sql("postgres", "DROP DATABASE appdb");
+    let args = ["--repo", r, "--database", "appdb", "--create-database"];
+    let (code, text, err) = on_terminal(
+        &env,
+        &cmd("pgb-restore", &[&args[..], &["--dry-run"]].concat()),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_human(
+        &text,
+        &["plan ", "globals-", "logical-appdb-", "\n           - "],
+    );
+    assert_eq!(lines_with(&text, "plan ").len(), 2, "{text}");
+    let (code, text, err) = on_terminal(&env, &cmd("pgb-restore", &args));
+    assert_eq!(code, 0, "{err}");
+    assert_human(
+        &text,
+        &["into database appdb", "1 tables' row counts compared"],
+    );
+    assert_eq!(lines_with(&text, "restored ").len(), 2, "{text}");
+    assert_eq!(c.sql("appdb", "SELECT count(*) FROM t"), "500");
+
+    // pgb-encrypt: encrypted for its recipient, then unchanged.
+    let key = s.path.join("key.txt");
+    run(Command::new("age-keygen").arg("-o").arg(&key));
+    let recipient = fs::read_to_string(&key)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(String::from))
+        .unwrap();
+    let enc = ["--repo", r, "-r", recipient.as_str()];
+    let (code, text, err) = on_terminal(&env, &cmd("pgb-encrypt", &enc));
+    assert_eq!(code, 0, "{err}");
+    assert_human(&text, &["age for 1 recipient"]);
+    assert_eq!(lines_with(&text, "encrypted ").len(), 2, "{text}");
+    let (code, text, err) = on_terminal(&env, &cmd("pgb-encrypt", &enc));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(lines_with(&text, "unchanged ").len(), 2, "{text}");
+    let (code, text, _) = on_terminal(&env, &cmd("pgb-encrypt", &[&enc[..], &["--json"]].concat()));
+    assert_eq!(code, 0);
+    assert!(record_lines(&text)
+        .iter()
+        .all(|r| r["encryption"]["scheme"] == "age"));
+
+    // pgb-fixperms: each change, then how many.
+    if !is_root() {
+        eprintln!("pgb-fixperms on a terminal: skipped: needs root");
+        return;
+    }
+    let (code, text, err) = on_terminal(
+        &env,
+        &cmd(
+            "pgb-fixperms",
+            &["--repo", r, "--owner", "postgres", "--check"],
+        ),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_human(&text, &["owner      root:root -> postgres:postgres  ", r]);
+    let n = lines_with(&text, "owner ").len();
+    assert!(n >= 4, "{text}");
+    assert_eq!(text.lines().last().unwrap(), format!("{n} changes needed"));
+    let (code, text, _) = on_terminal(
+        &env,
+        &cmd(
+            "pgb-fixperms",
+            &["--repo", r, "--owner", "postgres", "--check", "--json"],
+        ),
+    );
+    assert_eq!(code, 1);
+    let recs = record_lines(&text);
+    assert_eq!(recs.len(), n);
+    assert!(recs.iter().all(|r| r["type"] == "fixperms"));
+    let (code, text, _) = on_terminal(
+        &env,
+        &cmd("pgb-fixperms", &["--repo", r, "--owner", "postgres"]),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(text.lines().last().unwrap(), format!("{n} changes made"));
+    let (code, text, _) = on_terminal(
+        &env,
+        &cmd("pgb-fixperms", &["--repo", r, "--owner", "postgres"]),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(text.trim(), "nothing to change");
+}

@@ -22,7 +22,7 @@ pub fn render(v: &Value) -> Option<String> {
             .flatten()
             .filter_map(Value::as_str)
         {
-            text.push_str("\n          - ");
+            text.push_str("\n           - ");
             text.push_str(step);
         }
         return Some(text);
@@ -72,4 +72,27 @@ pub fn render(v: &Value) -> Option<String> {
         "FAILED"
     };
     Some(row(word, &format!("{head}  {}", parts.join("; "))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_dry_run_lists_its_steps_and_a_failure_its_problem() {
+        let a = json!({"id": "logical-appdb-1", "kind": "logical", "database": "appdb"});
+        let plan = json!({"type": "restore", "artifact": a, "dry_run": true, "ok": true,
+            "plan": ["CREATE DATABASE appdb", "pg_restore -j 1 /r/x into appdb"]});
+        assert_eq!(
+            render(&plan).unwrap(),
+            "plan       logical-appdb-1\n           - CREATE DATABASE appdb\n           - pg_restore -j 1 /r/x into appdb"
+        );
+        let bad = json!({"type": "restore", "artifact": a, "ok": false, "database": "appdb",
+            "row_counts": {"compared": 2, "ok": false, "problems": ["public.t: 3 rows, 4 recorded"]}});
+        assert_eq!(
+            render(&bad).unwrap(),
+            "FAILED     logical-appdb-1  public.t: 3 rows, 4 recorded; into database appdb; 2 tables' row counts compared"
+        );
+    }
 }
