@@ -106,6 +106,15 @@ fn snapshot_verify_ship_prune_and_check_archive_summarise_on_a_terminal() {
     assert_eq!(recs[0]["schema"], "pgb.v1");
     assert_eq!(recs[0]["type"], "artifact");
 
+    // pgb-list (its table now formatted by common::human): a table on
+    // the terminal, listings with --json.
+    let (code, text, err) = on_terminal(&env, &cmd("pgb-list", &["--repo", r]));
+    assert_eq!(code, 0, "{err}");
+    assert_human(&text, &["ID", "AGE", "SIZE", "MiB", "never verified"]);
+    let (code, text, _) = on_terminal(&env, &cmd("pgb-list", &["--repo", r, "--json"]));
+    assert_eq!(code, 0);
+    assert!(record_lines(&text).iter().all(|r| r["type"] == "listing"));
+
     // pgb-verify --repo: ok and the checks run.
     let (code, text, err) = on_terminal(&env, &cmd("pgb-verify", &["--repo", r]));
     assert_eq!(code, 0, "{err}\n{text}");

@@ -51,7 +51,7 @@ mod tests {
         let bad =
             json!({"method": "restore", "ok": false, "problems": ["public.t: 3 rows, 4 recorded"]});
         assert_eq!(
-            line(&a, &[ok.clone()]),
+            line(&a, std::slice::from_ref(&ok)),
             "ok         logical-x-1  2.0 KiB  checksums 0.1s"
         );
         assert_eq!(
