@@ -256,6 +256,7 @@ fn snapshot_verify_ship_prune_and_check_archive_summarise_on_a_terminal() {
     fs::write(&file, bytes).unwrap();
     let (code, text, _) = on_terminal(&env, &cmd("pgb-verify", &["--repo", r, "--checksums"]));
     assert_eq!(code, 1, "{text}");
+    eprintln!("on the terminal:\n{text}");
     let failed = lines_with(&text, "FAILED");
     assert_eq!(failed.len(), 1, "{text}");
     assert!(

@@ -184,6 +184,37 @@ pub fn clean(text: &str) -> String {
     out
 }
 
+/// A message made short for a summary line: paths below `repo` given
+/// relative to it, and digests (runs of 32 or more hex digits) cut to
+/// their first 12, as git abbreviates commits.
+pub fn brief(text: &str, repo: Option<&str>) -> String {
+    let text = match repo.filter(|r| !r.is_empty()) {
+        Some(r) => text.replace(&format!("{}/", r.trim_end_matches('/')), ""),
+        None => text.to_string(),
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 32 {
+            out.push_str(&run[..12]);
+            out.push('…');
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 /// `text` cut to `max` characters, with `…` when cut.
 pub fn cut(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -301,5 +332,14 @@ mod tests {
         let o = json!({"schema": "pgb.v1", "type": "note", "a": 1, "b": "x", "c": [1]});
         assert_eq!(default_line(&o, now()), "note a=1 b=x");
         assert_eq!(cut("abcdef", 4), "abc…");
+        let h = "a7fc8b8e".repeat(8);
+        assert_eq!(
+            brief(&format!("/r/main/x.dump: sha256 {h} differs"), Some("/r")),
+            "main/x.dump: sha256 a7fc8b8ea7fc… differs"
+        );
+        assert_eq!(
+            brief("public.t: 3 rows, 4 recorded", None),
+            "public.t: 3 rows, 4 recorded"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! One line per record when stdout is a terminal (`--json` for records).
 
 use chrono::Utc;
-use pgb_common::human::{artifact, bytes, cut, millis, row, s};
+use pgb_common::human::{artifact, brief, bytes, cut, millis, row, s};
 use serde_json::Value;
 
 /// `restored  physical-main-…  2h ago  into /srv/restore: 1.2 GiB, 1,024 files in 14s; target time …`,
@@ -67,7 +67,8 @@ pub fn render(v: &Value) -> Option<String> {
             .and_then(|p| p.first())
             .and_then(Value::as_str)
         {
-            parts.insert(0, cut(p, 160));
+            let repo = a.get("repo").and_then(Value::as_str);
+            parts.insert(0, cut(&brief(p, repo), 160));
         }
         "FAILED"
     };

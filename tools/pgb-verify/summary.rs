@@ -1,7 +1,7 @@
 //! One line per artifact when stdout is a terminal (`--json` for records).
 
 use chrono::Utc;
-use pgb_common::human::{artifact_row, cut, millis, s};
+use pgb_common::human::{artifact_row, brief, cut, millis, s};
 use serde_json::Value;
 
 /// An artifact and the checks this run made (`checked`, the `verified`
@@ -22,7 +22,8 @@ pub fn line(v: &Value, checked: &[Value]) -> String {
                 .and_then(|p| p.first())
                 .and_then(Value::as_str)
                 .unwrap_or("failed");
-            format!("{}: {}", s(e, "method"), cut(p, 120))
+            let p = brief(p, v.get("repo").and_then(Value::as_str));
+            format!("{}: {}", s(e, "method"), cut(&p, 160))
         })
         .collect();
     if !failed.is_empty() {
