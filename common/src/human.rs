@@ -149,24 +149,23 @@ pub fn error(v: &Value) -> String {
     )
 }
 
-/// Any other record: its type and its short scalar fields, as `key=value`,
-/// cut to one line.
+/// Any other record: its type, then its short scalar fields as
+/// `key=value`, cut to one line.
 pub fn other(v: &Value) -> String {
-    let mut line = s(v, "type").to_string();
+    let mut fields = Vec::new();
     if let Some(m) = v.as_object() {
         for (k, x) in m {
             if k == "schema" || k == "type" {
                 continue;
             }
-            let x = match x {
-                Value::String(t) => t.clone(),
-                Value::Number(_) | Value::Bool(_) => x.to_string(),
-                _ => continue,
-            };
-            line.push_str(&format!(" {k}={x}"));
+            match x {
+                Value::String(t) => fields.push(format!("{k}={t}")),
+                Value::Number(_) | Value::Bool(_) => fields.push(format!("{k}={x}")),
+                _ => {}
+            }
         }
     }
-    cut(&line, 160)
+    cut(&row(s(v, "type"), &fields.join(" ")), 200)
 }
 
 /// `text` with its control characters (escape sequences a path or a name
@@ -227,17 +226,19 @@ pub fn cut(text: &str, max: usize) -> String {
 }
 
 /// The summary of a record when the tool renders it no other way: an
-/// error, an artifact in a few words, or any other record's short fields.
+/// error, an artifact the tool passed on untouched (`forwarded`), or any
+/// other record's short fields.
 pub fn default_line(v: &Value, now: DateTime<Utc>) -> String {
     match v.get("type").and_then(Value::as_str) {
         Some("error") => error(v),
-        Some("artifact") => artifact(v, now),
+        Some("artifact") => artifact_row("forwarded", v, now, ""),
         _ => other(v),
     }
 }
 
-/// The copies of an artifact record as `media@site (url)`, comma-separated;
-/// only those whose `to` is in `roots` when that is not empty.
+/// The copies of an artifact record as `media@site`, with `(already
+/// there)` when the bytes were found in place; only those whose `to` is in
+/// `roots` when that is not empty.
 pub fn copies(v: &Value, roots: &[String]) -> Vec<String> {
     v.get("copies")
         .and_then(Value::as_array)
@@ -330,8 +331,17 @@ mod tests {
             "FAILED     logical appdb  pgb-snapshot: m"
         );
         let o = json!({"schema": "pgb.v1", "type": "note", "a": 1, "b": "x", "c": [1]});
-        assert_eq!(default_line(&o, now()), "note a=1 b=x");
+        assert_eq!(default_line(&o, now()), "note       a=1 b=x");
         assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(clean("a\u{1b}[2Jb\nc"), "a\\u{1b}[2Jb\nc");
+        let a = json!({"copies": [
+            {"to": "/nas", "media": "nas", "site": "onsite", "existing": true},
+            {"to": "s3://b/p", "media": "s3", "site": "offsite"}]});
+        assert_eq!(
+            copies(&a, &[]),
+            ["nas@onsite (already there)", "s3@offsite"]
+        );
+        assert_eq!(copies(&a, &["s3://b/p".into()]), ["s3@offsite"]);
         let h = "a7fc8b8e".repeat(8);
         assert_eq!(
             brief(&format!("/r/main/x.dump: sha256 {h} differs"), Some("/r")),

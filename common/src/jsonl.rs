@@ -365,7 +365,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             String::from_utf8(w.into_inner()).unwrap(),
-            "art a\\u{1b}[2J\nFAILED     t: m\nnote n=1\nknown b\n"
+            "art a\\u{1b}[2J\nFAILED     t: m\nnote       n=1\nknown b\n"
         );
         let mut w = RecordWriter::new(Vec::new(), "buf");
         w.write_summarised(&json!({"a": 1}), |_| "never".into())

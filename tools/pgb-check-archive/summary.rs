@@ -80,3 +80,30 @@ pub fn render(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_backup_without_its_wal_is_broken() {
+        let a = json!({"type": "artifact", "id": "physical-main-1", "kind": "physical",
+            "files": [{"size": 2048}],
+            "archive_check": {"restorable": false, "missing": ["A", "B"], "bad": ["C"]}});
+        assert_eq!(
+            render(&a).unwrap(),
+            "BROKEN     physical-main-1  2.0 KiB  unrestorable: 2 segment(s) of its WAL missing, 1 bad"
+        );
+        let s = json!({"type": "archive-summary", "archive": "/w", "ok": false,
+            "segments": 9, "timelines": [{"timeline": 1}, {"timeline": 2}],
+            "newest_segment": "000000020000000000000009", "age_seconds": 7300.5,
+            "problems": 2});
+        assert_eq!(
+            render(&s).unwrap(),
+            "UNHEALTHY  /w: 9 segments on timelines 1, 2, newest 000000020000000000000009 archived 2h 1m ago; 2 problems"
+        );
+        // A logical dump passed through is the writer's default.
+        assert_eq!(render(&json!({"type": "artifact", "id": "x"})), None);
+    }
+}

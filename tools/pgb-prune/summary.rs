@@ -49,3 +49,33 @@ pub fn render(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn artifacts_and_wal_ranges_in_a_line() {
+        let a = json!({"type": "artifact", "id": "logical-x-1", "kind": "logical",
+            "database": "x", "files": [{"size": 10}],
+            "prune": {"action": "delete", "reasons": ["kept by no rule"], "deleted": true}});
+        assert_eq!(
+            render(&a).unwrap(),
+            "deleted    logical-x-1  10 B  kept by no rule"
+        );
+        let w = json!({"type": "wal-expiry", "archive": "/a", "timeline": 1,
+            "first": "000000010000000000000001", "last": "000000010000000000000004",
+            "files": 4, "action": "delete", "reason": "before physical-main-2"});
+        assert_eq!(
+            render(&w).unwrap(),
+            "delete     WAL 000000010000000000000001..000000010000000000000004 (4 files): before physical-main-2"
+        );
+        let k = json!({"type": "wal-expiry", "archive": "/a", "files": 0,
+            "action": "keep", "reason": "no kept physical backup"});
+        assert_eq!(
+            render(&k).unwrap(),
+            "keep       WAL in /a: no kept physical backup"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! One line per record when stdout is a terminal (`--json` for records).
 
 use chrono::Utc;
-use pgb_common::human::{artifact_row, s};
+use pgb_common::human::{artifact_row, copies, s};
 use serde_json::Value;
 
 /// The copies at this run's destinations (`roots`, as their `to`), by
@@ -12,22 +12,7 @@ pub fn renderer(roots: Vec<String>, judged: bool) -> impl FnMut(&Value) -> Optio
         if v.get("type").and_then(Value::as_str) != Some("artifact") {
             return None;
         }
-        let copies: Vec<String> = v
-            .get("copies")
-            .and_then(Value::as_array)
-            .map(|cs| {
-                cs.iter()
-                    .filter(|c| roots.iter().any(|r| r == s(c, "to")))
-                    .map(|c| {
-                        let mut t = format!("{}@{}", s(c, "media"), s(c, "site"));
-                        if c.get("existing") == Some(&Value::Bool(true)) {
-                            t.push_str(" (already there)");
-                        }
-                        t
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let copies = copies(v, &roots);
         let mut word = if copies.is_empty() {
             "no copy"
         } else {
