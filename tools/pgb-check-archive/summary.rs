@@ -46,6 +46,17 @@ pub fn render(v: &Value) -> Option<String> {
                     span(chrono::Duration::seconds(age as i64))
                 ));
             }
+            if let Some(sv) = v.get("server").filter(|x| x.is_object()) {
+                if let Some(b) = sv
+                    .get("segments_behind")
+                    .and_then(Value::as_u64)
+                    .filter(|b| *b > 0)
+                {
+                    text.push_str(&format!(
+                        "; {b} finished segment(s) of the server not yet archived"
+                    ));
+                }
+            }
             match n("problems") {
                 0 => {}
                 1 => text.push_str("; 1 problem"),
@@ -98,10 +109,10 @@ mod tests {
         let s = json!({"type": "archive-summary", "archive": "/w", "ok": false,
             "segments": 9, "timelines": [{"timeline": 1}, {"timeline": 2}],
             "newest_segment": "000000020000000000000009", "age_seconds": 7300.5,
-            "problems": 2});
+            "problems": 2, "server": {"segments_behind": 3}});
         assert_eq!(
             render(&s).unwrap(),
-            "UNHEALTHY  /w: 9 segments on timelines 1, 2, newest 000000020000000000000009 archived 2h 1m ago; 2 problems"
+            "UNHEALTHY  /w: 9 segments on timelines 1, 2, newest 000000020000000000000009 archived 2h 1m ago; 3 finished segment(s) of the server not yet archived; 2 problems"
         );
         // A logical dump passed through is the writer's default.
         assert_eq!(render(&json!({"type": "artifact", "id": "x"})), None);
