@@ -313,7 +313,7 @@ fn encrypt_restore_and_fixperms_summarise_on_a_terminal() {
     assert_eq!(code, 0, "{err}");
     assert_human(
         &text,
-        &["into database appdb", "1 tables' row counts compared"],
+        &["into database appdb", "row counts of 1 table compared"],
     );
     assert_eq!(lines_with(&text, "restored ").len(), 2, "{text}");
     assert_eq!(c.sql("appdb", "SELECT count(*) FROM t"), "500");

@@ -51,7 +51,8 @@ pub fn render(v: &Value) -> Option<String> {
     }
     if let Some(rc) = v.get("row_counts").filter(|r| r.is_object()) {
         let n = rc.get("compared").and_then(Value::as_u64).unwrap_or(0);
-        parts.push(format!("{n} tables' row counts compared"));
+        let t = if n == 1 { "table" } else { "tables" };
+        parts.push(format!("row counts of {n} {t} compared"));
     }
     if let Some(ms) = v.get("duration_ms").and_then(Value::as_u64) {
         parts.push(format!("in {}", millis(ms)));
@@ -93,7 +94,7 @@ mod tests {
             "row_counts": {"compared": 2, "ok": false, "problems": ["public.t: 3 rows, 4 recorded"]}});
         assert_eq!(
             render(&bad).unwrap(),
-            "FAILED     logical-appdb-1  public.t: 3 rows, 4 recorded; into database appdb; 2 tables' row counts compared"
+            "FAILED     logical-appdb-1  public.t: 3 rows, 4 recorded; into database appdb; row counts of 2 tables compared"
         );
     }
 }
