@@ -90,6 +90,22 @@ mod tests {
             render(&plan).unwrap(),
             "plan       logical-appdb-1\n           - CREATE DATABASE appdb\n           - pg_restore -j 1 /r/x into appdb"
         );
+        let p = json!({"type": "restore", "ok": true, "duration_ms": 14200,
+            "artifact": {"id": "physical-main-1", "kind": "physical"},
+            "pgdata": "/srv/restore", "files": 1024, "bytes": 3u64 << 30,
+            "target": {"type": "time", "value": "2026-12-01 10:00:00+00"}});
+        assert_eq!(
+            render(&p).unwrap(),
+            "restored   physical-main-1  into /srv/restore: 3.0 GiB, 1024 files; \
+             target time 2026-12-01 10:00:00+00; in 14s"
+        );
+        let damaged = json!({"type": "restore", "ok": false, "restored": false,
+            "artifact": {"id": "physical-main-1", "kind": "physical", "repo": "/r"},
+            "problems": [format!("/r/main/physical/x/base.tar.zst: sha256 {} differs", "ab".repeat(32))]});
+        assert_eq!(
+            render(&damaged).unwrap(),
+            "FAILED     physical-main-1  main/physical/x/base.tar.zst: sha256 abababababab… differs"
+        );
         let bad = json!({"type": "restore", "artifact": a, "ok": false, "database": "appdb",
             "row_counts": {"compared": 2, "ok": false, "problems": ["public.t: 3 rows, 4 recorded"]}});
         assert_eq!(

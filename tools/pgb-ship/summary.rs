@@ -39,3 +39,32 @@ pub fn renderer(roots: Vec<String>, judged: bool) -> impl FnMut(&Value) -> Optio
         Some(artifact_row(word, v, Utc::now(), &parts.join("; ")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn this_runs_copies_and_verdict() {
+        let a = json!({"type": "artifact", "id": "globals-main-1", "kind": "globals",
+            "files": [{"size": 100}],
+            "copies": [
+                {"to": "/old", "media": "usb", "site": "onsite"},
+                {"to": "/nas", "media": "nas", "site": "onsite", "existing": true}],
+            "policy": {"rule": "3-2-1", "ok": false,
+                "failed": ["1 offsite: no copy has site=offsite"]}});
+        let mut r = renderer(vec!["/nas".into()], true);
+        assert_eq!(
+            r(&a).unwrap(),
+            "NOT MET    globals-main-1  100 B  to nas@onsite (already there); \
+             3-2-1 not met (1 offsite: no copy has site=offsite)"
+        );
+        // Without --require, a verdict recorded earlier is not this run's.
+        let mut r = renderer(vec!["/nas".into()], false);
+        assert_eq!(
+            r(&a).unwrap(),
+            "copied     globals-main-1  100 B  to nas@onsite (already there)"
+        );
+    }
+}
