@@ -196,6 +196,7 @@ fn snapshot_verify_ship_prune_and_check_archive_summarise_on_a_terminal() {
     assert_eq!(recs.len(), 4);
     let longest = recs.iter().map(|r| r.to_string().len()).max().unwrap();
     let shown = text.lines().map(str::len).max().unwrap();
+    eprintln!("pgb-prune: longest record {longest} characters, longest summary line {shown}");
     assert!(shown * 4 < longest, "{shown} vs {longest}");
     let (_, text, _) = on_terminal(
         &env,
