@@ -584,3 +584,32 @@ pub fn stock_sums(path: &Path) -> (String, String) {
     };
     (first("sha256sum"), first("b3sum"))
 }
+
+/// `s` quoted for sh.
+pub fn sh_quote(s: impl AsRef<OsStr>) -> String {
+    format!("'{}'", s.as_ref().to_string_lossy().replace('\'', r"'\''"))
+}
+
+/// What a person sees: runs the shell command line `cmd` with its stdout
+/// on a terminal (util-linux `script`), its stdin on that terminal unless
+/// `cmd` redirects it, and its stderr in a file (so the terminal shows
+/// stdout alone). Returns the exit code, the terminal's text (carriage
+/// returns removed) and stderr.
+pub fn on_terminal(env: &[(&str, String)], cmd: &str) -> (i32, String, String) {
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let line = format!("{cmd} 2>{}", sh_quote(err.path()));
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("PGB_PG_BINDIR", all_bindirs())
+        .env("NO_COLOR", "1")
+        .env("PGB_NO_PROGRESS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("script: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).replace('\r', ""),
+        fs::read_to_string(err.path()).unwrap_or_default(),
+    )
+}

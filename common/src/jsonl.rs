@@ -4,8 +4,12 @@
 //! line without `\n` as a truncated producer, and keeps every record's raw
 //! text so records a tool does not act on (and error records) are forwarded
 //! byte for byte.
+//!
+//! The writer has two modes: JSON lines (a pipe or a file, or `--json`),
+//! and on a terminal a short human summary of each record, rendered by
+//! the tool (see [`RecordWriter::stdout_for`] and [`crate::human`]).
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 
 use serde_json::Value;
 
@@ -139,17 +143,40 @@ impl<R: BufRead> Iterator for RecordReader<R> {
     }
 }
 
-/// Writes records, one compact line each, flushed after every record.
+/// How a tool renders one record for a person: `None` for the default
+/// summary ([`crate::human::default_line`]), an empty string to print
+/// nothing for it. Error records are always rendered by
+/// [`crate::human::error`].
+pub type Render = Box<dyn FnMut(&Value) -> Option<String>>;
+
+/// True when stdout gets a human summary: it is a terminal and `--json`
+/// was not given.
+pub fn human_wanted(json: bool) -> bool {
+    !json && io::stdout().is_terminal()
+}
+
+/// Writes records, one compact line each, flushed after every record; or,
+/// in human mode, each record's summary.
 pub struct RecordWriter<W: Write> {
     inner: W,
     name: String,
+    human: Option<Render>,
 }
 
 impl RecordWriter<io::Stdout> {
+    /// JSON lines on stdout, whatever it is.
     pub fn stdout() -> Self {
-        RecordWriter {
-            inner: io::stdout(),
-            name: "stdout".into(),
+        RecordWriter::new(io::stdout(), "stdout")
+    }
+
+    /// JSON lines on stdout when it is a pipe or a file or `json` is set
+    /// (`--json`); on a terminal, each record as `render` summarises it.
+    pub fn stdout_for(json: bool, render: impl FnMut(&Value) -> Option<String> + 'static) -> Self {
+        let w = RecordWriter::stdout();
+        if human_wanted(json) {
+            w.human(render)
+        } else {
+            w
         }
     }
 }
@@ -159,23 +186,85 @@ impl<W: Write> RecordWriter<W> {
         RecordWriter {
             inner,
             name: name.into(),
+            human: None,
         }
+    }
+
+    /// Switches to human mode: each record is written as `render` says.
+    pub fn human(mut self, render: impl FnMut(&Value) -> Option<String> + 'static) -> Self {
+        self.human = Some(Box::new(render));
+        self
+    }
+
+    /// True in human mode.
+    pub fn is_human(&self) -> bool {
+        self.human.is_some()
     }
 
     /// Serialises and writes one record.
     pub fn write<T: serde::Serialize>(&mut self, record: &T) -> Result<()> {
+        if self.human.is_some() {
+            let v = serde_json::to_value(record)
+                .map_err(|e| Error::msg(format!("encode record: {e}")))?;
+            return self.write_human(&v);
+        }
         let mut line =
             serde_json::to_vec(record).map_err(|e| Error::msg(format!("encode record: {e}")))?;
         line.push(b'\n');
         self.write_bytes(&line)
     }
 
+    /// Writes one record; in human mode, `summary` of it instead of the
+    /// tool's renderer, for what the run knows and the record does not
+    /// say (which checks this run made, whether it changed anything).
+    pub fn write_summarised<T: serde::Serialize>(
+        &mut self,
+        record: &T,
+        summary: impl FnOnce(&Value) -> String,
+    ) -> Result<()> {
+        if self.human.is_none() {
+            return self.write(record);
+        }
+        let v =
+            serde_json::to_value(record).map_err(|e| Error::msg(format!("encode record: {e}")))?;
+        let line = summary(&v);
+        self.write_text(&line)
+    }
+
     /// Writes a line read earlier, unchanged (a trailing newline is added).
     pub fn forward(&mut self, raw: &str) -> Result<()> {
+        if self.human.is_some() {
+            if let Ok(v) = serde_json::from_str::<Value>(raw) {
+                return self.write_human(&v);
+            }
+        }
         let mut line = Vec::with_capacity(raw.len() + 1);
         line.extend_from_slice(raw.as_bytes());
         line.push(b'\n');
         self.write_bytes(&line)
+    }
+
+    fn write_human(&mut self, v: &Value) -> Result<()> {
+        let now = chrono::Utc::now();
+        let text = match v.get("type").and_then(Value::as_str) {
+            Some("error") => crate::human::error(v),
+            _ => match self.human.as_mut().and_then(|r| r(v)) {
+                Some(t) => t,
+                None => crate::human::default_line(v, now),
+            },
+        };
+        self.write_text(&text)
+    }
+
+    fn write_text(&mut self, text: &str) -> Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        // What records carry (paths, names, messages) reaches a terminal:
+        // control characters are shown escaped, never interpreted.
+        let mut out = crate::human::clean(text.trim_end_matches('\n'));
+        out.push('\n');
+        self.write_bytes(out.as_bytes())
     }
 
     fn write_bytes(&mut self, line: &[u8]) -> Result<()> {
@@ -254,6 +343,34 @@ mod tests {
             String::from_utf8(w.into_inner()).unwrap(),
             "{\"a\":1}\n{\"b\":2}\n"
         );
+    }
+
+    #[test]
+    fn human_mode_renders_each_record_and_escapes_control_characters() {
+        let mut w = RecordWriter::new(Vec::new(), "buf").human(|v| match v["type"].as_str() {
+            Some("artifact") => Some(format!("art {}", v["id"].as_str().unwrap())),
+            Some("quiet") => Some(String::new()),
+            _ => None,
+        });
+        assert!(w.is_human());
+        w.write(&json!({"schema": "pgb.v1", "type": "artifact", "id": "a\u{1b}[2J"}))
+            .unwrap();
+        w.forward(r#"{"schema":"pgb.v1","type":"error","tool":"t","message":"m"}"#)
+            .unwrap();
+        w.write(&json!({"type": "quiet"})).unwrap();
+        w.write(&json!({"type": "note", "n": 1})).unwrap();
+        w.write_summarised(&json!({"type": "artifact", "id": "b"}), |v| {
+            format!("known {}", v["id"].as_str().unwrap())
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(w.into_inner()).unwrap(),
+            "art a\\u{1b}[2J\nFAILED     t: m\nnote       n=1\nknown b\n"
+        );
+        let mut w = RecordWriter::new(Vec::new(), "buf");
+        w.write_summarised(&json!({"a": 1}), |_| "never".into())
+            .unwrap();
+        assert_eq!(String::from_utf8(w.into_inner()).unwrap(), "{\"a\":1}\n");
     }
 
     #[test]

@@ -28,20 +28,9 @@ pub fn progress_wanted() -> bool {
         && std::env::var_os("PGB_NO_PROGRESS").is_none()
 }
 
-/// `1.5 GiB`-style sizes for messages.
+/// `1.5 GiB`-style sizes for messages: [`crate::human::bytes`].
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    crate::human::bytes(n)
 }
 
 /// A byte counter drawn on stderr once a second while work runs, only when

@@ -6,5 +6,6 @@ complete -c pgb-encrypt -l file -d 'Encrypt (or with -d decrypt) this one file i
 complete -c pgb-encrypt -s o -l output -d 'With --file: write here, atomically (temp name, fsync, rename; an existing file is never replaced); `-` writes to stdout [default: IN.age when encrypting, IN without .age when decrypting]' -r -F
 complete -c pgb-encrypt -s d -l decrypt -d 'Decrypt instead of encrypt'
 complete -c pgb-encrypt -l remove-plaintext -d 'After an artifact\'s ciphertext is fsynced and its checksums are recorded in its sidecar, delete its plaintext files (and, for a single-file artifact, the plaintext\'s sidecar). For an artifact already encrypted, plaintext left beside it is deleted once the ciphertext is re-read and matches its record'
+complete -c pgb-encrypt -l json -d 'Write pgb.v1 records (JSON lines) even when stdout is a terminal. Without it a terminal gets one short line per record (sizes in binary units, times as ages, the outcome); a pipe or a file always gets the records'
 complete -c pgb-encrypt -l help -d 'Print help'
 complete -c pgb-encrypt -s V -l version -d 'Print version'

@@ -13,5 +13,6 @@ complete -c pgb-prune -l clock-tolerance -d 'How many seconds in the future an a
 complete -c pgb-prune -l require-verified -d 'Count only artifacts that passed verification (pgb-verify)'
 complete -c pgb-prune -l apply -d 'Delete what the plan says, under the repository lock (without it, only the plan is printed)'
 complete -c pgb-prune -l copies -d 'With --apply, also delete the recorded copies (`copies`, written by pgb-ship) of each deleted artifact, on local, SSH and S3 destinations'
+complete -c pgb-prune -l json -d 'Write pgb.v1 records (JSON lines) even when stdout is a terminal. Without it a terminal gets one short line per record (sizes in binary units, times as ages, the outcome); a pipe or a file always gets the records'
 complete -c pgb-prune -l help -d 'Print help'
 complete -c pgb-prune -s V -l version -d 'Print version'

@@ -33,5 +33,6 @@ complete -c pgb-restore -l dry-run -d 'Print the plan as records and change noth
 complete -c pgb-restore -s C -l create-database -d 'Logical: create the target database first (it must not exist)'
 complete -c pgb-restore -s O -l no-owner -d 'Logical: do not restore ownership (pg_restore --no-owner)'
 complete -c pgb-restore -l no-globals -d 'Logical: skip the globals (roles) even when the set has them'
+complete -c pgb-restore -l json -d 'Write pgb.v1 records (JSON lines) even when stdout is a terminal. Without it a terminal gets one short line per record (sizes in binary units, times as ages, the outcome); a pipe or a file always gets the records'
 complete -c pgb-restore -l help -d 'Print help'
 complete -c pgb-restore -s V -l version -d 'Print version'

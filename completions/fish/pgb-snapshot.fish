@@ -17,5 +17,6 @@ complete -c pgb-snapshot -s g -l globals -d 'Dump roles, memberships and tablesp
 complete -c pgb-snapshot -l physical -d 'Take a physical base backup with pg_basebackup (tar, WAL streamed in, backup_manifest with SHA256 checksums)'
 complete -c pgb-snapshot -l statistics -d 'Include planner statistics in logical dumps (pg_dump --statistics, PostgreSQL 18\'s pg_dump; an older server is dumped with pg_dump 18 when it is installed, and its dumps then need pg_restore 18)'
 complete -c pgb-snapshot -l no-row-counts -d 'Skip the exact per-table row counts (for very large databases; the counts read every table once more)'
+complete -c pgb-snapshot -l json -d 'Write pgb.v1 records (JSON lines) even when stdout is a terminal. Without it a terminal gets one short line per record (sizes in binary units, times as ages, the outcome); a pipe or a file always gets the records'
 complete -c pgb-snapshot -l help -d 'Print help'
 complete -c pgb-snapshot -s V -l version -d 'Print version'

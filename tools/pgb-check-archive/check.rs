@@ -617,7 +617,7 @@ fn check(args: &Args, archive: &str, now: SystemTime) -> Result<(ExitStatus, Ana
     if let Some(s) = server {
         crate::server::judge(s, &mut an, args.max_behind);
     }
-    let mut out = RecordWriter::stdout();
+    let mut out = RecordWriter::stdout_for(args.json, crate::summary::render);
     for p in &an.problems {
         out.write(&p.record(archive))?;
     }

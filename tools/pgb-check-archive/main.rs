@@ -7,6 +7,7 @@ mod cli;
 mod prom;
 mod scan;
 mod server;
+mod summary;
 
 use std::process::ExitCode;
 

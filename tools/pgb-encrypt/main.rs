@@ -5,6 +5,7 @@ mod artifact;
 mod cli;
 mod run;
 mod stream;
+mod summary;
 
 use std::process::ExitCode;
 

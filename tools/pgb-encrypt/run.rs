@@ -43,7 +43,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         one_file(&ctx, file, args.output.as_deref())?;
         return Ok(ExitStatus::Ok);
     }
-    let mut out = RecordWriter::stdout();
+    let mut out = RecordWriter::stdout_for(args.json, |_| None);
     let mut status = ExitStatus::Ok;
     // With --repo, an artifact reached through two sidecars (plaintext kept
     // beside its ciphertext) is printed once.
@@ -76,9 +76,15 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                                 }
                             }
                             match outcome {
-                                Outcome::Untouched if merged == *artifact => out.forward(&raw)?,
-                                Outcome::Untouched => out.write(&merged)?,
-                                Outcome::Record(a) => out.write(&a)?,
+                                Outcome::Untouched if merged == *artifact && !out.is_human() => {
+                                    out.forward(&raw)?
+                                }
+                                Outcome::Untouched => out.write_summarised(&merged, |v| {
+                                    crate::summary::line(v, args.decrypt, false)
+                                })?,
+                                Outcome::Record(a) => out.write_summarised(&a, |v| {
+                                    crate::summary::line(v, args.decrypt, true)
+                                })?,
                             }
                         }
                         Err(e) => {

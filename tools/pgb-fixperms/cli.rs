@@ -26,7 +26,9 @@ use clap::Parser;
 ///
 /// Every change is printed as one pgb.v1 JSON record on stdout ("type":
 /// "fixperms", "path", "what": "owner" or "mode", "from", "to"); --check
-/// prints the changes it would make and changes nothing.
+/// prints the changes it would make and changes nothing. On a terminal
+/// each change is a line (owner root:root -> postgres:postgres PATH),
+/// then how many there were; --json prints the records there too.
 #[derive(Parser, Debug)]
 #[command(
     name = "pgb-fixperms",
@@ -81,6 +83,13 @@ pub struct Args {
     /// Worker threads [default: the number of CPUs, at most 8]
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
+
+    /// Write pgb.v1 records (JSON lines) even when stdout is a terminal.
+    /// Without it a terminal gets one short line per record (sizes in
+    /// binary units, times as ages, the outcome); a pipe or a file always
+    /// gets the records
+    #[arg(long = "json")]
+    pub json: bool,
 
     /// Print help
     #[arg(long = "help", action = clap::ArgAction::Help)]

@@ -103,10 +103,28 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         data,
         homes,
         threads,
+        human: pgb_common::human_wanted(args.json),
     };
     let outcome = Walker::new(&plan).run(root, canon);
     if let Some(e) = outcome.output {
         return Err(e);
+    }
+    if plan.human {
+        // The last line on a terminal: what the run came to.
+        let verb = if plan.check { "needed" } else { "made" };
+        let mut line = match outcome.changes {
+            0 => "nothing to change".to_string(),
+            1 => format!("1 change {verb}"),
+            n => format!("{n} changes {verb}"),
+        };
+        if outcome.errors > 0 {
+            line.push_str(&format!("; {} entries refused or failed", outcome.errors));
+        }
+        use std::io::Write;
+        let mut so = std::io::stdout().lock();
+        writeln!(so, "{line}")
+            .and_then(|_| so.flush())
+            .map_err(|e| Error::io("write", "stdout", e))?;
     }
     Ok(if outcome.errors > 0 {
         ExitStatus::Error

@@ -44,6 +44,8 @@ pub struct Plan {
     pub data: Option<(PathBuf, String)>,
     pub homes: Vec<PathBuf>,
     pub threads: usize,
+    /// Print each change as a line for a person, not a record.
+    pub human: bool,
 }
 
 /// Where a directory sits, for the allowlisted links.
@@ -121,6 +123,8 @@ pub struct Walker<'p> {
 struct Local {
     buf: Vec<u8>,
     names: HashMap<(bool, u32), String>,
+    /// Lines for a person (stdout is a terminal) instead of records.
+    human: bool,
 }
 
 const FLUSH_AT: usize = 32 * 1024;
@@ -175,6 +179,19 @@ impl Local {
     }
 
     fn record(&mut self, path: &Path, what: &str, from: &str, to: &str) {
+        if self.human {
+            // `owner     root:root -> postgres:postgres  /path`
+            let line = pgb_common::human::clean(&pgb_common::human::row(
+                what,
+                &format!(
+                    "{from} -> {to}  {}",
+                    path.to_string_lossy().replace('\n', "\\n")
+                ),
+            ));
+            self.buf.extend_from_slice(line.as_bytes());
+            self.buf.push(b'\n');
+            return;
+        }
         let b = &mut self.buf;
         b.extend_from_slice(br#"{"schema":""#);
         b.extend_from_slice(SCHEMA.as_bytes());
@@ -218,6 +235,7 @@ impl<'p> Walker<'p> {
         let mut local = Local {
             buf: Vec::new(),
             names: HashMap::new(),
+            human: self.plan.human,
         };
         let place = if self.plan.data.is_some() {
             Place::DataRoot
@@ -257,6 +275,7 @@ impl<'p> Walker<'p> {
         let mut local = Local {
             buf: Vec::with_capacity(FLUSH_AT * 2),
             names: HashMap::new(),
+            human: self.plan.human,
         };
         loop {
             let job = {
@@ -680,7 +699,12 @@ impl<'p> Walker<'p> {
         let mut ctx = serde_json::Map::new();
         ctx.insert("path".into(), p.to_string_lossy().into());
         let rec = error_record("pgb-fixperms", &msg, None, ctx);
-        let _ = serde_json::to_writer(&mut local.buf, &rec);
+        if local.human {
+            let line = pgb_common::human::clean(&pgb_common::human::error(&rec));
+            local.buf.extend_from_slice(line.as_bytes());
+        } else {
+            let _ = serde_json::to_writer(&mut local.buf, &rec);
+        }
         local.buf.push(b'\n');
         self.errors.fetch_add(1, Ordering::Relaxed);
     }

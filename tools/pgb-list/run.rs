@@ -2,7 +2,6 @@
 //! a table, and judges --require-window.
 
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -67,7 +66,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         .as_deref()
         .map(parse_duration)
         .transpose()?;
-    let json = args.json || !std::io::stdout().is_terminal();
+    let json = !pgb_common::human_wanted(args.json);
     let (all, bad) = load(&args.repo)?;
     if all.is_empty() && bad.is_empty() {
         return Err(Error::msg(format!(
@@ -161,7 +160,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                 warn(format!(
                     "{}: recovery window {} is shorter than the {} required",
                     w.cluster,
-                    crate::table::span(w.length()),
+                    pgb_common::human::span(w.length()),
                     args.require_window.as_deref().unwrap_or_default()
                 ));
                 status_out = status_out.worst(ExitStatus::No);

@@ -3,21 +3,10 @@
 //! cluster's recovery window.
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use pgb_common::term::human_bytes;
+use pgb_common::human::{age, bytes, columns, millis, span};
 use serde_json::Value;
 
 use crate::window::{Basis, Window};
-
-/// `45s`, `12m`, `3h 5m`, `2d 4h`.
-pub fn span(d: Duration) -> String {
-    let s = d.num_seconds().max(0);
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
-    }
-}
 
 /// A moment to the second in local time (RFC 3339), rounded into the
 /// window (`up` for its start).
@@ -32,12 +21,6 @@ fn second(t: DateTime<Utc>, up: bool) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
-fn age_of(when: &str, now: DateTime<Utc>) -> String {
-    DateTime::parse_from_rfc3339(when)
-        .map(|t| span(now - t.with_timezone(&Utc)) + " ago")
-        .unwrap_or_else(|_| when.to_string())
-}
-
 fn checks(l: &Value, now: DateTime<Utc>) -> String {
     let Some(v) = l["verified"].as_object().filter(|v| !v.is_empty()) else {
         return "never verified".into();
@@ -45,7 +28,7 @@ fn checks(l: &Value, now: DateTime<Utc>) -> String {
     v.iter()
         .map(|(method, c)| {
             let ok = if c["ok"] == true { "ok" } else { "FAILED" };
-            let when = c["when"].as_str().map(|w| age_of(w, now));
+            let when = c["when"].as_str().map(|w| age(w, now));
             match when {
                 Some(w) => format!("{method} {ok} {w}"),
                 None => format!("{method} {ok}"),
@@ -65,41 +48,7 @@ fn copies(l: &Value) -> String {
 }
 
 fn ms(v: &Value) -> String {
-    v.as_i64()
-        .map(|m| {
-            if m < 10_000 {
-                format!("{:.1}s", m as f64 / 1000.0)
-            } else {
-                span(Duration::milliseconds(m))
-            }
-        })
-        .unwrap_or_else(|| "-".into())
-}
-
-/// Lays `rows` out in columns, left-aligned, two spaces apart.
-fn columns(rows: &[Vec<String>], indent: &str) -> String {
-    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..n)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let mut line = indent.to_string();
-        for (i, c) in r.iter().enumerate() {
-            line.push_str(c);
-            if i + 1 < r.len() {
-                line.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    v.as_u64().map(millis).unwrap_or_else(|| "-".into())
 }
 
 pub fn render(listings: &[Value], windows: &[Window], now: DateTime<Utc>) -> String {
@@ -135,7 +84,7 @@ pub fn render(listings: &[Value], windows: &[Window], now: DateTime<Utc>) -> Str
             rows.push(vec![
                 l["id"].as_str().unwrap_or("?").to_string(),
                 span(Duration::seconds(l["age_seconds"].as_i64().unwrap_or(0))),
-                human_bytes(l["size"].as_u64().unwrap_or(0)),
+                bytes(l["size"].as_u64().unwrap_or(0)),
                 if l["encrypted"] == true { "yes" } else { "no" }.into(),
                 copies(l),
                 if l["policy"]["ok"] == true {
@@ -197,31 +146,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spans_read_well() {
-        assert_eq!(span(Duration::seconds(45)), "45s");
-        assert_eq!(span(Duration::seconds(125)), "2m");
-        assert_eq!(span(Duration::seconds(3 * 3600 + 300)), "3h 5m");
-        assert_eq!(span(Duration::seconds(2 * 86400 + 4 * 3600)), "2d 4h");
-    }
-
-    #[test]
     fn window_ends_round_inward() {
         let t: DateTime<Utc> = "2026-12-01T16:00:35.25Z".parse().unwrap();
         let (up, down) = (second(t, true), second(t, false));
         let secs = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp();
         assert_eq!(secs(&up), t.timestamp() + 1);
         assert_eq!(secs(&down), t.timestamp());
-    }
-
-    #[test]
-    fn columns_line_up() {
-        let t = columns(
-            &[
-                vec!["ID".into(), "AGE".into()],
-                vec!["long-id".into(), "2m".into()],
-            ],
-            "  ",
-        );
-        assert_eq!(t, "  ID       AGE\n  long-id  2m\n");
     }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod plan;
 mod policy;
 mod run;
+mod summary;
 mod wal;
 
 use std::process::ExitCode;

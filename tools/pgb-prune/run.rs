@@ -91,7 +91,7 @@ fn try_run(args: &Args) -> Result<ExitStatus> {
     let upstream_errors = recs
         .iter()
         .any(|r| matches!(r, Rec::Forward { error: true, .. }));
-    let mut out = RecordWriter::stdout();
+    let mut out = RecordWriter::stdout_for(args.json, crate::summary::render);
     let mut status = ExitStatus::Ok;
     if let Some(c) = &first.clock {
         warn(format!("nothing is deleted: {c}"));

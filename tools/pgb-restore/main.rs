@@ -5,6 +5,7 @@ mod cli;
 mod logical;
 mod physical;
 mod run;
+mod summary;
 mod walcheck;
 
 use std::process::ExitCode;

@@ -96,7 +96,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
     };
     let tgt = target(&args)?;
     let goal = timeline_goal(&args)?;
-    let mut out = RecordWriter::stdout();
+    let mut out = RecordWriter::stdout_for(args.json, crate::summary::render);
     let mut status = ExitStatus::Ok;
     let picked: Vec<(Artifact, Value)> = match &args.repo {
         Some(repo) => select(&args, repo, &tgt, goal, ids.as_ref())?,

@@ -120,6 +120,13 @@ pub struct Args {
     #[arg(long = "lock-wait", value_name = "SECONDS")]
     pub lock_wait: Option<u64>,
 
+    /// Write pgb.v1 records (JSON lines) even when stdout is a terminal.
+    /// Without it a terminal gets one short line per record (sizes in
+    /// binary units, times as ages, the outcome); a pipe or a file always
+    /// gets the records
+    #[arg(long = "json")]
+    pub json: bool,
+
     /// Print help
     #[arg(long = "help", action = clap::ArgAction::Help)]
     pub help: Option<bool>,

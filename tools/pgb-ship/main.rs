@@ -3,6 +3,7 @@
 
 mod cli;
 mod run;
+mod summary;
 
 use std::process::ExitCode;
 

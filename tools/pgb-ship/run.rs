@@ -90,7 +90,11 @@ fn now() -> String {
 
 fn try_run(args: Args) -> Result<ExitStatus> {
     let targets = targets(&args)?;
-    let mut out = RecordWriter::stdout();
+    let roots = targets.iter().map(|t| t.dest.root_url()).collect();
+    let mut out = RecordWriter::stdout_for(
+        args.json,
+        crate::summary::renderer(roots, args.require.is_some()),
+    );
     let mut status = ExitStatus::Ok;
     let mut handle =
         |input: Result<Input>, out: &mut RecordWriter<std::io::Stdout>| -> Result<()> {

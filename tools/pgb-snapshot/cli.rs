@@ -12,7 +12,8 @@ use pgb_common::pg::ConnArgs;
 /// (pg_dumpall --globals-only) and physical base backups (pg_basebackup),
 /// streamed to the repository with sha256 and blake3 computed on the way,
 /// published atomically, each with a `.pgb.json` sidecar, and printed as one
-/// pgb.v1 JSON record per artifact on stdout.
+/// pgb.v1 JSON record per artifact on stdout (on a terminal, a line per
+/// artifact unless --json).
 #[derive(Parser, Debug)]
 #[command(
     name = "pgb-snapshot",
@@ -110,6 +111,13 @@ pub struct Args {
 
     #[command(flatten)]
     pub conn: ConnArgs,
+
+    /// Write pgb.v1 records (JSON lines) even when stdout is a terminal.
+    /// Without it a terminal gets one short line per record (sizes in
+    /// binary units, times as ages, the outcome); a pipe or a file always
+    /// gets the records
+    #[arg(long = "json")]
+    pub json: bool,
 
     /// Print help
     #[arg(long = "help", action = clap::ArgAction::Help)]

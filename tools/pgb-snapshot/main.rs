@@ -9,6 +9,7 @@ mod meta;
 mod physical;
 mod prom;
 mod run;
+mod summary;
 
 use std::process::ExitCode;
 

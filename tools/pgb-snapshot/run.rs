@@ -253,7 +253,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         None => base.with_database(&ctx.maintenance_db)?,
     };
 
-    let mut out = RecordWriter::stdout();
+    let mut out = RecordWriter::stdout_for(args.json, crate::summary::render);
     let mut status = ExitStatus::Ok;
     let mut outcomes = Vec::new();
     let mut jobs = Vec::new();

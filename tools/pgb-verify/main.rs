@@ -9,6 +9,7 @@ mod restore;
 mod run;
 mod stored;
 mod structure;
+mod summary;
 mod walpages;
 
 use std::process::ExitCode;

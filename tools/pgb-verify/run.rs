@@ -99,7 +99,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         rto,
         args,
     };
-    let mut out = RecordWriter::stdout();
+    let mut out = RecordWriter::stdout_for(ctx.args.json, |_| None);
     let mut status = ExitStatus::Ok;
     let mut handle =
         |input: Result<Input>, out: &mut RecordWriter<std::io::Stdout>| -> Result<()> {
@@ -143,6 +143,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                         return Err(Error::msg("interrupted"));
                     }
                     prom.note(&a, &a.verified[before..]);
+                    let checked = a.verified[before..].to_vec();
                     if a.verified.len() > before || failed_run.is_none() {
                         if let Err(e) = pgb_common::evidence::add_evidence(&mut a) {
                             warn(e.to_string());
@@ -166,7 +167,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
                                 Map::new(),
                             ))?;
                         }
-                        None => out.write(&a)?,
+                        None => out.write_summarised(&a, |v| crate::summary::line(v, &checked))?,
                     }
                 }
                 Ok(Input::Error { raw, .. }) => {
