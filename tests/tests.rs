@@ -13,6 +13,7 @@ mod prune;
 mod restore;
 mod ship;
 mod snapshot;
+mod usage;
 mod verify;
 mod versions;
 mod wal;

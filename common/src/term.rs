@@ -28,6 +28,19 @@ pub fn progress_wanted() -> bool {
         && std::env::var_os("PGB_NO_PROGRESS").is_none()
 }
 
+/// Refuses at once (exit 2) when records would be read from stdin and
+/// stdin is a terminal: nobody types JSON lines, and waiting silently looks
+/// like a hang. `example` is a pipeline that feeds the tool.
+pub fn refuse_terminal_stdin(example: &str) -> crate::error::Result<()> {
+    if std::io::stdin().is_terminal() {
+        return Err(crate::error::Error::Usage(format!(
+            "no records: without --repo, records are read from stdin, which is a terminal; \
+             give --repo DIR (a repository's sidecars) or pipe records in, e.g.\n  {example}"
+        )));
+    }
+    Ok(())
+}
+
 /// `1.5 GiB`-style sizes for messages.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

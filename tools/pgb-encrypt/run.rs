@@ -10,7 +10,7 @@ use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::evidence::adopt;
 use pgb_common::jsonl::Input;
 use pgb_common::record::error_record;
-use pgb_common::repo::{absolute, check_present, in_repo, parse_sidecar, sidecars};
+use pgb_common::repo::{absolute, catalog, check_present, in_repo, parse_sidecar};
 use pgb_common::term::{warn, Progress};
 use pgb_common::{AtomicFile, ExitStatus, RecordReader, RecordWriter};
 use serde_json::{Map, Value};
@@ -104,7 +104,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
     match &args.repo {
         Some(repo) => {
             let repo = absolute(repo)?;
-            for sidecar in sidecars(&repo)? {
+            for sidecar in catalog(&repo)? {
                 let text = match std::fs::read_to_string(&sidecar) {
                     Ok(t) => t,
                     // Removed while this run went (a plaintext sidecar
@@ -117,6 +117,9 @@ fn try_run(args: Args) -> Result<ExitStatus> {
             }
         }
         None => {
+            pgb_common::term::refuse_terminal_stdin(
+                "pgb-snapshot -d appdb --out /srv/backups/pg | pgb-encrypt -R recipients.txt",
+            )?;
             let stdin = std::io::stdin().lock();
             for input in RecordReader::new(stdin, "stdin") {
                 handle(input, &mut out)?;

@@ -9,7 +9,7 @@ use pgb_common::dest::Destination;
 use pgb_common::error::{Error, Result};
 use pgb_common::jsonl::Input;
 use pgb_common::record::{error_record, Artifact, FileEntry, Kind};
-use pgb_common::repo::sidecars;
+use pgb_common::repo::catalog;
 use pgb_common::term::warn;
 use pgb_common::{ExitStatus, RecordReader, RecordWriter};
 use serde_json::{json, Map, Value};
@@ -180,11 +180,14 @@ fn try_run(args: Args) -> Result<ExitStatus> {
     match &ctx.args.repo {
         Some(repo) => {
             let repo = pgb_common::repo::absolute(repo)?;
-            for sidecar in sidecars(&repo)? {
+            for sidecar in catalog(&repo)? {
                 handle(pgb_common::repo::read_in(&repo, &sidecar), &mut out)?;
             }
         }
         None => {
+            pgb_common::term::refuse_terminal_stdin(
+                "pgb-snapshot -d appdb --out /srv/backups/pg | pgb-verify",
+            )?;
             let stdin = std::io::stdin().lock();
             for input in RecordReader::new(stdin, "stdin") {
                 handle(input, &mut out)?;
