@@ -322,3 +322,68 @@ fn help_lists_every_flag_of_the_man_page() {
         }
     }
 }
+
+/// The text of a roff line as a terminal shows it: `\-` is `-`, `\\` is
+/// `\`, font changes take no room.
+fn shown(line: &str) -> String {
+    let mut out = String::new();
+    let mut it = line.chars().peekable();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('f') => {
+                it.next();
+            }
+            Some('&') => {}
+            Some('(') => {
+                let name: String = it.by_ref().take(2).collect();
+                out.push(match name.as_str() {
+                    "aq" => '\'',
+                    "dq" => '"',
+                    _ => '?',
+                });
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Example lines (no-fill blocks, `.nf` to `.fi`) are never refilled by
+/// man, so a line wider than 80 columns runs off a standard terminal.
+#[test]
+fn no_example_line_is_wider_than_80_columns() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let mut wide = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for path in names {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut nofill = false;
+        for (n, line) in text.lines().enumerate() {
+            if line.starts_with(".nf") {
+                nofill = true;
+            } else if line.starts_with(".fi") {
+                nofill = false;
+            } else if nofill && !line.starts_with('.') {
+                let cols = shown(line).chars().count();
+                if cols > 80 {
+                    wide.push(format!("{}:{}: {cols} columns", path.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        wide.is_empty(),
+        "example lines wider than 80 columns (wrap them with a backslash \
+         continuation in the tool's cli.rs EXAMPLES, then scripts/update-man):\n{}",
+        wide.join("\n")
+    );
+}

@@ -112,7 +112,8 @@ encrypted artifacts pass through):
 .PP
 .nf
 .RS 4
-pgb\-encrypt \-\-repo /srv/backups/pg \-r age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+pgb\-encrypt \-\-repo /srv/backups/pg \\
+  \-r age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
 .RE
 .fi
 .PP
@@ -120,7 +121,8 @@ Decrypt one file by hand, as \fBage \-d\fR would (an SSH key works too):
 .PP
 .nf
 .RS 4
-pgb\-encrypt \-d \-i ~/.config/pgb/backup.key \-\-file appdb\-20261121T020000Z.dump.zst.age \-o \- \\
+pgb\-encrypt \-d \-i ~/.config/pgb/backup.key \\
+  \-\-file appdb\-20261121T020000Z.dump.zst.age \-o \- \\
   | zstd \-dc | pg_restore \-d appdb
 .RE
 .fi

@@ -242,8 +242,9 @@ An encrypted backup, to a restore point, with a tablespace relocated; see the pl
 .PP
 .nf
 .RS 4
-pgb\-restore \-\-repo /srv/backups/pg \-i /etc/pgb/identity.txt \-\-target\-name before_upgrade \\
-  \-\-wal\-archive /srv/wal\-archive \-\-tablespace\-map 16384=/srv/ts \-D /srv/pg/restored \-\-dry\-run
+pgb\-restore \-\-repo /srv/backups/pg \-i /etc/pgb/identity.txt \\
+  \-\-target\-name before_upgrade \-\-wal\-archive /srv/wal\-archive \\
+  \-\-tablespace\-map 16384=/srv/ts \-D /srv/pg/restored \-\-dry\-run
 .RE
 .fi
 .PP
@@ -252,9 +253,12 @@ An encrypted backup and a WAL archive pushed encrypted (pgb\-wal push \-R): root
 .nf
 .RS 4
 install \-d \-o postgres \-m 700 /var/lib/postgresql/.pgb
-install \-o postgres \-m 600 /root/pgb/identity.txt /var/lib/postgresql/.pgb/wal.key
-pgb\-restore \-\-repo /srv/backups/pg \-i /root/pgb/identity.txt \-\-wal\-archive /srv/wal\-archive \\
-  \-\-wal\-identity /var/lib/postgresql/.pgb/wal.key \-\-target\-time '2026\-11\-21 10:14:00+00' \-D /srv/pg/restored
+install \-o postgres \-m 600 /root/pgb/identity.txt \\
+  /var/lib/postgresql/.pgb/wal.key
+pgb\-restore \-\-repo /srv/backups/pg \-i /root/pgb/identity.txt \\
+  \-\-wal\-archive /srv/wal\-archive \\
+  \-\-wal\-identity /var/lib/postgresql/.pgb/wal.key \\
+  \-\-target\-time '2026\-11\-21 10:14:00+00' \-D /srv/pg/restored
 .RE
 .fi
 .PP
@@ -262,7 +266,8 @@ A point-in-time recovery went too far and the restored server, promoted to timel
 .PP
 .nf
 .RS 4
-pgb\-restore \-\-repo /srv/backups/pg \-\-target\-timeline 1 \-\-target\-time '2026\-11\-21 10:20:00+00' \\
+pgb\-restore \-\-repo /srv/backups/pg \-\-target\-timeline 1 \\
+  \-\-target\-time '2026\-11\-21 10:20:00+00' \\
   \-\-wal\-archive /srv/wal\-archive \-D /var/lib/postgresql/15/main \-\-force
 .RE
 .fi
@@ -271,7 +276,8 @@ A database and its roles into another server, four jobs:
 .PP
 .nf
 .RS 4
-pgb\-restore \-\-repo /srv/backups/pg \-\-database appdb \-h db2 \-U postgres \-\-create\-database \-j 4
+pgb\-restore \-\-repo /srv/backups/pg \-\-database appdb \\
+  \-h db2 \-U postgres \-\-create\-database \-j 4
 .RE
 .fi
 .PP
