@@ -37,6 +37,9 @@ use pgb_common::pg::ConnArgs;
 /// restored into the server given by -d/-h/-p/-U: the set's globals first
 /// (roles that already exist are left alone), then each database with
 /// pg_restore -j, and the row counts recorded at backup time are compared.
+/// Interrupted (Ctrl-C, SIGTERM) while pg_restore writes, it stops
+/// pg_restore and says what is left: a database it created (-C) is
+/// dropped, one that existed is named as half-filled; exit status 2.
 /// One `restore` record per restored artifact goes to stdout (`ok: false`
 /// with the problems when the checks fail); failures of the run are error
 /// records.
@@ -207,7 +210,10 @@ pub struct Args {
     #[arg(short = 'O', long = "no-owner")]
     pub no_owner: bool,
 
-    /// Logical: restore only this table (repeatable; pg_restore -t)
+    /// Logical: restore only this table, NAME or SCHEMA.NAME ("quoted" parts
+    /// as in SQL; repeatable; qualified names all of one schema). Becomes
+    /// pg_restore -n SCHEMA -t NAME; a name the dump does not hold is an
+    /// error before anything is restored
     #[arg(short = 't', long = "table", value_name = "NAME")]
     pub table: Vec<String>,
 
