@@ -140,7 +140,7 @@ fn pages() -> Vec<Page> {
         bin: "pgb-verify",
         cmd: verify_cli::Args::command,
         examples: verify_cli::EXAMPLES,
-        environment: None,
+        environment: Some(PROGRESS_ENVIRONMENT),
         see_also: "\\fBpgb\\-snapshot\\fR(1), \\fBpgb\\-encrypt\\fR(1), \\fBpgb\\-ship\\fR(1), \\fBpgb\\-metrics\\fR(7), \\fBpg_restore\\fR(1), \\fBpg_verifybackup\\fR(1), \\fBage\\fR(1)",
     }]
 }
@@ -217,8 +217,13 @@ const LIBPQ_ENVIRONMENT: &str = r#".TP
 \fBPGHOST\fR, \fBPGPORT\fR, \fBPGUSER\fR, \fBPGDATABASE\fR, \fBPGPASSFILE\fR, \fBPGSERVICE\fR, ...
 Read by libpq in the PostgreSQL programs pgb runs, as they read them in pg_dump. Passwords belong in ~/.pgpass; a password given in a connection string is handed to the programs in a private, temporary passfile, never on their command line.
 .TP
-\fBNO_COLOR\fR, \fBPGB_NO_PROGRESS\fR
-Suppress the progress line drawn on stderr when it is a terminal.
+\fBNO_COLOR\fR, \fBPGB_NO_PROGRESS\fR, \fBTERM\fR=dumb
+No progress line on stderr even when it is a terminal. Otherwise one is drawn there, at most ten times a second, with the bytes done and, where known or estimated, the total, percent and ETA; never when stderr is a file or a pipe.
+"#;
+
+const PROGRESS_ENVIRONMENT: &str = r#".TP
+\fBNO_COLOR\fR, \fBPGB_NO_PROGRESS\fR, \fBTERM\fR=dumb
+No progress line on stderr even when it is a terminal. Otherwise one is drawn there, at most ten times a second, with the bytes done and, where known or estimated, the total, percent and ETA; never when stderr is a file or a pipe.
 "#;
 
 #[test]

@@ -96,3 +96,106 @@ fn records_are_not_awaited_from_a_terminal() {
         assert!(started.elapsed().as_secs() < 10, "{tool} waited");
     }
 }
+
+/// A repository holding one logical "dump" of `size` random bytes.
+fn one_artifact_repo(repo: &Path, size: usize) {
+    let rel = "main/logical/app/app-20261121T101500Z.dump";
+    let path = repo.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut bytes = vec![0u8; size];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for chunk in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let (sha256, blake3) = stock_sums(&path);
+    let rec = serde_json::json!({
+        "schema": "pgb.v1", "type": "artifact", "id": "logical-app-20261121T101500Z",
+        "kind": "logical", "cluster": "main", "database": "app",
+        "created": "2026-11-21T10:15:00+01:00",
+        "repo": repo.display().to_string(), "path": rel,
+        "files": [{"name": "app-20261121T101500Z.dump", "size": size,
+                   "sha256": sha256, "blake3": blake3}],
+        "copies": [], "verified": []
+    });
+    std::fs::write(
+        repo.join(format!("{rel}.pgb.json")),
+        serde_json::to_vec_pretty(&rec).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn progress_is_drawn_on_a_terminal_only() {
+    let s = tempfile::tempdir().unwrap();
+    let repo = s.path().join("repo");
+    one_artifact_repo(&repo, 16 << 20);
+    let nas = s.path().join("nas");
+    std::fs::create_dir(&nas).unwrap();
+    let (_, recipient) = readers(s.path()).remove(0);
+    let r = repo.display();
+    let out = s.path().join("one.age");
+    let out = out.display();
+    let runs = [
+        (
+            "pgb-ship",
+            format!("--repo {r} --to {}", nas.display()),
+            "copying [",
+        ),
+        (
+            "pgb-verify",
+            format!("--repo {r} --checksums"),
+            ": checksums [",
+        ),
+        (
+            "pgb-encrypt",
+            format!(
+                "-r {} --file {r}/main/logical/app/app-20261121T101500Z.dump -o {out}",
+                recipient[1]
+            ),
+            ": encrypt /",
+        ),
+    ];
+    for (tool, args, label) in runs {
+        let cmd = format!("rm -f {out}; {} {args}", bin(tool).display());
+        // On a terminal: the label, a bar, the total, percent and ETA.
+        let (code, text) = on_terminal(&cmd, &[]);
+        assert_eq!(code, 0, "{tool}: {text}");
+        assert!(
+            text.contains(&format!("{tool}: ")) && text.contains(label),
+            "{tool}: no progress line in {text:?}"
+        );
+        // The total: the file's size, twice for verify (the file and the
+        // copy ship made).
+        let total = match tool {
+            "pgb-verify" => "/32.00 MiB",
+            _ => "/16.00 MiB",
+        };
+        for want in [total, "%", "ETA"] {
+            assert!(text.contains(want), "{tool}: {want:?} not in {text:?}");
+        }
+        // Asked not to: nothing drawn.
+        for env in [("NO_COLOR", "1"), ("TERM", "dumb")] {
+            let (code, text) = on_terminal(&cmd, &[env]);
+            assert_eq!(code, 0, "{tool} {env:?}: {text}");
+            assert!(!text.contains("ETA"), "{tool} {env:?}: {text:?}");
+        }
+        // stderr to a file: nothing but messages, no progress.
+        let err = s.path().join(format!("{tool}.err"));
+        let o = Command::new("sh")
+            .args(["-c", &format!("{cmd} 2>{} >/dev/null", err.display())])
+            .stdin(Stdio::null())
+            .env_remove("NO_COLOR")
+            .status()
+            .unwrap();
+        assert!(o.success(), "{tool}");
+        let text = std::fs::read_to_string(&err).unwrap();
+        assert!(
+            !text.contains('\r') && !text.contains("ETA") && !text.contains('%'),
+            "{tool}: {text:?}"
+        );
+    }
+}

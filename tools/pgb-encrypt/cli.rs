@@ -149,6 +149,6 @@ have read part of it before a late error; check the exit status.
 /// The ENVIRONMENT section of the man page, in roff.
 #[allow(dead_code)]
 pub const ENVIRONMENT: &str = r#".TP
-\fBNO_COLOR\fR, \fBPGB_NO_PROGRESS\fR
-Suppress the progress line drawn on stderr when it is a terminal.
+\fBNO_COLOR\fR, \fBPGB_NO_PROGRESS\fR, \fBTERM\fR=dumb
+No progress line on stderr even when it is a terminal. Otherwise one is drawn there, at most ten times a second, with the bytes done and, where known or estimated, the total, percent and ETA; never when stderr is a file or a pipe.
 "#;

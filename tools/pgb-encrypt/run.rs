@@ -179,7 +179,17 @@ fn one_file(ctx: &Ctx, input: &Path, output: Option<&Path>) -> Result<()> {
         if decrypting { "decrypt" } else { "encrypt" },
         in_name.display()
     );
-    let progress = Progress::new(label);
+    // The file's size: the plaintext's when encrypting; about it (less the
+    // age header and tags) when decrypting.
+    let size = (input != dash)
+        .then(|| std::fs::metadata(input).ok())
+        .flatten()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let progress = match (size, decrypting) {
+        (Some(n), false) => Progress::with_total(label, n),
+        (size, _) => Progress::estimated(label, size),
+    };
     if output == dash {
         let stdout = std::io::stdout();
         if !decrypting && stdout.is_terminal() {

@@ -316,6 +316,10 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
     // reads it in place. Otherwise the plaintext is written to a private
     // temp file first, which settles the checksums on the way. Either way
     // nothing reaches the server before the stored bytes match the record.
+    let reading = pgb_common::progress::Progress::with_total(
+        format!("restore {}: read and check", a.id),
+        a.files.iter().map(|f| f.size).sum(),
+    );
     let (mut o, path) = plaintext(a, ids)?;
     let tmp = TempDir(std::env::temp_dir().join(format!(
         "pgb-restore.{}.{}",
@@ -333,6 +337,7 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
         f.flush().ctx("write", &dump)?;
         dump
     };
+    drop(reading);
     // Every -t must name something in the dump: a filter that matches
     // nothing would restore nothing and compare no rows, and pass.
     if !tables.is_empty() {
@@ -387,6 +392,7 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
         c.arg("-n").arg(n);
     }
     c.arg(&dump).stdin(Stdio::null()).stdout(Stdio::null());
+    let _progress = pgb_common::progress::Progress::spinner(format!("pg_restore into {db}"));
     let restored = if guard.signalled().is_some() {
         Err(Error::msg("interrupted before pg_restore started"))
     } else {

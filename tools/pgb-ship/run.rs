@@ -226,7 +226,11 @@ fn ship(args: &Args, targets: &[Target], a: Artifact) -> (Value, ExitStatus) {
         }
     };
     let results: Vec<Result<Value>> = {
-        let progress = Progress::new(format!("{label}: copying"));
+        let bytes: u64 = a.files.iter().map(|f| f.size).sum();
+        let progress = Progress::with_total(
+            format!("{label}: copying"),
+            bytes.saturating_mul(targets.len() as u64),
+        );
         std::thread::scope(|s| {
             let handles: Vec<_> = targets
                 .iter()

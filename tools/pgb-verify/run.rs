@@ -249,6 +249,14 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> (bool, Option<String>) {
         let when = chrono::Local::now()
             .fixed_offset()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+        // The stored bytes read back (stored::open counts them) against
+        // the backup's recorded size; checksums draws its own, copies too.
+        let _progress = matches!(method, "manifest" | "restore").then(|| {
+            pgb_common::progress::Progress::with_total(
+                format!("{} {}: {method}", a.kind.as_str(), a.id),
+                a.files.iter().map(|f| f.size).sum(),
+            )
+        });
         let v = match check(a) {
             Ok(v) => v,
             Err(e) => {
