@@ -199,3 +199,47 @@ fn progress_is_drawn_on_a_terminal_only() {
         );
     }
 }
+
+#[test]
+fn snapshot_and_restore_draw_progress_with_their_totals() {
+    let c = Cluster::new();
+    c.sql("postgres", "CREATE DATABASE app");
+    c.sql(
+        "app",
+        "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 200000) g",
+    );
+    let repo = c.scratch.owned_dir("repo");
+    let mut env: Vec<(&str, String)> = c.env();
+    env.push(("PGB_PG_BINDIR", all_bindirs()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    // A dump: pg_database_size as the estimate.
+    let (code, text) = on_terminal(
+        &format!(
+            "{} -d app --cluster main -o {}",
+            bin("pgb-snapshot").display(),
+            repo.display()
+        ),
+        &env,
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("pgb-snapshot: app [") && text.contains(" of ~") && text.contains('%'),
+        "no estimated progress in {text:?}"
+    );
+
+    // Its restore: the recorded size, then pg_restore's elapsed time.
+    let (code, text) = on_terminal(
+        &format!(
+            "{} --repo {} --database app -d app_copy --create-database",
+            bin("pgb-restore").display(),
+            repo.display()
+        ),
+        &env,
+    );
+    assert_eq!(code, 0, "{text}");
+    for want in [": read and check [", "%", "ETA", "pg_restore into app_copy"] {
+        assert!(text.contains(want), "{want:?} not in {text:?}");
+    }
+    assert_eq!(c.sql("app_copy", "SELECT count(*) FROM t"), "200000");
+}
