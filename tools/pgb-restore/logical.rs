@@ -393,7 +393,8 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
     }
     c.arg(&dump).stdin(Stdio::null()).stdout(Stdio::null());
     let _progress = pgb_common::progress::Progress::spinner(format!("pg_restore into {db}"));
-    let restored = if guard.signalled().is_some() {
+    let started = guard.signalled().is_none();
+    let restored = if !started {
         Err(Error::msg("interrupted before pg_restore started"))
     } else {
         pg::spawn(c, &format!("restore {} into {db}", path.display())).and_then(|r| {
@@ -410,6 +411,9 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
     guard.child(0);
     if let Some(sig) = guard.signalled() {
         let left = match (&restored, args.create_database) {
+            (Err(_), false) if !started => {
+                format!("pg_restore did not start; database {db} was not changed")
+            }
             (Ok(_), _) => {
                 format!("database {db} was restored whole, but its row counts were not compared")
             }
