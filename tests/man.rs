@@ -140,7 +140,7 @@ fn pages() -> Vec<Page> {
         bin: "pgb-verify",
         cmd: verify_cli::Args::command,
         examples: verify_cli::EXAMPLES,
-        environment: None,
+        environment: Some(PROGRESS_ENVIRONMENT),
         see_also: "\\fBpgb\\-snapshot\\fR(1), \\fBpgb\\-encrypt\\fR(1), \\fBpgb\\-ship\\fR(1), \\fBpgb\\-metrics\\fR(7), \\fBpg_restore\\fR(1), \\fBpg_verifybackup\\fR(1), \\fBage\\fR(1)",
     }]
 }
@@ -217,8 +217,13 @@ const LIBPQ_ENVIRONMENT: &str = r#".TP
 \fBPGHOST\fR, \fBPGPORT\fR, \fBPGUSER\fR, \fBPGDATABASE\fR, \fBPGPASSFILE\fR, \fBPGSERVICE\fR, ...
 Read by libpq in the PostgreSQL programs pgb runs, as they read them in pg_dump. Passwords belong in ~/.pgpass; a password given in a connection string is handed to the programs in a private, temporary passfile, never on their command line.
 .TP
-\fBNO_COLOR\fR, \fBPGB_NO_PROGRESS\fR
-Suppress the progress line drawn on stderr when it is a terminal.
+\fBNO_COLOR\fR, \fBPGB_NO_PROGRESS\fR, \fBTERM\fR=dumb
+No progress line on stderr even when it is a terminal. Otherwise one is drawn there, at most ten times a second, with the bytes done and, where known or estimated, the total, percent and ETA; never when stderr is a file or a pipe.
+"#;
+
+const PROGRESS_ENVIRONMENT: &str = r#".TP
+\fBNO_COLOR\fR, \fBPGB_NO_PROGRESS\fR, \fBTERM\fR=dumb
+No progress line on stderr even when it is a terminal. Otherwise one is drawn there, at most ten times a second, with the bytes done and, where known or estimated, the total, percent and ETA; never when stderr is a file or a pipe.
 "#;
 
 #[test]
@@ -321,4 +326,69 @@ fn help_lists_every_flag_of_the_man_page() {
             assert!(help.contains(&format!("--{long}")), "--help lacks --{long}");
         }
     }
+}
+
+/// The text of a roff line as a terminal shows it: `\-` is `-`, `\\` is
+/// `\`, font changes take no room.
+fn shown(line: &str) -> String {
+    let mut out = String::new();
+    let mut it = line.chars().peekable();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('f') => {
+                it.next();
+            }
+            Some('&') => {}
+            Some('(') => {
+                let name: String = it.by_ref().take(2).collect();
+                out.push(match name.as_str() {
+                    "aq" => '\'',
+                    "dq" => '"',
+                    _ => '?',
+                });
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Example lines (no-fill blocks, `.nf` to `.fi`) are never refilled by
+/// man, so a line wider than 80 columns runs off a standard terminal.
+#[test]
+fn no_example_line_is_wider_than_80_columns() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let mut wide = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for path in names {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut nofill = false;
+        for (n, line) in text.lines().enumerate() {
+            if line.starts_with(".nf") {
+                nofill = true;
+            } else if line.starts_with(".fi") {
+                nofill = false;
+            } else if nofill && !line.starts_with('.') {
+                let cols = shown(line).chars().count();
+                if cols > 80 {
+                    wide.push(format!("{}:{}: {cols} columns", path.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        wide.is_empty(),
+        "example lines wider than 80 columns (wrap them with a backslash \
+         continuation in the tool's cli.rs EXAMPLES, then scripts/update-man):\n{}",
+        wide.join("\n")
+    );
 }

@@ -1635,3 +1635,196 @@ fn a_moved_repository_restores_and_verifies_where_it_lies() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_schema_qualified_table_is_restored_and_a_filter_matching_nothing_is_an_error() {
+    let c = Cluster::new();
+    c.load_sample();
+    let repo = c.scratch.owned_dir("repo");
+    let dump = snapshot_records(&c, &repo, &["-d", "appdb", "--cluster", "main"])
+        .into_iter()
+        .find(|r| r["kind"] == "logical")
+        .unwrap();
+    let input = format!("{dump}\n");
+    let exists = |db: &str| {
+        c.sql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'"),
+        )
+    };
+    // Into a database that has the table's schema (pg_restore -t restores
+    // the table alone, not its schema), or with --create-database.
+    let restore_t = |db: &str, filters: &[&str]| {
+        let mut cmd = c.tool("pgb-restore");
+        cmd.args(["-d", db, "--no-owner"]);
+        if exists(db) == "0" {
+            cmd.arg("--create-database");
+        }
+        for f in filters {
+            cmd.args(["-t", f]);
+        }
+        piped(cmd, input.as_bytes())
+    };
+
+    // As users type it: schema.table, that table alone, its rows compared.
+    c.sql("postgres", "CREATE DATABASE one_table");
+    c.sql("one_table", "CREATE SCHEMA app");
+    let o = restore_t("one_table", &["app.accounts"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let rec = records(&o.stdout).pop().unwrap();
+    assert_eq!(rec["row_counts"]["compared"], 1, "{rec}");
+    assert_eq!(rec["row_counts"]["ok"], true, "{rec}");
+    assert_eq!(
+        c.sql("one_table", "SELECT count(*) FROM app.accounts"),
+        "300000"
+    );
+    assert_eq!(
+        c.sql("one_table", "SELECT to_regclass('app.orders') IS NULL"),
+        "t"
+    );
+    // Quoted identifiers as in SQL.
+    c.sql("postgres", "CREATE DATABASE odd_table");
+    c.sql("odd_table", "CREATE SCHEMA \"Mixed Case\"");
+    let o = restore_t("odd_table", &["\"Mixed Case\".\"Odd Table\""]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        c.sql(
+            "odd_table",
+            "SELECT to_regclass('\"Mixed Case\".\"Odd Table\"') IS NOT NULL"
+        ),
+        "t"
+    );
+
+    // A filter that matches nothing: an error naming it, nothing created.
+    for (db, filters, want) in [
+        ("typo", &["app.acounts"][..], "-t app.acounts: the dump"),
+        (
+            "wrong_schema",
+            &["public.accounts"][..],
+            "-t public.accounts: the dump",
+        ),
+        ("bare_typo", &["acounts"][..], "-t acounts: the dump"),
+        (
+            "two_schemas",
+            &["app.accounts", "\"Mixed Case\".\"Odd Table\""][..],
+            "more than one schema",
+        ),
+        (
+            "mixed",
+            &["app.accounts", "orders"][..],
+            "qualify every table or none",
+        ),
+    ] {
+        let o = restore_t(db, filters);
+        assert_eq!(code(&o), 2, "{filters:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{filters:?}: {}", stderr(&o));
+        let out = records(&o.stdout);
+        assert!(out.iter().all(|r| r["type"] == "error"), "{out:?}");
+        assert_eq!(exists(db), "0", "{filters:?} created {db}");
+    }
+}
+
+/// Starts pgb-restore of `dump` into `db`, interrupts it with SIGINT once
+/// pg_restore is writing into `db`, and returns what it printed.
+fn interrupted_restore(c: &Cluster, dump: &Value, db: &str, create: bool) -> Output {
+    let mut cmd = c.tool("pgb-restore");
+    cmd.args(["-d", db, "--no-owner", "-j", "1"]);
+    if create {
+        cmd.arg("--create-database");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{dump}").unwrap();
+    let t0 = Instant::now();
+    loop {
+        let busy = c.sql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+                 AND application_name = 'pg_restore' AND query ~* '^COPY'"
+            ),
+        );
+        if busy != "0" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "pg_restore never started copying into {db}"
+        );
+        if let Ok(Some(s)) = child.try_wait() {
+            panic!("pgb-restore ended before it could be interrupted: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn an_interrupted_logical_restore_says_what_it_left_behind() {
+    let c = Cluster::new();
+    c.sql("postgres", "CREATE DATABASE big");
+    c.sql(
+        "big",
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS a, md5((g + 1)::text) AS b \
+         FROM generate_series(1, 2000000) g",
+    );
+    let repo = c.scratch.owned_dir("repo");
+    let dump = snapshot_records(&c, &repo, &["-d", "big", "--cluster", "main"])
+        .into_iter()
+        .find(|r| r["kind"] == "logical")
+        .unwrap();
+
+    // Into a database it created: dropped, and said so.
+    let o = interrupted_restore(&c, &dump, "big_copy", true);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("interrupted by SIGINT: database big_copy, created by this run"),
+        "{err}"
+    );
+    assert!(
+        err.contains("database big_copy: created by this run and not restored whole; dropped"),
+        "{err}"
+    );
+    assert_eq!(
+        c.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'big_copy'"
+        ),
+        "0"
+    );
+    assert!(records(&o.stdout).iter().all(|r| r["type"] == "error"));
+
+    // Into one that existed: named as half-filled, left for the user.
+    c.sql("postgres", "CREATE DATABASE big_into");
+    let o = interrupted_restore(&c, &dump, "big_into", false);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("interrupted by SIGINT: database big_into is HALF-FILLED"),
+        "{err}"
+    );
+    assert!(records(&o.stdout).iter().all(|r| r["type"] == "error"));
+    // No pg_restore left writing into it.
+    let t0 = Instant::now();
+    while c.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_restore'",
+    ) != "0"
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "pg_restore still runs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -408,6 +408,12 @@ fn one_destination_down_does_not_stop_the_others() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("s3://no-such-bucket/pg/"), "{err}");
+    assert!(
+        err.contains("bucket no-such-bucket does not exist"),
+        "{err}"
+    );
+    // Said as a sentence, not the server's XML body.
+    assert!(!err.contains("<?xml") && !err.contains("<Code>"), "{err}");
     assert!(!format!("{out:?}{err}").contains(S3_SECRET));
 }
 

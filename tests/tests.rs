@@ -14,6 +14,7 @@ mod restore;
 mod ship;
 mod snapshot;
 mod terminal;
+mod usage;
 mod verify;
 mod versions;
 mod wal;

@@ -21,6 +21,7 @@ pub mod pg;
 pub mod pgbin;
 pub mod physical;
 pub mod policy;
+pub mod progress;
 pub mod prom;
 pub mod record;
 pub mod repo;

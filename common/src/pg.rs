@@ -319,6 +319,11 @@ pub fn spawn(mut cmd: Command, what: &str) -> Result<Running> {
 }
 
 impl Running {
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn take_stdout(&mut self) -> ChildStdout {
         self.child.stdout.take().expect("stdout was not piped")
     }

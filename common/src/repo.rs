@@ -39,6 +39,38 @@ pub fn sidecars(repo: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The sidecars of a repository named by `--repo`: like [`sidecars`], but a
+/// repository that is not there, is not a directory, or holds no sidecar
+/// at all is an error (exit 2) saying so, never an empty run that exits 0
+/// (a mistyped path would otherwise "verify" nothing and pass).
+pub fn catalog(repo: &Path) -> Result<Vec<PathBuf>> {
+    match std::fs::metadata(repo) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::msg(format!(
+                "repository {}: not a directory",
+                repo.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::msg(format!(
+                "repository {}: does not exist (mistyped?)",
+                repo.display()
+            )))
+        }
+        Err(e) => return Err(Error::io("repository", repo, e)),
+    }
+    let found = sidecars(repo)?;
+    if found.is_empty() {
+        return Err(Error::msg(format!(
+            "repository {}: nothing there: no backups (no .pgb.json sidecar below it; \
+             an empty or mistyped repository?)",
+            repo.display()
+        )));
+    }
+    Ok(found)
+}
+
 /// A sidecar's text (one pretty-printed record) as an input record, with
 /// errors naming the sidecar and line.
 pub fn parse_sidecar(sidecar: &Path, text: &str) -> Result<Input> {

@@ -17,15 +17,26 @@ pub fn tool() -> &'static str {
 
 /// Prints `tool: message` on stderr, with any password redacted.
 pub fn warn(msg: impl AsRef<str>) {
-    eprintln!("{}: {}", tool(), crate::conninfo::redact(msg.as_ref()));
+    let line = format!("{}: {}", tool(), crate::conninfo::redact(msg.as_ref()));
+    crate::progress::suspend(|| eprintln!("{line}"));
 }
 
-/// True when progress may be drawn: stderr is a terminal, and neither
-/// `NO_COLOR` nor `PGB_NO_PROGRESS` is set.
+/// True when progress may be drawn; see [`crate::progress::wanted`].
 pub fn progress_wanted() -> bool {
-    std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none()
-        && std::env::var_os("PGB_NO_PROGRESS").is_none()
+    crate::progress::wanted()
+}
+
+/// Refuses at once (exit 2) when records would be read from stdin and
+/// stdin is a terminal: nobody types JSON lines, and waiting silently looks
+/// like a hang. `example` is a pipeline that feeds the tool.
+pub fn refuse_terminal_stdin(example: &str) -> crate::error::Result<()> {
+    if std::io::stdin().is_terminal() {
+        return Err(crate::error::Error::Usage(format!(
+            "no records: without --repo, records are read from stdin, which is a terminal; \
+             give --repo DIR (a repository's sidecars) or pipe records in, e.g.\n  {example}"
+        )));
+    }
+    Ok(())
 }
 
 /// `1.5 GiB`-style sizes for messages: [`crate::human::bytes`].
@@ -33,60 +44,7 @@ pub fn human_bytes(n: u64) -> String {
     crate::human::bytes(n)
 }
 
-/// A byte counter drawn on stderr once a second while work runs, only when
-/// [`progress_wanted`]; the line is cleared when dropped.
-pub struct Progress {
-    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Progress {
-    pub fn new(label: impl Into<String>) -> Progress {
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-        use std::sync::Arc;
-        let bytes = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = progress_wanted().then(|| {
-            let (bytes, stop, label) = (bytes.clone(), stop.clone(), label.into());
-            std::thread::spawn(move || {
-                let start = std::time::Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(std::time::Duration::from_millis(250));
-                    let n = bytes.load(Ordering::Relaxed);
-                    let secs = start.elapsed().as_secs_f64().max(0.001);
-                    eprint!(
-                        "\r\x1b[K{}: {label}: {} ({}/s)",
-                        tool(),
-                        human_bytes(n),
-                        human_bytes((n as f64 / secs) as u64)
-                    );
-                }
-                eprint!("\r\x1b[K");
-            })
-        });
-        Progress {
-            bytes,
-            stop,
-            thread,
-        }
-    }
-
-    /// Adds `n` bytes to the count shown.
-    pub fn add(&self, n: u64) {
-        self.bytes
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+pub use crate::progress::Progress;
 
 /// A tool's exit status: its run's own, or after an error, the error
 /// printed (prefixed with the tool name) and its status.

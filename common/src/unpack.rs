@@ -90,7 +90,7 @@ pub struct OpenedVerified {
     pub reader: Box<dyn Read + Send>,
     /// The name without `.age` and `.zst`.
     pub name: String,
-    check: Verification<BufReader<File>>,
+    check: Verification<BufReader<crate::progress::CountingCurrent<File>>>,
     check_shown: String,
 }
 
@@ -129,7 +129,10 @@ pub fn open_verified(
     ids: Option<&Identities>,
     want: &crate::record::FileEntry,
 ) -> Result<OpenedVerified> {
-    let f = BufReader::with_capacity(1 << 16, File::open(path).ctx("open", path)?);
+    let f = BufReader::with_capacity(
+        1 << 16,
+        crate::progress::CountingCurrent(File::open(path).ctx("open", path)?),
+    );
     let shown = path.display().to_string();
     let (raw, check) = verifying(
         f,

@@ -22,7 +22,7 @@ complete -c pgb-restore -s p -l port -d 'Database server port [env: PGPORT]' -r
 complete -c pgb-restore -s U -l username -d 'Connect as this database user [env: PGUSER]' -r
 complete -c pgb-restore -l pg-bindir -d 'Directories holding PostgreSQL programs (pg_dump, pg_basebackup, psql...), separated by \':\'. pgb runs the ones matching the server\'s major version, searching only these when given, otherwise /usr/lib/postgresql/N/bin, /usr/pgsql-N/bin and PATH; none matching is an error naming the version needed' -r -F
 complete -c pgb-restore -s j -l jobs -d 'Logical: parallel jobs for pg_restore' -r
-complete -c pgb-restore -s t -l table -d 'Logical: restore only this table (repeatable; pg_restore -t)' -r
+complete -c pgb-restore -s t -l table -d 'Logical: restore only this table, NAME or SCHEMA.NAME ("quoted" parts as in SQL; repeatable; qualified names all of one schema). Becomes pg_restore -n SCHEMA -t NAME; a name the dump does not hold is an error before anything is restored' -r
 complete -c pgb-restore -s n -l schema -d 'Logical: restore only this schema (repeatable; pg_restore -n)' -r
 complete -c pgb-restore -l allow-failed -d 'Restore an artifact whose latest verification failed (pgb-verify wrote `ok: false`). Without it, --select latest and reach pass over such artifacts (naming each on stderr) and one picked by id or read on stdin is refused'
 complete -c pgb-restore -l target-immediate -d 'Stop as soon as the backup is consistent (recovery_target = \'immediate\'); needs no WAL archive. Without any target, recovery replays all the WAL the archive holds'

@@ -7,8 +7,8 @@ use std::io;
 use std::path::Path;
 use std::time::SystemTime;
 
-use pgb_common::error::{Error, IoContext, Result};
-use pgb_common::repo::sidecars;
+use pgb_common::error::Result;
+use pgb_common::repo::catalog;
 use pgb_common::wal::segment_name_for_segno;
 use pgb_common::walhdr::{classify, segno_of, WalFile};
 use pgb_common::{ExitStatus, Input, Kind, RecordReader, RecordWriter};
@@ -25,18 +25,10 @@ pub fn read_stdin() -> Result<Vec<Input>> {
 /// all read and validated before anything is acted on. Sidecars of other
 /// kinds are skipped: nothing of theirs depends on the archive.
 pub fn read_repo(repo: &Path) -> Result<Vec<Input>> {
-    let md = std::fs::metadata(repo).ctx("repository", repo)?;
-    if !md.is_dir() {
-        return Err(Error::io(
-            "repository",
-            repo,
-            io::Error::other("not a directory"),
-        ));
-    }
     // Read where it lies: the records' repo is this directory.
     let repo = pgb_common::repo::absolute(repo)?;
     let mut out = Vec::new();
-    for sidecar in sidecars(&repo)? {
+    for sidecar in catalog(&repo)? {
         let input = pgb_common::repo::read_in(&repo, &sidecar)?;
         if matches!(&input, Input::Artifact { artifact, .. } if artifact.kind == Kind::Physical) {
             out.push(input);

@@ -592,7 +592,12 @@ fn check(args: &Args, archive: &str, now: SystemTime) -> Result<(ExitStatus, Ana
     // Read and validate the backups before anything is printed.
     let input = match (&args.repo, args.backups) {
         (Some(repo), _) => Some(crate::backups::read_repo(repo)?),
-        (None, true) => Some(crate::backups::read_stdin()?),
+        (None, true) => {
+            pgb_common::term::refuse_terminal_stdin(
+                "pgb-snapshot --physical --out /srv/backups/pg \\\n    | pgb-check-archive /srv/wal-archive --backups",
+            )?;
+            Some(crate::backups::read_stdin()?)
+        }
         (None, false) => None,
     };
     // The server first: whatever it says it archived must then be in the

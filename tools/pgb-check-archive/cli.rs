@@ -157,7 +157,8 @@ From cron every five minutes, failing when nothing was archived for 15 minutes, 
 .PP
 .nf
 .RS 4
-pgb\-check\-archive /srv/wal\-archive \-\-max\-age 900 \-\-prom /var/lib/node_exporter/textfile/pgb_archive.prom
+pgb\-check\-archive /srv/wal\-archive \-\-max\-age 900 \\
+  \-\-prom /var/lib/node_exporter/textfile/pgb_archive.prom
 .RE
 .fi
 .PP
@@ -165,7 +166,8 @@ Pin the cluster, so an archive filled by another cluster cannot pass:
 .PP
 .nf
 .RS 4
-pgb\-check\-archive /srv/wal\-archive \-\-system\-identifier $(psql \-Atc 'SELECT system_identifier FROM pg_control_system()')
+pgb\-check\-archive /srv/wal\-archive \-\-system\-identifier \\
+  "$(psql \-Atc 'SELECT system_identifier FROM pg_control_system()')"
 .RE
 .fi
 .PP
@@ -173,7 +175,8 @@ Which backups can be restored from the archive:
 .PP
 .nf
 .RS 4
-cat /srv/backups/pg/main/physical/*.pgb.json | jq \-c . | pgb\-check\-archive /srv/wal\-archive \-\-backups
+cat /srv/backups/pg/main/physical/*.pgb.json | jq \-c . \\
+  | pgb\-check\-archive /srv/wal\-archive \-\-backups
 .RE
 .fi
 .PP
@@ -190,7 +193,8 @@ With the server's own view (pg_stat_archiver, its WAL position), and the physica
 .PP
 .nf
 .RS 4
-pgb\-check\-archive /srv/wal\-archive \-d 'host=/run/postgresql dbname=postgres' \-\-max\-behind 2 \-\-repo /srv/backups/pg
+pgb\-check\-archive /srv/wal\-archive \-d 'host=/run/postgresql dbname=postgres' \\
+  \-\-max\-behind 2 \-\-repo /srv/backups/pg
 .RE
 .fi
 .PP

@@ -169,7 +169,7 @@ fn encrypt_one(ctx: &Ctx, from: &Path, to: &Path, expect: &FileEntry) -> Result<
         "encrypt {}",
         from.file_name().unwrap_or_default().to_string_lossy()
     );
-    let progress = Progress::new(label);
+    let progress = Progress::with_total(label, expect.size);
     let done = stream::encrypt(
         recipients,
         &mut input,
@@ -206,7 +206,7 @@ fn decrypt_one(ctx: &Ctx, from: &Path, to: &Path, expect: &FileEntry) -> Result<
         "decrypt {}",
         from.file_name().unwrap_or_default().to_string_lossy()
     );
-    let progress = Progress::new(label);
+    let progress = Progress::with_total(label, expect.size);
     let done = stream::decrypt(
         identities,
         &mut input,

@@ -119,7 +119,8 @@ encrypted artifacts pass through):
 .PP
 .nf
 .RS 4
-pgb\-encrypt \-\-repo /srv/backups/pg \-r age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+pgb\-encrypt \-\-repo /srv/backups/pg \\
+  \-r age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
 .RE
 .fi
 .PP
@@ -127,7 +128,8 @@ Decrypt one file by hand, as \fBage \-d\fR would (an SSH key works too):
 .PP
 .nf
 .RS 4
-pgb\-encrypt \-d \-i ~/.config/pgb/backup.key \-\-file appdb\-20261121T020000Z.dump.zst.age \-o \- \\
+pgb\-encrypt \-d \-i ~/.config/pgb/backup.key \\
+  \-\-file appdb\-20261121T020000Z.dump.zst.age \-o \- \\
   | zstd \-dc | pg_restore \-d appdb
 .RE
 .fi
@@ -154,6 +156,6 @@ have read part of it before a late error; check the exit status.
 /// The ENVIRONMENT section of the man page, in roff.
 #[allow(dead_code)]
 pub const ENVIRONMENT: &str = r#".TP
-\fBNO_COLOR\fR, \fBPGB_NO_PROGRESS\fR
-Suppress the progress line drawn on stderr when it is a terminal.
+\fBNO_COLOR\fR, \fBPGB_NO_PROGRESS\fR, \fBTERM\fR=dumb
+No progress line on stderr even when it is a terminal. Otherwise one is drawn there, at most ten times a second, with the bytes done and, where known or estimated, the total, percent and ETA; never when stderr is a file or a pipe.
 "#;

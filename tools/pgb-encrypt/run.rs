@@ -10,7 +10,7 @@ use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::evidence::adopt;
 use pgb_common::jsonl::Input;
 use pgb_common::record::error_record;
-use pgb_common::repo::{absolute, check_present, in_repo, parse_sidecar, sidecars};
+use pgb_common::repo::{absolute, catalog, check_present, in_repo, parse_sidecar};
 use pgb_common::term::{warn, Progress};
 use pgb_common::{AtomicFile, ExitStatus, RecordReader, RecordWriter};
 use serde_json::{Map, Value};
@@ -110,7 +110,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
     match &args.repo {
         Some(repo) => {
             let repo = absolute(repo)?;
-            for sidecar in sidecars(&repo)? {
+            for sidecar in catalog(&repo)? {
                 let text = match std::fs::read_to_string(&sidecar) {
                     Ok(t) => t,
                     // Removed while this run went (a plaintext sidecar
@@ -123,6 +123,9 @@ fn try_run(args: Args) -> Result<ExitStatus> {
             }
         }
         None => {
+            pgb_common::term::refuse_terminal_stdin(
+                "pgb-snapshot -d appdb --out /srv/backups/pg | pgb-encrypt -R recipients.txt",
+            )?;
             let stdin = std::io::stdin().lock();
             for input in RecordReader::new(stdin, "stdin") {
                 handle(input, &mut out)?;
@@ -182,7 +185,17 @@ fn one_file(ctx: &Ctx, input: &Path, output: Option<&Path>) -> Result<()> {
         if decrypting { "decrypt" } else { "encrypt" },
         in_name.display()
     );
-    let progress = Progress::new(label);
+    // The file's size: the plaintext's when encrypting; about it (less the
+    // age header and tags) when decrypting.
+    let size = (input != dash)
+        .then(|| std::fs::metadata(input).ok())
+        .flatten()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let progress = match (size, decrypting) {
+        (Some(n), false) => Progress::with_total(label, n),
+        (size, _) => Progress::estimated(label, size),
+    };
     if output == dash {
         let stdout = std::io::stdout();
         if !decrypting && stdout.is_terminal() {

@@ -141,12 +141,14 @@ pgb\-fixperms \-\-check /var/lib/postgresql/15/main > /var/log/pgb/fixperms.json
 .RE
 .fi
 .PP
-Each change is one record, for example:
+Each change is one record, one line (wrapped here), for example:
 .PP
 .nf
 .RS 4
-{"schema":"pgb.v1","type":"fixperms","path":"/var/lib/postgresql/15/main/base","what":"owner","from":"root:root","to":"postgres:postgres"}
-{"schema":"pgb.v1","type":"fixperms","path":"/var/lib/postgresql/15/main/base","what":"mode","from":"0755","to":"0700"}
+{"schema":"pgb.v1","type":"fixperms","path":"/var/lib/postgresql/15/main/base",
+ "what":"owner","from":"root:root","to":"postgres:postgres"}
+{"schema":"pgb.v1","type":"fixperms","path":"/var/lib/postgresql/15/main/base",
+ "what":"mode","from":"0755","to":"0700"}
 .RE
 .fi
 .PP

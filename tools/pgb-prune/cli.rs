@@ -171,7 +171,8 @@ See what a policy would delete (nothing is deleted without \fB\-\-apply\fR):
 .PP
 .nf
 .RS 4
-pgb\-prune \-\-repo /srv/backups/pg \-\-keep\-daily 7 \-\-keep\-weekly 4 \-\-keep\-monthly 12 \\
+pgb\-prune \-\-repo /srv/backups/pg \\
+  \-\-keep\-daily 7 \-\-keep\-weekly 4 \-\-keep\-monthly 12 \\
   | jq \-r 'select(.prune.action == "delete") | .path'
 .RE
 .fi
@@ -180,7 +181,8 @@ Nightly from cron, counting only verified backups, also expiring the WAL archive
 .PP
 .nf
 .RS 4
-pgb\-prune \-\-repo /srv/backups/pg \-\-require\-verified \-\-keep\-daily 7 \-\-keep\-weekly 4 \\
+pgb\-prune \-\-repo /srv/backups/pg \-\-require\-verified \\
+  \-\-keep\-daily 7 \-\-keep\-weekly 4 \\
   \-\-keep\-monthly 12 \-\-keep\-yearly 3 \-\-wal\-archive /srv/wal\-archive \-\-copies \\
   \-\-apply \-\-lock\-wait 600 >> /var/log/pgb/prune.jsonl
 .RE

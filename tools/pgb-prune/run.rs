@@ -11,7 +11,7 @@ use pgb_common::dest::{file_rel, Destination};
 use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::jsonl::Input;
 use pgb_common::record::{error_record, Artifact, Kind, SCHEMA};
-use pgb_common::repo::sidecars;
+use pgb_common::repo::catalog;
 use pgb_common::term::warn;
 use pgb_common::{ExitStatus, RecordReader, RecordWriter, RepoLock};
 use serde_json::{json, Map, Value};
@@ -84,7 +84,12 @@ fn try_run(args: &Args) -> Result<ExitStatus> {
     }
     let stdin_records = match &args.repo {
         Some(_) => None,
-        None => Some(read_stdin()?),
+        None => {
+            pgb_common::term::refuse_terminal_stdin(
+                "cat /var/log/pgb/*.jsonl | pgb-prune --keep-daily 7",
+            )?;
+            Some(read_stdin()?)
+        }
     };
     let recs = load(args, stdin_records.as_deref())?;
     let first = make_plan(&recs, &opts);
@@ -267,7 +272,7 @@ fn load(args: &Args, stdin: Option<&[Input]>) -> Result<Vec<Rec>> {
         (Some(repo), _) => {
             // Read where it lies: the records' repo is this directory.
             let repo = pgb_common::repo::absolute(repo)?;
-            for s in sidecars(&repo)? {
+            for s in catalog(&repo)? {
                 let input = pgb_common::repo::in_repo(read_sidecar(&s)?, &repo);
                 inputs.push((s.display().to_string(), input, Some(s)));
             }

@@ -37,6 +37,9 @@ use pgb_common::pg::ConnArgs;
 /// restored into the server given by -d/-h/-p/-U: the set's globals first
 /// (roles that already exist are left alone), then each database with
 /// pg_restore -j, and the row counts recorded at backup time are compared.
+/// Interrupted (Ctrl-C, SIGTERM) while pg_restore writes, it stops
+/// pg_restore and says what is left: a database it created (-C) is
+/// dropped, one that existed is named as half-filled; exit status 2.
 /// One `restore` record per restored artifact goes to stdout (`ok: false`
 /// with the problems when the checks fail); failures of the run are error
 /// records.
@@ -207,7 +210,10 @@ pub struct Args {
     #[arg(short = 'O', long = "no-owner")]
     pub no_owner: bool,
 
-    /// Logical: restore only this table (repeatable; pg_restore -t)
+    /// Logical: restore only this table, NAME or SCHEMA.NAME ("quoted" parts
+    /// as in SQL; repeatable; qualified names all of one schema). Becomes
+    /// pg_restore -n SCHEMA -t NAME; a name the dump does not hold is an
+    /// error before anything is restored
     #[arg(short = 't', long = "table", value_name = "NAME")]
     pub table: Vec<String>,
 
@@ -249,8 +255,9 @@ An encrypted backup, to a restore point, with a tablespace relocated; see the pl
 .PP
 .nf
 .RS 4
-pgb\-restore \-\-repo /srv/backups/pg \-i /etc/pgb/identity.txt \-\-target\-name before_upgrade \\
-  \-\-wal\-archive /srv/wal\-archive \-\-tablespace\-map 16384=/srv/ts \-D /srv/pg/restored \-\-dry\-run
+pgb\-restore \-\-repo /srv/backups/pg \-i /etc/pgb/identity.txt \\
+  \-\-target\-name before_upgrade \-\-wal\-archive /srv/wal\-archive \\
+  \-\-tablespace\-map 16384=/srv/ts \-D /srv/pg/restored \-\-dry\-run
 .RE
 .fi
 .PP
@@ -259,9 +266,12 @@ An encrypted backup and a WAL archive pushed encrypted (pgb\-wal push \-R): root
 .nf
 .RS 4
 install \-d \-o postgres \-m 700 /var/lib/postgresql/.pgb
-install \-o postgres \-m 600 /root/pgb/identity.txt /var/lib/postgresql/.pgb/wal.key
-pgb\-restore \-\-repo /srv/backups/pg \-i /root/pgb/identity.txt \-\-wal\-archive /srv/wal\-archive \\
-  \-\-wal\-identity /var/lib/postgresql/.pgb/wal.key \-\-target\-time '2026\-11\-21 10:14:00+00' \-D /srv/pg/restored
+install \-o postgres \-m 600 /root/pgb/identity.txt \\
+  /var/lib/postgresql/.pgb/wal.key
+pgb\-restore \-\-repo /srv/backups/pg \-i /root/pgb/identity.txt \\
+  \-\-wal\-archive /srv/wal\-archive \\
+  \-\-wal\-identity /var/lib/postgresql/.pgb/wal.key \\
+  \-\-target\-time '2026\-11\-21 10:14:00+00' \-D /srv/pg/restored
 .RE
 .fi
 .PP
@@ -269,7 +279,8 @@ A point-in-time recovery went too far and the restored server, promoted to timel
 .PP
 .nf
 .RS 4
-pgb\-restore \-\-repo /srv/backups/pg \-\-target\-timeline 1 \-\-target\-time '2026\-11\-21 10:20:00+00' \\
+pgb\-restore \-\-repo /srv/backups/pg \-\-target\-timeline 1 \\
+  \-\-target\-time '2026\-11\-21 10:20:00+00' \\
   \-\-wal\-archive /srv/wal\-archive \-D /var/lib/postgresql/15/main \-\-force
 .RE
 .fi
@@ -278,7 +289,8 @@ A database and its roles into another server, four jobs:
 .PP
 .nf
 .RS 4
-pgb\-restore \-\-repo /srv/backups/pg \-\-database appdb \-h db2 \-U postgres \-\-create\-database \-j 4
+pgb\-restore \-\-repo /srv/backups/pg \-\-database appdb \\
+  \-h db2 \-U postgres \-\-create\-database \-j 4
 .RE
 .fi
 .PP

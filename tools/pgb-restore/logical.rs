@@ -288,6 +288,8 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
     rec.insert("server".into(), describe(args));
     rec.insert("database".into(), db.clone().into());
     let selective = !args.table.is_empty() || !args.schema.is_empty();
+    // What was typed, checked before anything is read or written.
+    let (tables, schemas, names) = crate::filter::pg_restore_filters(&args.table, &args.schema)?;
     if args.dry_run {
         let mut plan = Vec::new();
         if args.create_database {
@@ -314,6 +316,10 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
     // reads it in place. Otherwise the plaintext is written to a private
     // temp file first, which settles the checksums on the way. Either way
     // nothing reaches the server before the stored bytes match the record.
+    let reading = pgb_common::progress::Progress::with_total(
+        format!("restore {}: read and check", a.id),
+        a.files.iter().map(|f| f.size).sum(),
+    );
     let (mut o, path) = plaintext(a, ids)?;
     let tmp = TempDir(std::env::temp_dir().join(format!(
         "pgb-restore.{}.{}",
@@ -331,6 +337,32 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
         f.flush().ctx("write", &dump)?;
         dump
     };
+    drop(reading);
+    // Every -t must name something in the dump: a filter that matches
+    // nothing would restore nothing and compare no rows, and pass.
+    if !tables.is_empty() {
+        let mut l = for_dump(&target, a)?.command("pg_restore", false);
+        l.arg("-l").arg(&dump).stdout(Stdio::piped());
+        let toc = pg::output(l, &format!("list {}", path.display()))?;
+        let toc = String::from_utf8_lossy(&toc);
+        for t in &tables {
+            if !crate::filter::listed(&toc, t) {
+                let what = match &t.schema {
+                    Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&t.name)),
+                    None => format!("{} (in any schema)", quote_ident(&t.name)),
+                };
+                return Err(Error::msg(format!(
+                    "-t {}: the dump {} holds no table, view, sequence or foreign table {what}; \
+                     nothing was restored (pg_restore -l lists what it holds)",
+                    t.typed,
+                    path.display()
+                )));
+            }
+        }
+    }
+    // From here the target database changes: an interrupt (Ctrl-C) stops
+    // pg_restore and says what it left behind instead of leaving silently.
+    let guard = crate::interrupt::Guard::new();
     if args.create_database {
         pg::query(
             &admin,
@@ -353,16 +385,52 @@ pub fn database(args: &Args, a: &Artifact, ids: Option<&Identities>) -> Result<D
     if args.no_owner {
         c.arg("--no-owner");
     }
-    for t in &args.table {
+    for t in &names {
         c.arg("-t").arg(t);
     }
-    for n in &args.schema {
+    for n in &schemas {
         c.arg("-n").arg(n);
     }
     c.arg(&dump).stdin(Stdio::null()).stdout(Stdio::null());
-    pg::spawn(c, &format!("restore {} into {db}", path.display()))
-        .and_then(|r| r.wait())
-        .map_err(undo)?;
+    let _progress = pgb_common::progress::Progress::spinner(format!("pg_restore into {db}"));
+    let started = guard.signalled().is_none();
+    let restored = if !started {
+        Err(Error::msg("interrupted before pg_restore started"))
+    } else {
+        pg::spawn(c, &format!("restore {} into {db}", path.display())).and_then(|r| {
+            guard.child(r.id());
+            if guard.signalled().is_some() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(r.id() as i32),
+                    nix::sys::signal::Signal::SIGINT,
+                );
+            }
+            r.wait()
+        })
+    };
+    guard.child(0);
+    if let Some(sig) = guard.signalled() {
+        let left = match (&restored, args.create_database) {
+            (Err(_), false) if !started => {
+                format!("pg_restore did not start; database {db} was not changed")
+            }
+            (Ok(_), _) => {
+                format!("database {db} was restored whole, but its row counts were not compared")
+            }
+            (Err(_), true) => {
+                undo_created(&admin, &db);
+                format!("database {db}, created by this run, was not restored whole")
+            }
+            (Err(_), false) => format!(
+                "database {db} is HALF-FILLED: pg_restore was stopped part-way through {}; \
+                 drop it (or empty it) before restoring into it again",
+                path.display()
+            ),
+        };
+        return Err(Error::msg(format!("interrupted by {sig}: {left}")));
+    }
+    drop(guard);
+    restored.map_err(undo)?;
     drop(tmp);
 
     let mut problems = Vec::new();

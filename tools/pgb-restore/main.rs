@@ -2,6 +2,8 @@
 //! artifacts. See pgb-restore(1).
 
 mod cli;
+mod filter;
+mod interrupt;
 mod logical;
 mod physical;
 mod run;

@@ -349,6 +349,11 @@ pub fn restore(
         std::fs::create_dir(&dest).ctx("create directory", &dest)?;
     }
     let result = (|| -> Result<physical::Restored> {
+        // Every stored byte is read once (open_verified counts them).
+        let _progress = pgb_common::progress::Progress::with_total(
+            format!("restore {}", a.id),
+            a.files.iter().map(|f| f.size).sum(),
+        );
         owner.apply(&dest)?;
         let r = physical::restore(
             a,

@@ -101,6 +101,9 @@ fn try_run(args: Args) -> Result<ExitStatus> {
     let picked: Vec<(Artifact, Value)> = match &args.repo {
         Some(repo) => select(&args, repo, &tgt, goal, ids.as_ref())?,
         None => {
+            pgb_common::term::refuse_terminal_stdin(
+                "grep '\"id\":\"ID\"' /var/log/pgb/2026-11-21.jsonl | pgb-restore -d appdb_copy",
+            )?;
             let mut v = Vec::new();
             for input in RecordReader::new(std::io::stdin().lock(), "stdin") {
                 match input? {
@@ -279,7 +282,7 @@ fn present(a: &Artifact) -> Result<()> {
 fn load_repo(repo: &Path) -> Result<Vec<(Artifact, Value)>> {
     let repo = pgb_common::repo::absolute(repo)?;
     let mut out = Vec::new();
-    for p in pgb_common::repo::sidecars(&repo)? {
+    for p in pgb_common::repo::catalog(&repo)? {
         if let Input::Artifact { artifact, raw, .. } = pgb_common::repo::read_in(&repo, &p)? {
             let v: Value = serde_json::from_str(&raw).expect("a record parsed once parses again");
             out.push((*artifact, v));

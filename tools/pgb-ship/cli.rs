@@ -181,6 +181,6 @@ Extra arguments for ssh, separated by white space (e.g. \fB\-i /etc/pgb/key
 \-o UserKnownHostsFile=/etc/pgb/known_hosts\fR); also used by pgb\-verify and
 pgb\-prune when they reach copies.
 .TP
-\fBPGB_NO_PROGRESS\fR, \fBNO_COLOR\fR
-No progress bar, even on a terminal.
+\fBNO_COLOR\fR, \fBPGB_NO_PROGRESS\fR, \fBTERM\fR=dumb
+No progress line on stderr even when it is a terminal. Otherwise one is drawn there, at most ten times a second, with the bytes done and, where known or estimated, the total, percent and ETA; never when stderr is a file or a pipe.
 "#;

@@ -11,7 +11,7 @@ use pgb_common::evidence;
 use pgb_common::fs::remove_leftover_temps;
 use pgb_common::jsonl::Input;
 use pgb_common::record::{error_record, Artifact, Kind};
-use pgb_common::repo::{check_present, read_in, sidecars};
+use pgb_common::repo::{catalog, check_present, read_in};
 use pgb_common::term::{warn, Progress};
 use pgb_common::{ExitStatus, RecordReader, RecordWriter, RepoLock};
 use serde_json::{json, Map, Value};
@@ -119,11 +119,14 @@ fn try_run(args: Args) -> Result<ExitStatus> {
     match &args.repo {
         Some(repo) => {
             let repo = pgb_common::repo::absolute(repo)?;
-            for sidecar in sidecars(&repo)? {
+            for sidecar in catalog(&repo)? {
                 handle(read_in(&repo, &sidecar), &mut out)?;
             }
         }
         None => {
+            pgb_common::term::refuse_terminal_stdin(
+                "pgb-snapshot -d appdb --out /srv/backups/pg | pgb-ship --to /mnt/nas/pg",
+            )?;
             let stdin = std::io::stdin().lock();
             for input in RecordReader::new(stdin, "stdin") {
                 handle(input, &mut out)?;
@@ -227,7 +230,11 @@ fn ship(args: &Args, targets: &[Target], a: Artifact) -> (Value, ExitStatus) {
         }
     };
     let results: Vec<Result<Value>> = {
-        let progress = Progress::new(format!("{label}: copying"));
+        let bytes: u64 = a.files.iter().map(|f| f.size).sum();
+        let progress = Progress::with_total(
+            format!("{label}: copying"),
+            bytes.saturating_mul(targets.len() as u64),
+        );
         std::thread::scope(|s| {
             let handles: Vec<_> = targets
                 .iter()

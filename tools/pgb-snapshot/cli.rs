@@ -190,7 +190,8 @@ From cron, with metrics for node_exporter's textfile collector (alert on them wi
 .PP
 .nf
 .RS 4
-pgb\-snapshot \-\-cluster main \-d appdb \-\-globals \-o /srv/backups/pg \-\-prom /var/lib/node_exporter/textfile/pgb_backup.prom
+pgb\-snapshot \-\-cluster main \-d appdb \-\-globals \-o /srv/backups/pg \\
+  \-\-prom /var/lib/node_exporter/textfile/pgb_backup.prom
 .RE
 .fi
 .PP

@@ -58,6 +58,15 @@ pub fn dump(ctx: &Ctx, conn: &Conn, given: &str) -> Result<Artifact> {
     // and the counts are taken in it.
     psql.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
     let snapshot = psql.value("SELECT pg_export_snapshot()")?;
+    // The database's size, for the progress line's estimate (a dump is
+    // smaller: no indexes, compressed).
+    let estimate = match pgb_common::progress::wanted() {
+        true => psql
+            .value("SELECT pg_database_size(current_database())")?
+            .parse()
+            .ok(),
+        false => None,
+    };
 
     let dir = ctx.dir(&cluster, Kind::Logical, Some(&dbname))?;
     let ext = match method {
@@ -87,7 +96,7 @@ pub fn dump(ctx: &Ctx, conn: &Conn, given: &str) -> Result<Artifact> {
     };
     let label = dbname.clone();
     let writer = std::thread::spawn(move || {
-        let progress = Progress::new(label);
+        let progress = Progress::estimated(label, estimate);
         store(stdout, file, zstd, &progress)
     });
 

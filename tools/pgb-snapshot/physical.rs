@@ -30,7 +30,16 @@ use crate::run::{
 pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     let started = Instant::now();
     let created = now();
-    let (psql, info) = session(server, "connect for physical backup")?;
+    let (mut psql, info) = session(server, "connect for physical backup")?;
+    // The cluster's size, for the progress line's estimate (the tars hold
+    // about that much, less with compression).
+    let estimate = match pgb_common::progress::wanted() {
+        true => psql
+            .value("SELECT sum(pg_database_size(oid))::bigint FROM pg_database")?
+            .parse()
+            .ok(),
+        false => None,
+    };
     psql.close()?;
     // pg_basebackup of the server's major, or a newer one (it reads older
     // servers).
@@ -69,7 +78,7 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     let done = Arc::new(AtomicBool::new(false));
     let follower = {
         let (path, done) = (dir.path().to_path_buf(), done.clone());
-        std::thread::spawn(move || follow(&path, &done))
+        std::thread::spawn(move || follow(&path, &done, estimate))
     };
     let result = child.wait();
     done.store(true, Ordering::SeqCst);
@@ -194,14 +203,18 @@ fn is_stream(name: &str) -> bool {
 
 /// Hashes the tars as pg_basebackup appends to them, until `done` is set
 /// and a last pass has read every file to its end.
-fn follow(dir: &Path, done: &AtomicBool) -> Result<BTreeMap<String, Digests>> {
+fn follow(
+    dir: &Path,
+    done: &AtomicBool,
+    estimate: Option<u64>,
+) -> Result<BTreeMap<String, Digests>> {
     struct Tail {
         file: File,
         hasher: Hasher,
     }
     let mut tails: BTreeMap<String, Tail> = BTreeMap::new();
     let mut buf = vec![0u8; 1 << 20];
-    let progress = Progress::new("base backup");
+    let progress = Progress::estimated("base backup", estimate);
     loop {
         let last_pass = done.load(Ordering::SeqCst);
         let mut moved = false;

@@ -8,6 +8,7 @@ use std::io::Read;
 
 use pgb_common::dest::{file_rel, Destination};
 use pgb_common::digest::{hash_reader_parallel, Digests};
+use pgb_common::progress::{CountingCurrent, Progress};
 use pgb_common::record::{Artifact, FileEntry};
 use serde_json::{json, Value};
 
@@ -35,10 +36,20 @@ fn compare(shown: &str, d: &Digests, f: &FileEntry) -> Option<String> {
 pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
     let mut problems = Vec::new();
     let mut bytes = 0u64;
+    let copies = if ctx.args.no_copies {
+        0
+    } else {
+        a.copies.len()
+    };
+    let recorded: u64 = a.files.iter().map(|f| f.size).sum();
+    let _progress = Progress::with_total(
+        format!("{} {}: checksums", a.kind.as_str(), a.id),
+        recorded.saturating_mul(1 + copies as u64),
+    );
     for f in &a.files {
         let path = file_path(a, f);
         let shown = path.display().to_string();
-        match File::open(&path).and_then(hash_reader_parallel) {
+        match File::open(&path).and_then(|f| hash_reader_parallel(CountingCurrent(f))) {
             Ok(d) => {
                 bytes += d.size;
                 problems.extend(compare(&shown, &d, f));
@@ -110,7 +121,7 @@ fn check_copy(ctx: &Ctx, a: &Artifact, copy: &Value) -> (Value, Vec<String>) {
         let rel = file_rel(a, f);
         let shown = format!("copy {}", dest.url_of(&rel));
         let read = dest.open_read(&rel).and_then(|r| {
-            hash_reader_parallel(r as Box<dyn Read + Send>)
+            hash_reader_parallel(CountingCurrent(r as Box<dyn Read + Send>))
                 .map_err(|e| pgb_common::Error::msg(pgb_common::error::io_cause(&e)))
         });
         let d = match read {

@@ -9,7 +9,7 @@ use pgb_common::dest::Destination;
 use pgb_common::error::{Error, Result};
 use pgb_common::jsonl::Input;
 use pgb_common::record::{error_record, Artifact, FileEntry, Kind};
-use pgb_common::repo::sidecars;
+use pgb_common::repo::catalog;
 use pgb_common::term::warn;
 use pgb_common::{ExitStatus, RecordReader, RecordWriter};
 use serde_json::{json, Map, Value};
@@ -181,11 +181,14 @@ fn try_run(args: Args) -> Result<ExitStatus> {
     match &ctx.args.repo {
         Some(repo) => {
             let repo = pgb_common::repo::absolute(repo)?;
-            for sidecar in sidecars(&repo)? {
+            for sidecar in catalog(&repo)? {
                 handle(pgb_common::repo::read_in(&repo, &sidecar), &mut out)?;
             }
         }
         None => {
+            pgb_common::term::refuse_terminal_stdin(
+                "pgb-snapshot -d appdb --out /srv/backups/pg | pgb-verify",
+            )?;
             let stdin = std::io::stdin().lock();
             for input in RecordReader::new(stdin, "stdin") {
                 handle(input, &mut out)?;
@@ -247,6 +250,14 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> (bool, Option<String>) {
         let when = chrono::Local::now()
             .fixed_offset()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+        // The stored bytes read back (stored::open counts them) against
+        // the backup's recorded size; checksums draws its own, copies too.
+        let _progress = matches!(method, "manifest" | "restore").then(|| {
+            pgb_common::progress::Progress::with_total(
+                format!("{} {}: {method}", a.kind.as_str(), a.id),
+                a.files.iter().map(|f| f.size).sum(),
+            )
+        });
         let v = match check(a) {
             Ok(v) => v,
             Err(e) => {

@@ -130,7 +130,10 @@ pub fn open(a: &Artifact, path: &Path) -> Result<(Stored, PlainCheck)> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let f = BufReader::with_capacity(1 << 16, File::open(path).ctx("open", path)?);
+    let f = BufReader::with_capacity(
+        1 << 16,
+        pgb_common::progress::CountingCurrent(File::open(path).ctx("open", path)?),
+    );
     let shown = path.display().to_string();
     if a.encryption.is_none() || !name.ends_with(crypt::SUFFIX) {
         return Ok((

@@ -129,12 +129,21 @@ pub struct GetArgs {
 /// The EXAMPLES section of the man page, in roff.
 #[allow(dead_code)]
 pub const EXAMPLES: &str = r#".PP
-In postgresql.conf, archive into a local directory and a mounted NAS, compressed:
+In postgresql.conf, archive into a local directory, compressed:
 .PP
 .nf
 .RS 4
 archive_mode = on
-archive_command = 'pgb\-wal push %p \-\-archive /srv/wal\-archive \-\-archive /mnt/nas/wal \-Z zstd'
+archive_command = 'pgb\-wal push %p \-\-archive /srv/wal \-Z zstd'
+.RE
+.fi
+.PP
+Into a local directory and a mounted NAS, set from the shell (a value in postgresql.conf cannot go on over two lines; the shell joins these):
+.PP
+.nf
+.RS 4
+psql \-U postgres \-c "ALTER SYSTEM SET archive_command = \\
+  'pgb\-wal push %p \-\-archive /srv/wal \-\-archive /mnt/nas/wal \-Z zstd'"
 .RE
 .fi
 .PP
@@ -142,7 +151,8 @@ Compressed and encrypted to the backup key (the server holds only the public key
 .PP
 .nf
 .RS 4
-archive_command = 'pgb\-wal push %p \-\-archive /srv/wal\-archive \-Z zstd \-R /etc/pgb/recipients.txt'
+psql \-U postgres \-c "ALTER SYSTEM SET archive_command = \\
+  'pgb\-wal push %p \-\-archive /srv/wal \-Z zstd \-R /etc/pgb/recipients.txt'"
 .RE
 .fi
 .PP
@@ -150,7 +160,7 @@ For a restore or a standby (plain, .zst, .age and .zst.age files are all found; 
 .PP
 .nf
 .RS 4
-restore_command = 'pgb\-wal get %f %p \-\-archive /srv/wal\-archive \-\-archive /mnt/nas/wal \-i /var/lib/postgresql/.pgb/wal.key'
+restore_command = 'pgb\-wal get %f %p \-\-archive /srv/wal \-i /etc/pgb/wal.key'
 .RE
 .fi
 .SS "Exit status of get, and why it departs from the pgb table"

@@ -36,7 +36,41 @@ fn url(t: &Target, rel: &str) -> String {
 /// An object_store error as a message without anything secret (it names the
 /// bucket, key and HTTP status; credentials are sent in headers only).
 fn s3_err(op: &str, url: &str, e: object_store::Error) -> Error {
-    Error::msg(format!("{op}: {url}: {}", one_line(&e.to_string())))
+    Error::msg(format!(
+        "{op}: {url}: {}",
+        explain(&one_line(&e.to_string()))
+    ))
+}
+
+/// The cause of an S3 failure as a person reads it: a server's XML error
+/// body (`<Error><Code>NoSuchBucket</Code>...`) becomes its code and
+/// message, with the HTTP status; anything else is kept as it is.
+fn explain(text: &str) -> String {
+    let Some(code) = xml_tag(text, "Code") else {
+        return text.to_string();
+    };
+    let status = text
+        .split_once("status code: ")
+        .map(|(_, rest)| rest.split(':').next().unwrap_or(rest).trim())
+        .map(|s| format!(", HTTP {s}"))
+        .unwrap_or_default();
+    if code == "NoSuchBucket" {
+        if let Some(bucket) = xml_tag(text, "BucketName") {
+            return format!("bucket {bucket} does not exist (S3 {code}{status})");
+        }
+    }
+    match xml_tag(text, "Message") {
+        Some(msg) => format!("S3 error {code}: {msg}{status}"),
+        None => format!("S3 error {code}{status}"),
+    }
+}
+
+/// The text of the first `<tag>...</tag>` in `s`.
+fn xml_tag<'a>(s: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = s.find(&open)? + open.len();
+    let len = s[start..].find(&format!("</{tag}>"))?;
+    Some(s[start..start + len].trim())
 }
 
 fn one_line(s: &str) -> String {
@@ -285,4 +319,28 @@ pub(super) fn open_read(t: &Target, rel: &str) -> Result<Box<dyn Read + Send>> {
         chunk: bytes::Bytes::new(),
         url: u,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn s3_error_bodies_read_as_sentences() {
+        let raw = "Object at location pg/x.dump not found: Error performing PUT \
+                   http://127.0.0.1:1/no-such-bucket/pg/x.dump in 5ms - Server returned \
+                   non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?> <Error>\
+                   <Code>NoSuchBucket</Code><Message>The specified bucket does not exist\
+                   </Message><BucketName>no-such-bucket</BucketName><RequestId>x</RequestId>\
+                   </Error>";
+        assert_eq!(
+            super::explain(raw),
+            "bucket no-such-bucket does not exist (S3 NoSuchBucket, HTTP 404 Not Found)"
+        );
+        let denied = "Server returned non-2xx status code: 403 Forbidden: <Error>\
+                      <Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+        assert_eq!(
+            super::explain(denied),
+            "S3 error AccessDenied: Access Denied, HTTP 403 Forbidden"
+        );
+        assert_eq!(super::explain("connection refused"), "connection refused");
+    }
 }
