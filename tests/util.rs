@@ -540,7 +540,7 @@ pub fn alive(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
             s.rsplit_once(')')
-                .map_or(true, |(_, rest)| !rest.trim_start().starts_with('Z'))
+                .is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
 }

@@ -29,7 +29,7 @@ pub fn wanted() -> bool {
     std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none()
         && std::env::var_os("PGB_NO_PROGRESS").is_none()
-        && std::env::var_os("TERM").map_or(true, |t| t != "dumb")
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
 }
 
 /// One operation's progress line; cleared when dropped.

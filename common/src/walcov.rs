@@ -318,7 +318,7 @@ impl Coverage {
     }
 
     fn covers(s: &Span, n: u64) -> bool {
-        s.begin <= n && s.end.map_or(true, |e| n <= e)
+        s.begin <= n && s.end.is_none_or(|e| n <= e)
     }
 
     /// The archived segment recovery reads for segment number `n`: the

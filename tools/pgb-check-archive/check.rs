@@ -218,7 +218,7 @@ pub fn analyze(
         encrypted_segments += e.age as usize;
         seen_tlis.insert(tli);
         if let Some(m) = e.mtime {
-            if newest.as_ref().map_or(true, |(_, t)| m > *t) {
+            if newest.as_ref().is_none_or(|(_, t)| m > *t) {
                 newest = Some((e.name.clone(), m));
             }
         }

@@ -79,7 +79,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         warn(format!("read: {p}: {why}"));
         status_out = ExitStatus::Error;
     }
-    let in_cluster = |a: &&Artifact| args.cluster.as_deref().map_or(true, |c| a.cluster == c);
+    let in_cluster = |a: &&Artifact| args.cluster.as_deref().is_none_or(|c| a.cluster == c);
     let clustered: Vec<&Artifact> = all.iter().filter(in_cluster).collect();
     if clustered.is_empty() {
         if let Some(c) = &args.cluster {
@@ -101,10 +101,10 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         .filter(|a| {
             args.database
                 .as_deref()
-                .map_or(true, |d| a.database.as_deref() == Some(d))
+                .is_none_or(|d| a.database.as_deref() == Some(d))
         })
-        .filter(|a| args.kind.as_deref().map_or(true, |k| a.kind.as_str() == k))
-        .filter(|a| since.map_or(true, |t| a.created.with_timezone(&Utc) >= t))
+        .filter(|a| args.kind.as_deref().is_none_or(|k| a.kind.as_str() == k))
+        .filter(|a| since.is_none_or(|t| a.created.with_timezone(&Utc) >= t))
         .filter(|a| {
             let s = status(a);
             match (args.failed, args.unverified) {

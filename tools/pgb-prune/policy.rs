@@ -144,7 +144,7 @@ impl Policy {
             && self.weekly == 0
             && self.monthly == 0
             && self.yearly == 0
-            && self.within.map_or(true, |w| w.is_zero())
+            && self.within.is_none_or(|w| w.is_zero())
     }
 }
 

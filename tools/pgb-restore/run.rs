@@ -302,7 +302,7 @@ fn select(
     ids: Option<&Identities>,
 ) -> Result<Vec<(Artifact, Value)>> {
     let all = load_repo(repo)?;
-    let in_cluster = |a: &Artifact| args.cluster.as_deref().map_or(true, |c| a.cluster == c);
+    let in_cluster = |a: &Artifact| args.cluster.as_deref().is_none_or(|c| a.cluster == c);
     // Artifacts whose latest verification failed are passed over, each
     // named once on stderr.
     let skipped = std::cell::RefCell::new(std::collections::BTreeSet::new());

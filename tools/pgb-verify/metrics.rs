@@ -51,7 +51,7 @@ impl Collector {
                     .or_else(|| e["duration_ms"].as_u64())
                     .unwrap_or(0);
                 let created = a.created.timestamp();
-                if agg.restore.map_or(true, |(c, _, _)| created >= c) {
+                if agg.restore.is_none_or(|(c, _, _)| created >= c) {
                     agg.restore = Some((created, ms as f64 / 1000.0, ok));
                 }
             }
