@@ -6,6 +6,12 @@
 //! `rel` arguments are paths relative to that root, `/`-separated, without
 //! `..` components.
 //!
+//! The same roots hold WAL archives (`pgb-wal --archive`,
+//! `pgb-check-archive`): [`Destination::list`], [`Destination::open_read`],
+//! [`Destination::put_file`] (durable, never a partial object under the
+//! final name, never replacing a different one) and
+//! [`Destination::remove`] are the storage layer every kind implements.
+//!
 //! Spec syntax for `--to`: `DEST[#LABELS]` where DEST is a directory,
 //! `ssh://[user@]host[:port]/path` or `s3://bucket[/prefix]`, and LABELS is
 //! `key=value[,key=value...]` with keys `media` and `site`. For the form
@@ -139,6 +145,15 @@ pub struct Copied {
     /// How the copy was checked: `readback`, `readback-disk` or
     /// `server-checksum`.
     pub verified: &'static str,
+}
+
+/// An object or file found by [`Destination::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The name inside the listed directory.
+    pub name: String,
+    pub size: u64,
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// Checks a relative path: non-empty, no absolute or `..` parts.
@@ -305,6 +320,79 @@ impl Destination {
         }
     }
 
+    /// True for an SSH host or an S3 bucket.
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, Destination::Dir(_))
+    }
+
+    /// The regular files (objects) directly in the directory `dir` (`""`:
+    /// the root) whose names start with `start`, in no particular order.
+    /// A directory or SSH root that does not exist is an error (an
+    /// unmounted disk is not an empty archive); an S3 prefix is never
+    /// missing, only empty.
+    pub fn list(&self, dir: &str, start: &str) -> Result<Vec<Listed>> {
+        if !dir.is_empty() {
+            check_rel(dir)?;
+        }
+        match self {
+            Destination::Dir(root) => {
+                let d = if dir.is_empty() {
+                    root.clone()
+                } else {
+                    root.join(dir)
+                };
+                let mut out = Vec::new();
+                for e in std::fs::read_dir(&d).ctx("list", &d)? {
+                    let e = e.ctx("list", &d)?;
+                    let Ok(name) = e.file_name().into_string() else {
+                        continue;
+                    };
+                    if !name.starts_with(start) {
+                        continue;
+                    }
+                    let m = match std::fs::metadata(e.path()) {
+                        Ok(m) => m,
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                        Err(err) => return Err(Error::io("stat", &e.path(), err)),
+                    };
+                    if m.is_file() {
+                        out.push(Listed {
+                            name,
+                            size: m.len(),
+                            modified: m.modified().ok(),
+                        });
+                    }
+                }
+                Ok(out)
+            }
+            Destination::Ssh(s) => ssh::list(s, dir, start),
+            Destination::S3(s) => s3::list(s, dir, start),
+        }
+    }
+
+    /// The whole of a small file (at most `max` bytes are read), or `None`
+    /// when it does not exist.
+    pub fn read_small(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        check_rel(rel)?;
+        if let Destination::Dir(root) = self {
+            let p = root.join(rel);
+            return match std::fs::File::open(&p) {
+                Ok(f) => {
+                    let mut v = Vec::new();
+                    f.take(max).read_to_end(&mut v).ctx("read", &p)?;
+                    Ok(Some(v))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io("read", &p, e)),
+            };
+        }
+        match self {
+            Destination::Dir(_) => unreachable!("handled above"),
+            Destination::Ssh(s) => ssh::read_small(s, rel, max),
+            Destination::S3(s) => s3::read_small(s, rel, max),
+        }
+    }
+
     /// Size of `rel` when it exists.
     pub fn size_of(&self, rel: &str) -> Result<Option<u64>> {
         check_rel(rel)?;
@@ -430,7 +518,7 @@ pub(crate) fn check_digests(
     Ok(())
 }
 
-fn split_labels(spec: &str) -> Result<(&str, Labels)> {
+pub fn split_labels(spec: &str) -> Result<(&str, Labels)> {
     if let Some((d, l)) = spec.rsplit_once('#') {
         return Ok((d, Labels::parse(l)?));
     }

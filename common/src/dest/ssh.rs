@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use super::{join_remote, Copied, SshTarget as Target};
+use super::{join_remote, Copied, Listed, SshTarget as Target};
 use crate::digest::Digests;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::TEMP_MARK;
@@ -439,4 +439,78 @@ pub(super) fn open_read(t: &Target, rel: &str) -> Result<Box<dyn Read + Send>> {
         url: u,
         done: false,
     }))
+}
+
+/// Escapes the glob characters of `s` for `find -name`.
+fn glob_escape(s: &str) -> String {
+    let mut o = String::new();
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o
+}
+
+/// Regular files directly in `dir` whose names start with `start`, with
+/// their sizes and modification times, from one `find` on the host (GNU
+/// find's `-printf`). A missing directory is an error.
+pub(super) fn list(t: &Target, dir: &str, start: &str) -> Result<Vec<Listed>> {
+    let d = if dir.is_empty() {
+        t.path.clone()
+    } else {
+        join_remote(&t.path, dir)
+    };
+    let u = super::ssh_url(t, &d);
+    let script = format!(
+        "d={}; if [ -d \"$d\" ]; then find \"$d\" -mindepth 1 -maxdepth 1 -type f -name {} \
+         -printf '%s %T@ %f\\n'; else echo \"$d: no such directory\" >&2; exit 3; fi",
+        q(&d),
+        q(&format!("{}*", glob_escape(start)))
+    );
+    let out = run(t, "list", &u, &script)?;
+    let mut v = Vec::new();
+    for line in out.lines() {
+        let mut it = line.splitn(3, ' ');
+        let (Some(size), Some(mtime), Some(name)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        let (Ok(size), Ok(mtime)) = (size.parse::<u64>(), mtime.parse::<f64>()) else {
+            return Err(Error::msg(format!(
+                "{u}: unexpected answer from the remote host: {line:?}"
+            )));
+        };
+        v.push(Listed {
+            name: name.to_string(),
+            size,
+            modified: (mtime >= 0.0)
+                .then(|| std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(mtime)),
+        });
+    }
+    Ok(v)
+}
+
+/// A small file whole (at most `max` bytes), `None` when absent: one `ssh`.
+pub(super) fn read_small(t: &Target, rel: &str, max: u64) -> Result<Option<Vec<u8>>> {
+    let u = url(t, rel);
+    let script = format!(
+        "f={}; if [ -f \"$f\" ]; then printf P; head -c {max} -- \"$f\"; \
+         elif [ -e \"$f\" ]; then echo \"$f: not a regular file\" >&2; exit 3; else printf A; fi",
+        q(&join_remote(&t.path, rel))
+    );
+    let out = command(t, &script)
+        .stdin(Stdio::null())
+        .output()
+        .ctx("run ssh for", &u)?;
+    if !out.status.success() {
+        return Err(child_error("read", &u, out.status, &out.stderr));
+    }
+    match out.stdout.split_first() {
+        Some((b'P', rest)) => Ok(Some(rest.to_vec())),
+        Some((b'A', _)) => Ok(None),
+        _ => Err(Error::msg(format!(
+            "{u}: unexpected answer from the remote host"
+        ))),
+    }
 }
