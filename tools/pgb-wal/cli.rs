@@ -52,11 +52,16 @@ pub struct PushArgs {
     #[arg(value_name = "SEGMENT_PATH")]
     pub path: PathBuf,
 
-    /// Archive directory (repeatable: the file is made durable in every
-    /// one before the exit status is 0). It must exist: a missing directory
-    /// (an unmounted disk) is an error, never created
-    #[arg(long = "archive", value_name = "DIR", required = true)]
-    pub archive: Vec<PathBuf>,
+    /// Archive: a directory, ssh://[user@]host[:port]/path or
+    /// s3://bucket/prefix (repeatable: the file is made durable in every
+    /// one before the exit status is 0). A directory or the SSH host's
+    /// directory must exist: a missing one (an unmounted disk) is an error,
+    /// never created. S3 is configured by AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE; SSH uses
+    /// the system ssh (BatchMode, keys and ~/.ssh/config; more arguments in
+    /// PGB_SSH_OPTIONS)
+    #[arg(long = "archive", value_name = "ARCHIVE", required = true)]
+    pub archive: Vec<String>,
 
     /// Compress segments and .partial files: zstd[:LEVEL] (stored as
     /// NAME.zst) or none; .history and .backup files are never compressed
@@ -107,10 +112,14 @@ pub struct GetArgs {
     #[arg(value_name = "DEST_PATH")]
     pub dest: PathBuf,
 
-    /// Archive directory to look in (repeatable: searched in order; NAME,
-    /// NAME.zst, NAME.age and NAME.zst.age are looked for in each)
-    #[arg(long = "archive", value_name = "DIR", required = true)]
-    pub archive: Vec<PathBuf>,
+    /// Archive to look in: a directory, ssh://[user@]host[:port]/path or
+    /// s3://bucket/prefix (repeatable: searched in order; NAME, NAME.zst,
+    /// NAME.age and NAME.zst.age are looked for in each). An archive that
+    /// cannot be asked (a host down, a missing directory) is skipped with a
+    /// message; when none holds the file and one was skipped, the exit
+    /// status is 255, since the file may be there
+    #[arg(long = "archive", value_name = "ARCHIVE", required = true)]
+    pub archive: Vec<String>,
 
     /// Identity file to decrypt .age files (repeatable; mode 0600, owned by
     /// the running user). The decrypted segment is checked against the

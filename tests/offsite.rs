@@ -1,0 +1,477 @@
+//! WAL offsite: pgb-wal push and get, and pgb-check-archive, with archives
+//! in a directory, on a real sshd and in a real S3-compatible server
+//! (moto_server), some of them down.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::servers::{free_port, Sshd, S3, S3_SECRET};
+use crate::wal::{keypair, segment};
+
+/// The three kinds of archive, running; the SSH one is a directory on this
+/// machine reached through sshd.
+struct Archives {
+    sshd: Sshd,
+    s3: S3,
+    root: tempfile::TempDir,
+}
+
+impl Archives {
+    fn start() -> Archives {
+        let (sshd, s3) = std::thread::scope(|s| {
+            let a = s.spawn(Sshd::start);
+            let b = s.spawn(S3::start);
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let root = tempfile::Builder::new()
+            .prefix("pgb-offsite.")
+            .tempdir()
+            .unwrap();
+        for d in ["local", "remote", "src", "out"] {
+            fs::create_dir(root.path().join(d)).unwrap();
+        }
+        Archives { sshd, s3, root }
+    }
+
+    fn dir(&self, d: &str) -> PathBuf {
+        self.root.path().join(d)
+    }
+
+    fn local(&self) -> String {
+        self.dir("local").display().to_string()
+    }
+
+    fn ssh(&self) -> String {
+        self.sshd.url(&self.dir("remote"))
+    }
+
+    fn s3(&self) -> String {
+        format!("s3://{}/wal", self.s3.bucket)
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let mut e = self.s3.env();
+        e.push(("PGB_SSH_OPTIONS", self.sshd.client_options()));
+        e
+    }
+
+    fn run(&self, tool: &str, args: &[String]) -> Output {
+        let o = Command::new(crate::util::bin(tool))
+            .args(args)
+            .envs(self.env())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains(S3_SECRET), "secret leaked: {err}");
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains(S3_SECRET),
+            "secret leaked"
+        );
+        o
+    }
+
+    fn wal(&self, args: &[String]) -> Output {
+        self.run("pgb-wal", args)
+    }
+
+    /// A segment file named `name` in src/, its bytes.
+    fn segment(&self, name: &str, sysid: u64) -> (PathBuf, Vec<u8>) {
+        let p = self.dir("src").join(name);
+        let b = segment(name, sysid);
+        fs::write(&p, &b).unwrap();
+        (p, b)
+    }
+
+    fn push(&self, seg: &Path, archives: &[String], extra: &[&str]) -> Output {
+        let mut a = vec!["push".to_string(), seg.display().to_string()];
+        for x in archives {
+            a.push("--archive".into());
+            a.push(x.clone());
+        }
+        a.extend(extra.iter().map(|s| s.to_string()));
+        self.wal(&a)
+    }
+
+    fn get(&self, name: &str, archives: &[String], extra: &[&str]) -> (Output, PathBuf) {
+        let out = self.dir("out").join("RECOVERYXLOG");
+        let _ = fs::remove_file(&out);
+        let mut a = vec!["get".to_string(), name.into(), out.display().to_string()];
+        for x in archives {
+            a.push("--archive".into());
+            a.push(x.clone());
+        }
+        a.extend(extra.iter().map(|s| s.to_string()));
+        (self.wal(&a), out)
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Visible file names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+const A: &str = "000000010000000000000003";
+const B: &str = "000000010000000000000004";
+const C: &str = "000000010000000000000005";
+const SYSID: u64 = 7_000_000_000_000_000_001;
+
+#[test]
+fn push_to_a_directory_s3_and_ssh_then_get_from_each_alone() {
+    let t = Archives::start();
+    let all = [t.local(), t.s3(), t.ssh()];
+    let (id, recipient) = keypair(t.root.path(), "wal");
+    let id = id.display().to_string();
+
+    // Compressed and encrypted into all three; the checksum file beside
+    // each is the same.
+    let (seg_a, bytes_a) = t.segment(A, SYSID);
+    let o = t.push(&seg_a, &all, &["-Z", "zstd", "-r", &recipient]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let stored = format!("{A}.zst.age");
+    let sums = format!("{A}.sha256");
+    assert_eq!(names(&t.dir("local")), [sums.clone(), stored.clone()]);
+    assert_eq!(names(&t.dir("remote")), [sums.clone(), stored.clone()]);
+    let mut keys = t.s3.keys();
+    keys.sort();
+    assert_eq!(keys, [format!("wal/{sums}"), format!("wal/{stored}")]);
+    // The same plaintext checksum everywhere (each archive holds its own
+    // ciphertext: age encryption is randomised).
+    let first_line = |b: Vec<u8>| {
+        String::from_utf8(b)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let local_sums = first_line(fs::read(t.dir("local").join(&sums)).unwrap());
+    assert_eq!(
+        first_line(fs::read(t.dir("remote").join(&sums)).unwrap()),
+        local_sums
+    );
+    assert_eq!(
+        first_line(t.s3.get(&format!("wal/{sums}")).unwrap()),
+        local_sums
+    );
+    // The reference age CLI decrypts what went to S3.
+    let enc = t.dir("out").join("from-s3.zst.age");
+    fs::write(&enc, t.s3.get(&format!("wal/{stored}")).unwrap()).unwrap();
+    let dec = crate::util::run(Command::new("age").args(["-d", "-i", &id]).arg(&enc));
+    assert!(!dec.stdout.is_empty());
+
+    // Plain (no compression, no encryption) into all three.
+    let (seg_b, bytes_b) = t.segment(B, SYSID);
+    let o = t.push(&seg_b, &all, &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(t.s3.get(&format!("wal/{B}")).unwrap(), bytes_b);
+    assert_eq!(fs::read(t.dir("remote").join(B)).unwrap(), bytes_b);
+
+    // PostgreSQL repeating a push after a crash: identical content is done,
+    // in every kind, encrypted ones without the key.
+    for (seg, extra) in [
+        (&seg_a, vec!["-Z", "zstd", "-r", recipient.as_str()]),
+        (&seg_b, vec![]),
+    ] {
+        let o = t.push(seg, &all, &extra);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o).matches("identical content").count(),
+            3,
+            "{}",
+            stderr(&o)
+        );
+    }
+
+    // Each archive alone serves both, checked against NAME.sha256.
+    for archive in &all {
+        let one = [archive.clone()];
+        let (o, out) = t.get(A, &one, &["-i", &id]);
+        assert_eq!(code(&o), 0, "{archive}: {}", stderr(&o));
+        assert_eq!(fs::read(&out).unwrap(), bytes_a, "{archive}");
+        let (o, out) = t.get(B, &one, &[]);
+        assert_eq!(code(&o), 0, "{archive}: {}", stderr(&o));
+        assert_eq!(fs::read(&out).unwrap(), bytes_b, "{archive}");
+        // Not there: 1, which ends recovery normally.
+        let (o, out) = t.get(C, &one, &[]);
+        assert_eq!(code(&o), 1, "{archive}: {}", stderr(&o));
+        assert!(!out.exists());
+        // Encrypted without the key: a failure, not "not there".
+        let (o, _) = t.get(A, &one, &[]);
+        assert_eq!(code(&o), 255, "{archive}: {}", stderr(&o));
+    }
+
+    // A flipped byte in an S3 copy is damage: 255, named, nothing written,
+    // even with good copies later in the list. (Planted under another
+    // prefix: moto lets the harness create objects, not replace them.)
+    let mut bad = bytes_b.clone();
+    bad[700_000] ^= 1;
+    t.s3.put(&format!("bad/{B}"), &bad);
+    t.s3.put(
+        &format!("bad/{B}.sha256"),
+        &fs::read(t.dir("local").join(format!("{B}.sha256"))).unwrap(),
+    );
+    let damaged = format!("s3://{}/bad", t.s3.bucket);
+    let (o, out) = t.get(B, &[damaged, t.local()], &[]);
+    assert_eq!(code(&o), 255, "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("s3://{}/bad/{B}", t.s3.bucket)));
+    assert!(!out.exists());
+}
+
+#[test]
+fn an_archive_that_is_down_fails_the_push_and_is_skipped_by_get() {
+    let mut t = Archives::start();
+    let (seg_a, bytes_a) = t.segment(A, SYSID);
+    let o = t.push(&seg_a, &[t.local(), t.s3(), t.ssh()], &["-Z", "zstd"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let (seg_b, bytes_b) = t.segment(B, SYSID);
+
+    // An SSH host that refuses connections: the push fails (PostgreSQL
+    // retries), after the other archives got it; nothing on the host.
+    let refused = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        t.sshd.user,
+        free_port(),
+        t.dir("remote").display()
+    );
+    let o = t.push(&seg_b, &[t.local(), refused.clone()], &["-Z", "zstd"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("could not connect"), "{}", stderr(&o));
+    assert!(t.dir("local").join(format!("{B}.zst")).is_file());
+
+    // get skips it, with a message, and finds the file further on.
+    let (o, out) = t.get(A, &[refused.clone(), t.local()], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("skipped"), "{}", stderr(&o));
+    assert_eq!(fs::read(&out).unwrap(), bytes_a);
+    // Not in the archives that answered, but one could not be asked: the
+    // file might be there, so 255 (recovery stops), never 1.
+    let (o, _) = t.get(C, &[refused.clone(), t.local()], &[]);
+    assert_eq!(code(&o), 255, "{}", stderr(&o));
+    assert!(stderr(&o).contains("may be there"), "{}", stderr(&o));
+    let (o, _) = t.get(C, &[t.local(), t.s3(), t.ssh()], &[]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+
+    // sshd stopped: the same, and nothing partial under a final name.
+    t.sshd.stop();
+    let o = t.push(&seg_b, &[t.local(), t.ssh()], &["-Z", "zstd"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(!t.dir("remote").join(format!("{B}.zst")).exists());
+    let (o, out) = t.get(A, &[t.ssh(), t.s3()], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(&out).unwrap(), bytes_a);
+
+    // moto stopped: the push fails, get skips it.
+    let s3 = t.s3();
+    let port = t.s3.port;
+    drop(std::mem::replace(&mut t.s3, S3::start()));
+    let down = format!("s3://{}/wal", t.s3.bucket);
+    let mut env_down = t.env();
+    for (k, v) in env_down.iter_mut() {
+        if *k == "AWS_ENDPOINT_URL" {
+            *v = format!("http://127.0.0.1:{port}");
+        }
+    }
+    let run_down = |args: &[String]| {
+        Command::new(crate::util::bin("pgb-wal"))
+            .args(args)
+            .envs(env_down.clone())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let _ = s3;
+    let o = run_down(&[
+        "push".into(),
+        seg_b.display().to_string(),
+        "--archive".into(),
+        t.local(),
+        "--archive".into(),
+        down.clone(),
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(!stderr(&o).contains(S3_SECRET));
+    let out = t.dir("out").join("X");
+    let o = run_down(&[
+        "get".into(),
+        B.into(),
+        out.display().to_string(),
+        "--archive".into(),
+        down.clone(),
+        "--archive".into(),
+        t.local(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("skipped"), "{}", stderr(&o));
+    assert_eq!(fs::read(&out).unwrap(), bytes_b);
+    let o = run_down(&[
+        "get".into(),
+        C.into(),
+        out.display().to_string(),
+        "--archive".into(),
+        down,
+    ]);
+    assert_eq!(code(&o), 255, "{}", stderr(&o));
+}
+
+#[test]
+fn a_different_file_already_archived_remotely_is_refused_and_kept() {
+    let t = Archives::start();
+    let (seg, _) = t.segment(A, SYSID);
+    let o = t.push(&seg, &[t.s3(), t.ssh()], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let in_s3 = t.s3.get(&format!("wal/{A}")).unwrap();
+    let on_ssh = fs::read(t.dir("remote").join(A)).unwrap();
+    let sums = fs::read(t.dir("remote").join(format!("{A}.sha256"))).unwrap();
+    // Another cluster's segment of the same name.
+    let (seg, _) = t.segment(A, SYSID + 1);
+    for (archive, extra) in [
+        (t.s3(), vec![]),
+        (t.ssh(), vec![]),
+        (t.s3(), vec!["-Z", "zstd"]),
+    ] {
+        let o = t.push(&seg, &[archive.clone()], &extra);
+        assert_eq!(code(&o), 2, "{archive}: {}", stderr(&o));
+        assert!(stderr(&o).contains("different content"), "{}", stderr(&o));
+    }
+    assert_eq!(t.s3.get(&format!("wal/{A}")).unwrap(), in_s3, "kept");
+    assert_eq!(fs::read(t.dir("remote").join(A)).unwrap(), on_ssh, "kept");
+    assert_eq!(
+        fs::read(t.dir("remote").join(format!("{A}.sha256"))).unwrap(),
+        sums
+    );
+    assert_eq!(t.s3.get(&format!("wal/{A}.sha256")).unwrap(), sums);
+    assert!(t.s3.get(&format!("wal/{A}.zst")).is_none());
+
+    // An object planted without a checksum file (another tool): compared by
+    // content, identical counts as done and gets its checksum file.
+    let (seg_b, bytes_b) = t.segment(B, SYSID);
+    t.s3.put(&format!("wal/{B}"), &bytes_b);
+    let o = t.push(&seg_b, &[t.s3()], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("identical"), "{}", stderr(&o));
+    assert!(t.s3.get(&format!("wal/{B}.sha256")).is_some());
+}
+
+/// The archive-summary and archive-problem records of a check.
+fn records(o: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn check_archive_checks_every_archive_and_counts_copies() {
+    let t = Archives::start();
+    let all = [t.local(), t.s3(), t.ssh()];
+    let names3: Vec<String> = (3..=6)
+        .map(|i| format!("0000000100000000000000{i:02X}"))
+        .collect();
+    for n in &names3 {
+        let (seg, _) = t.segment(n, SYSID);
+        let o = t.push(&seg, &all, &["-Z", "zstd"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let prom = t.dir("out").join("archive.prom");
+    let mut args: Vec<String> = all.to_vec();
+    args.extend([
+        "--copies".into(),
+        "3".into(),
+        "--prom".into(),
+        prom.display().to_string(),
+    ]);
+    let o = t.run("pgb-check-archive", &args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let recs = records(&o);
+    let summaries: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["type"] == "archive-summary")
+        .collect();
+    assert_eq!(summaries.len(), 3, "{recs:?}");
+    for s in &summaries {
+        assert_eq!(s["ok"], true, "{s}");
+        assert_eq!(s["segments"], 4, "{s}");
+        assert_eq!(s["checksum_verified_segments"], 4, "{s}");
+    }
+    let text = fs::read_to_string(&prom).unwrap();
+    for a in &all {
+        assert!(
+            text.contains(&format!("pgb_archive_segments{{archive=\"{a}\"}} 4")),
+            "{text}"
+        );
+    }
+
+    // One segment lost from the SSH host: the copies count names which
+    // segment is missing where.
+    fs::remove_file(t.dir("remote").join(format!("{}.zst", names3[1]))).unwrap();
+    let o = t.run("pgb-check-archive", &args);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let recs = records(&o);
+    let few: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["problem"] == "too-few-copies")
+        .collect();
+    assert_eq!(few.len(), 1, "{recs:?}");
+    assert_eq!(few[0]["file"], names3[1].as_str());
+    assert_eq!(few[0]["copies"], 2);
+    assert_eq!(few[0]["missing_from"], serde_json::json!([t.ssh()]));
+    let text = fs::read_to_string(&prom).unwrap();
+    assert!(
+        text.contains("pgb_archive_copies_missing_segments{archive=\"") && text.contains("} 1"),
+        "{text}"
+    );
+
+    // 3-2-1 needs another medium and an offsite copy: three directories on
+    // one machine do not make it, the labelled set does.
+    let mut args: Vec<String> = vec![
+        format!("{}#media=disk", t.local()),
+        format!("{}#media=object-storage,site=offsite", t.s3()),
+        format!("{}#media=disk,site=offsite", t.ssh()),
+        "--require".into(),
+        "3-2-1".into(),
+    ];
+    let o = t.run("pgb-check-archive", &args);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    // The lost segment back: 3-2-1 holds.
+    let (seg, _) = t.segment(&names3[1], SYSID);
+    let o = t.push(&seg, &[t.ssh()], &["-Z", "zstd"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = t.run("pgb-check-archive", &args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    args[0] = format!("{}#media=disk", t.local());
+    args[1] = format!("{}#media=disk", t.s3());
+    args[2] = format!("{}#media=disk", t.ssh());
+    let o = t.run("pgb-check-archive", &args);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let recs = records(&o);
+    let p: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["type"] == "archive-problem")
+        .collect();
+    assert!(
+        p.iter()
+            .any(|r| r["problem"] == "not-3-2-1"
+                && r["detail"].as_str().unwrap().contains("offsite")),
+        "{p:?}"
+    );
+}
