@@ -38,9 +38,29 @@ use pgb_common::pg::ConnArgs;
                   See pgb-check-archive(1) for the record fields and pgb-metrics(7) for the metrics."
 )]
 pub struct Args {
-    /// The WAL archive directory (as written by pgb-wal push or cp)
-    #[arg(value_name = "ARCHIVE_DIR")]
-    pub archive: PathBuf,
+    /// The WAL archive: a directory (as written by pgb-wal push or cp),
+    /// ssh://[user@]host[:port]/path or s3://bucket/prefix (as written by
+    /// pgb-wal push), optionally with labels for --require:
+    /// ARCHIVE#media=nas,site=offsite. Several archives are each checked
+    /// on their own (records and metrics name each), and their copies
+    /// counted with --copies or --require
+    #[arg(value_name = "ARCHIVE", required = true)]
+    pub archive: Vec<String>,
+
+    /// Fail (exit 1, problem `too-few-copies`) when a segment that any of
+    /// the archives holds is not held, without a problem, by at least N of
+    /// them; the problem names the segments and the archives lacking them
+    #[arg(long = "copies", value_name = "N")]
+    pub copies: Option<usize>,
+
+    /// Fail (exit 1) unless every segment meets RULE across the archives:
+    /// 3-2-1 is at least 3 archives holding it (problem `too-few-copies`),
+    /// on at least 2 media and at least 1 of them offsite (problem
+    /// `not-3-2-1`). Media and site come from labels (#media=...,site=...);
+    /// an archive without a media label counts as local, ssh or
+    /// object-storage by its kind, and as offsite only when labelled so
+    #[arg(long = "require", value_name = "RULE", value_parser = ["3-2-1"])]
+    pub require: Option<String>,
 
     /// The cluster's system identifier (pg_controldata, or `SELECT
     /// system_identifier FROM pg_control_system()`): every segment must carry
