@@ -349,7 +349,7 @@ fn a_different_file_already_archived_remotely_is_refused_and_kept() {
         (t.ssh(), vec![]),
         (t.s3(), vec!["-Z", "zstd"]),
     ] {
-        let o = t.push(&seg, &[archive.clone()], &extra);
+        let o = t.push(&seg, std::slice::from_ref(&archive), &extra);
         assert_eq!(code(&o), 2, "{archive}: {}", stderr(&o));
         assert!(stderr(&o).contains("different content"), "{}", stderr(&o));
     }

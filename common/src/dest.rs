@@ -353,7 +353,7 @@ impl Destination {
                     let m = match std::fs::metadata(e.path()) {
                         Ok(m) => m,
                         Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-                        Err(err) => return Err(Error::io("stat", &e.path(), err)),
+                        Err(err) => return Err(Error::io("stat", e.path(), err)),
                     };
                     if m.is_file() {
                         out.push(Listed {
