@@ -258,6 +258,14 @@ fn an_archive_that_is_down_fails_the_push_and_is_skipped_by_get() {
     assert!(stderr(&o).contains("could not connect"), "{}", stderr(&o));
     assert!(t.dir("local").join(format!("{B}.zst")).is_file());
 
+    // A directory missing on the host (an unmounted disk there) is an
+    // error, never created.
+    let gone = t.dir("remote").join("unmounted");
+    let o = t.push(&seg_b, &[t.sshd.url(&gone)], &[]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("no such directory"), "{}", stderr(&o));
+    assert!(!gone.exists());
+
     // get skips it, with a message, and finds the file further on.
     let (o, out) = t.get(A, &[refused.clone(), t.local()], &[]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));

@@ -156,6 +156,16 @@ pub struct Listed {
     pub modified: Option<std::time::SystemTime>,
 }
 
+/// What [`Destination::create_beside`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The file and the one beside it are in place, durable and checked.
+    Published,
+    /// This name (one of the guards, or the file itself, created meanwhile)
+    /// exists: nothing was published; compare it.
+    Exists(String),
+}
+
 /// Checks a relative path: non-empty, no absolute or `..` parts.
 pub fn check_rel(rel: &str) -> Result<()> {
     if rel.is_empty()
@@ -453,6 +463,44 @@ impl Destination {
             Destination::Ssh(s) => ssh::put_file(s, src, rel, expect, progress),
             Destination::S3(s) => s3::put_file(s, src, rel, expect, progress),
         }
+    }
+
+    /// Creates `rel` from the local file `src` as [`Destination::put_file`]
+    /// does, after writing `side` (replacing it) with `side_bytes`, unless
+    /// one of `guard` (names relative to the root, `rel` among them)
+    /// exists: then nothing is written and the name is returned. On an SSH
+    /// host it all happens in one session (one connection per file instead
+    /// of five); elsewhere it is a listing, a write and a copy. Used for WAL
+    /// files and their checksum files.
+    pub fn create_beside(
+        &self,
+        src: &Path,
+        rel: &str,
+        expect: &crate::digest::Digests,
+        guard: &[&str],
+        side: &str,
+        side_bytes: &[u8],
+    ) -> Result<Created> {
+        check_rel(rel)?;
+        check_rel(side)?;
+        for g in guard {
+            check_rel(g)?;
+        }
+        if let Destination::Ssh(s) = self {
+            return ssh::create_beside(s, src, rel, expect, guard, side, side_bytes);
+        }
+        for g in guard {
+            if self.size_of(g)?.is_some() {
+                return Ok(Created::Exists(g.to_string()));
+            }
+        }
+        self.put_bytes_replace(side_bytes, side)?;
+        let c = self.put_file(src, rel, expect, &|_| {}, Readback::Cache)?;
+        Ok(if c.existed {
+            Created::Exists(rel.to_string())
+        } else {
+            Created::Published
+        })
     }
 
     /// Writes `bytes` to `rel` atomically, replacing what is there (sidecars).

@@ -197,6 +197,41 @@ fn push_remote(
     plan: &Plan,
     encoded: &mut Option<Encoded>,
 ) -> Result<()> {
+    let sums_rel = format!("{name}{}", archive::CHECKSUM_SUFFIX);
+    if let Destination::Ssh(_) = dest {
+        // One session: the host checks that no form is there, takes the
+        // file, checks it, writes NAME.sha256, then links the file.
+        if encoded.is_none() {
+            *encoded = Some(encode(src, len, name, plan)?);
+        }
+        let e = encoded.as_ref().expect("encoded above");
+        let forms: Vec<String> = [(false, false), (true, false), (false, true), (true, true)]
+            .into_iter()
+            .map(|(z, a)| archive::stored_name(name, z, a))
+            .collect();
+        let guard: Vec<&str> = forms.iter().map(String::as_str).collect();
+        let text = archive::checksums_text(name, &e.sums);
+        let created = dest
+            .create_beside(
+                &e.path,
+                &e.stored,
+                &e.digests,
+                &guard,
+                &sums_rel,
+                text.as_bytes(),
+            )
+            .map_err(|err| Error::msg(format!("push: {err}")))?;
+        return match created {
+            pgb_common::dest::Created::Published => Ok(()),
+            pgb_common::dest::Created::Exists(_) => match archive::find_in(dest, name)?.0 {
+                Some(found) => settle_remote(src, &found, name, dest, plan),
+                None => Err(Error::msg(format!(
+                    "push: {}: vanished while publishing",
+                    dest.url_of(&e.stored)
+                ))),
+            },
+        };
+    }
     let (found, _) = archive::find_in(dest, name)?;
     if let Some(found) = found {
         return settle_remote(src, &found, name, dest, plan);
@@ -205,7 +240,6 @@ fn push_remote(
         *encoded = Some(encode(src, len, name, plan)?);
     }
     let e = encoded.as_ref().expect("encoded above");
-    let sums_rel = format!("{name}{}", archive::CHECKSUM_SUFFIX);
     dest.put_bytes_replace(archive::checksums_text(name, &e.sums).as_bytes(), &sums_rel)?;
     let copied = dest
         .put_file(&e.path, &e.stored, &e.digests, &|_| {}, Readback::Cache)

@@ -174,7 +174,27 @@ fn upload(
         t = q(&tmp),
         d = q(parent(final_path)),
     );
-    let mut child = command(t, &script)
+    let out = stream_script(t, u, &script, src, src_name, size, progress)?;
+    let sha = String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    Ok((tmp, sha))
+}
+
+/// Runs `script` on the host with `src` (`size` bytes) on its stdin; its
+/// stdout once it succeeded and every byte was sent.
+fn stream_script(
+    t: &Target,
+    u: &str,
+    script: &str,
+    src: &mut dyn Read,
+    src_name: &Path,
+    size: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<u8>> {
+    let mut child = command(t, script)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -228,12 +248,7 @@ fn upload(
             ));
         }
     }
-    let sha = String::from_utf8_lossy(&out)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string();
-    Ok((tmp, sha))
+    Ok(out)
 }
 
 fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
@@ -513,4 +528,77 @@ pub(super) fn read_small(t: &Target, rel: &str, max: u64) -> Result<Option<Vec<u
             "{u}: unexpected answer from the remote host"
         ))),
     }
+}
+
+/// [`super::Destination::create_beside`] on an SSH host, in one session: the
+/// host checks that none of `guard` exists (else answers which, and takes
+/// nothing), receives `src` into a temp name, checks its size and sha256,
+/// syncs it, replaces `side` with `side_bytes` (temp, sync, mv), then links
+/// the temp to `rel` (never replacing) and syncs the directory.
+pub(super) fn create_beside(
+    t: &Target,
+    src: &Path,
+    rel: &str,
+    expect: &Digests,
+    guard: &[&str],
+    side: &str,
+    side_bytes: &[u8],
+) -> Result<super::Created> {
+    let u = url(t, rel);
+    let final_path = join_remote(&t.path, rel);
+    let dir = parent(&final_path).to_string();
+    let tmp = temp_for(&final_path);
+    let side_path = join_remote(&t.path, side);
+    let side_tmp = temp_for(&side_path);
+    let side_text = std::str::from_utf8(side_bytes)
+        .ok()
+        .filter(|s| !s.contains('\0'))
+        .ok_or_else(|| Error::msg(format!("{u}: the file beside it is not text")))?;
+    let guards: Vec<String> = guard.iter().map(|g| q(&join_remote(&t.path, g))).collect();
+    let script = format!(
+        "set -e; umask 077; d={d}; t={t}; s={st}; \
+         if [ ! -d \"$d\" ]; then echo \"$d: no such directory\" >&2; exit 3; fi; \
+         for g in {guards}; do if [ -e \"$g\" ]; then echo \"exists $g\"; cat > /dev/null; exit 0; fi; done; \
+         find \"$d\" -maxdepth 1 -type f -name '.*{TEMP_MARK}*' -mmin +{STALE_MINUTES} \
+           -exec sh -c 'for f; do rm -f -- \"$f\" && echo \"{LEFTOVER} $f\" >&2; done' sh {{}} + || true; \
+         trap 'rm -f -- \"$t\" \"$s\"' EXIT; \
+         cat > \"$t\"; n=$(wc -c < \"$t\"); \
+         if [ \"$n\" != {size} ]; then echo \"got $n bytes of {size}: input cut short\" >&2; exit 3; fi; \
+         sync \"$t\" 2>/dev/null || sync; h=$(sha256sum < \"$t\"); h=${{h%% *}}; \
+         if [ \"$h\" != {sha} ]; then echo \"sha256 $h on the host where {sha} was sent\" >&2; exit 3; fi; \
+         printf '%s' {text} > \"$s\"; sync \"$s\" 2>/dev/null || sync; mv -f -- \"$s\" {side}; \
+         if ln -- \"$t\" {f} 2>/dev/null; then rm -f -- \"$t\"; sync \"$d\" 2>/dev/null || sync; echo published; \
+         else echo raced; fi",
+        d = q(&dir),
+        t = q(&tmp),
+        st = q(&side_tmp),
+        guards = guards.join(" "),
+        size = expect.size,
+        sha = expect.sha256,
+        text = q(side_text),
+        side = q(&side_path),
+        f = q(&final_path),
+    );
+    let mut f = std::fs::File::open(src).ctx("open", src)?;
+    let out = stream_script(t, &u, &script, &mut f, src, expect.size, &|_| {})?;
+    let out = String::from_utf8_lossy(&out);
+    let out = out.trim();
+    if out == "published" {
+        return Ok(super::Created::Published);
+    }
+    if out == "raced" {
+        return Ok(super::Created::Exists(rel.to_string()));
+    }
+    if let Some(p) = out.strip_prefix("exists ") {
+        let p = p.trim_matches('\'');
+        let name = p.rsplit('/').next().unwrap_or(p);
+        let dir_rel = rel
+            .rsplit_once('/')
+            .map(|(d, _)| format!("{d}/"))
+            .unwrap_or_default();
+        return Ok(super::Created::Exists(format!("{dir_rel}{name}")));
+    }
+    Err(Error::msg(format!(
+        "{u}: unexpected answer from the remote host: {out:?}"
+    )))
 }
