@@ -572,3 +572,132 @@ fn a_real_cluster_archives_to_s3_and_recovers_from_it() {
         "{log}"
     );
 }
+
+/// The storage layer every tool's archives go through, the same cases on
+/// each kind: listing by prefix (with neighbours that must not show), small
+/// reads of present and absent files, streaming reads, a create beside a
+/// checksum file that never replaces (guards, conflicting content kept),
+/// removal, and a root that is not there.
+#[test]
+fn the_storage_layer_behaves_the_same_in_a_directory_on_ssh_and_in_s3() {
+    use pgb_common::dest::{Created, Destination, Readback};
+    use std::io::Read;
+    let t = Archives::start();
+    // The tools read credentials from the environment; these are the
+    // harness's, the same every S3 test hands its children.
+    for (k, v) in t.s3.env() {
+        if k != "AWS_ENDPOINT_URL" {
+            std::env::set_var(k, v);
+        }
+    }
+    let opts: Vec<String> = t
+        .sshd
+        .client_options()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let kinds = [t.local(), t.ssh(), format!("s3://{}/conf", t.s3.bucket)];
+    let src = t.dir("src");
+    for (i, url) in kinds.iter().enumerate() {
+        let mut d = Destination::parse_url(url).unwrap();
+        d.add_ssh_options(&opts);
+        d.set_s3_endpoint(Some(&t.s3.endpoint()));
+        assert!(d.list("", "").unwrap().is_empty(), "{url}: empty at first");
+        // Neighbours in name order on both sides of the prefix.
+        for n in ["e1", "f", "f00", "f01", "f29", "fz", "g1"] {
+            d.put_bytes_replace(n.as_bytes(), n).unwrap();
+        }
+        let mut got: Vec<String> = d
+            .list("", "f")
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        got.sort();
+        assert_eq!(got, ["f", "f00", "f01", "f29", "fz"], "{url}");
+        let l = d.list("", "f29").unwrap();
+        assert_eq!(l.len(), 1, "{url}");
+        assert_eq!((l[0].name.as_str(), l[0].size), ("f29", 3), "{url}");
+        assert!(l[0].modified.is_some(), "{url}");
+        assert_eq!(
+            d.read_small("f01", 100).unwrap(),
+            Some(b"f01".to_vec()),
+            "{url}"
+        );
+        assert_eq!(d.read_small("nope", 100).unwrap(), None, "{url}");
+
+        // A file created beside its checksum file, then refused.
+        let body: Vec<u8> = (0..300_000u32).map(|x| (x * 31 + i as u32) as u8).collect();
+        let file = src.join(format!("body{i}"));
+        fs::write(&file, &body).unwrap();
+        let dg = pgb_common::digest::hash_reader(&body[..]).unwrap();
+        let c = d
+            .create_beside(&file, "W", &dg, &["W", "W.zst"], "W.sha256", b"sums\n")
+            .unwrap();
+        assert_eq!(c, Created::Published, "{url}");
+        let mut back = Vec::new();
+        d.open_read("W").unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, body, "{url}");
+        assert_eq!(
+            d.read_small("W.sha256", 100).unwrap(),
+            Some(b"sums\n".to_vec())
+        );
+        let c = d
+            .create_beside(&file, "W", &dg, &["W", "W.zst"], "W.sha256", b"other\n")
+            .unwrap();
+        assert_eq!(c, Created::Exists("W".into()), "{url}");
+        assert_eq!(
+            d.read_small("W.sha256", 100).unwrap(),
+            Some(b"sums\n".to_vec()),
+            "{url}: untouched"
+        );
+        let other = src.join(format!("other{i}"));
+        fs::write(&other, b"different").unwrap();
+        let odg = pgb_common::digest::hash_reader(&b"different"[..]).unwrap();
+        let e = d
+            .put_file(&other, "W", &odg, &|_| {}, Readback::Cache)
+            .unwrap_err();
+        assert!(e.to_string().contains("different content"), "{url}: {e}");
+        let mut back = Vec::new();
+        d.open_read("W").unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, body, "{url}: kept");
+        // No temp left where a listing would see it.
+        let names: Vec<String> = d
+            .list("", "")
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.contains(".pgb-tmp")),
+            "{url}: {names:?}"
+        );
+
+        d.remove("W").unwrap();
+        d.remove("W").unwrap();
+        assert_eq!(d.size_of("W").unwrap(), None, "{url}");
+        assert!(
+            d.open_read("W")
+                .and_then(|mut r| {
+                    let mut v = Vec::new();
+                    r.read_to_end(&mut v)
+                        .map_err(|e| pgb_common::Error::msg(e.to_string()))
+                })
+                .is_err(),
+            "{url}: reading what is gone fails"
+        );
+    }
+    // A root that is not there: an error for a directory and on the host
+    // (an unmounted disk), only empty for an S3 prefix.
+    let gone = t.dir("gone");
+    let mut ssh_gone = Destination::parse_url(&t.sshd.url(&gone)).unwrap();
+    ssh_gone.add_ssh_options(&opts);
+    assert!(Destination::parse_url(&gone.display().to_string())
+        .unwrap()
+        .list("", "")
+        .is_err());
+    assert!(ssh_gone.list("", "").is_err());
+    let mut s3_other = Destination::parse_url(&format!("s3://{}/none", t.s3.bucket)).unwrap();
+    s3_other.set_s3_endpoint(Some(&t.s3.endpoint()));
+    assert!(s3_other.list("", "").unwrap().is_empty());
+}
