@@ -701,3 +701,55 @@ fn the_storage_layer_behaves_the_same_in_a_directory_on_ssh_and_in_s3() {
     s3_other.set_s3_endpoint(Some(&t.s3.endpoint()));
     assert!(s3_other.list("", "").unwrap().is_empty());
 }
+
+/// S3 settings from the shared AWS files of AWS_PROFILE, no key in the
+/// environment, as an operator's ~/.aws holds them.
+#[test]
+fn s3_settings_come_from_aws_profile_too() {
+    let t = Archives::start();
+    let aws = t.dir("aws");
+    fs::create_dir(&aws).unwrap();
+    let env: std::collections::HashMap<_, _> = t.s3.env().into_iter().collect();
+    fs::write(
+        aws.join("credentials"),
+        format!(
+            "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n\
+             [pgb]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+        ),
+    )
+    .unwrap();
+    fs::write(
+        aws.join("config"),
+        format!(
+            "[profile pgb]\nregion = us-east-1\nendpoint_url = {}\n",
+            t.s3.endpoint()
+        ),
+    )
+    .unwrap();
+    let (seg, bytes) = t.segment(A, SYSID);
+    let out = t.dir("out").join("RECOVERYXLOG");
+    let archive = format!("s3://{}/profile", t.s3.bucket);
+    for args in [
+        vec!["push".to_string(), seg.display().to_string()],
+        vec!["get".to_string(), A.to_string(), out.display().to_string()],
+    ] {
+        let o = Command::new(crate::util::bin("pgb-wal"))
+            .args(&args)
+            .args(["--archive", &archive])
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_REGION")
+            .env("AWS_PROFILE", "pgb")
+            .env("AWS_SHARED_CREDENTIALS_FILE", aws.join("credentials"))
+            .env("AWS_CONFIG_FILE", aws.join("config"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains(S3_SECRET));
+    }
+    assert_eq!(fs::read(&out).unwrap(), bytes);
+    assert_eq!(t.s3.get(&format!("profile/{A}")).unwrap(), bytes);
+}
