@@ -753,3 +753,84 @@ fn s3_settings_come_from_aws_profile_too() {
     assert_eq!(fs::read(&out).unwrap(), bytes);
     assert_eq!(t.s3.get(&format!("profile/{A}")).unwrap(), bytes);
 }
+
+/// A push killed at any moment leaves, under the final name on the SSH host
+/// and in S3, either nothing or the whole file, never part of it; the next
+/// push (PostgreSQL retrying) completes it or finds it identical.
+#[test]
+fn a_push_killed_at_any_moment_leaves_nothing_partial_remotely() {
+    let t = Archives::start();
+    // 48 MB: several S3 parts (a multipart upload above 16 MB), and long
+    // enough on the SSH host for the kills to land mid-transfer.
+    let name = "00000001000000000000000A";
+    let src = t.dir("src").join(name);
+    let body = crate::wal::noise(48 << 20);
+    fs::write(&src, &body).unwrap();
+    let mut cut_short = std::collections::BTreeMap::new();
+    for (round, (kind, at)) in [
+        ("ssh", 30u64),
+        ("ssh", 150),
+        ("ssh", 400),
+        ("s3", 30),
+        ("s3", 150),
+        ("s3", 400),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // A fresh archive each round, so every kill meets an upload.
+        let remote = t.dir("remote").join(format!("k{round}"));
+        fs::create_dir(&remote).unwrap();
+        let s3_key = format!("k{round}/{name}");
+        let archive = if kind == "ssh" {
+            t.sshd.url(&remote)
+        } else {
+            format!("s3://{}/k{round}", t.s3.bucket)
+        };
+        let mut child = Command::new(crate::util::bin("pgb-wal"))
+            .args(["push"])
+            .arg(&src)
+            .args(["--archive", &archive])
+            .envs(t.env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(at));
+        let finished = child.try_wait().unwrap().is_some();
+        let _ = child.kill();
+        let _ = child.wait();
+        // Whatever the host or server still finishes of a killed client
+        // comes to an end quickly; then the final name is whole or absent.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let stored = if kind == "s3" {
+            t.s3.get(&s3_key)
+        } else {
+            fs::read(remote.join(name)).ok()
+        };
+        match stored {
+            Some(b) => assert!(
+                b == body,
+                "{archive} killed after {at} ms: a partial file ({} bytes)",
+                b.len()
+            ),
+            None if !finished => *cut_short.entry(kind).or_insert(0) += 1,
+            None => panic!("{archive}: the push finished and left nothing"),
+        }
+        // PostgreSQL retries: done, and the archive holds it whole.
+        let o = t.push(&src, &[archive.clone()], &[]);
+        assert_eq!(code(&o), 0, "{archive}: {}", stderr(&o));
+        let whole = if kind == "s3" {
+            t.s3.get(&s3_key).unwrap()
+        } else {
+            fs::read(remote.join(name)).unwrap()
+        };
+        assert!(whole == body, "{archive}: not the file after the retry");
+    }
+    // The kills did land mid-push (not all after it finished).
+    assert!(
+        cut_short.get("ssh").is_some() && cut_short.get("s3").is_some(),
+        "{cut_short:?}"
+    );
+}
