@@ -819,7 +819,7 @@ fn a_push_killed_at_any_moment_leaves_nothing_partial_remotely() {
             None => panic!("{archive}: the push finished and left nothing"),
         }
         // PostgreSQL retries: done, and the archive holds it whole.
-        let o = t.push(&src, &[archive.clone()], &[]);
+        let o = t.push(&src, std::slice::from_ref(&archive), &[]);
         assert_eq!(code(&o), 0, "{archive}: {}", stderr(&o));
         let whole = if kind == "s3" {
             t.s3.get(&s3_key).unwrap()
@@ -830,7 +830,7 @@ fn a_push_killed_at_any_moment_leaves_nothing_partial_remotely() {
     }
     // The kills did land mid-push (not all after it finished).
     assert!(
-        cut_short.get("ssh").is_some() && cut_short.get("s3").is_some(),
+        cut_short.contains_key("ssh") && cut_short.contains_key("s3"),
         "{cut_short:?}"
     );
 }
