@@ -235,6 +235,15 @@ fn push_to_a_directory_s3_and_ssh_then_get_from_each_alone() {
     assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
     assert!(stderr(&o).contains(&format!("s3://{}/bad/{B}", t.s3.bucket)));
     assert!(!out.exists());
+    // And on the SSH host (its file and checksum file come in one session).
+    let on_host = t.dir("remote").join(B);
+    let mut bad = fs::read(&on_host).unwrap();
+    bad[123_456] ^= 0x40;
+    fs::write(&on_host, &bad).unwrap();
+    let (o, out) = t.get(B, &[t.ssh()], &[]);
+    assert_eq!(code(&o), 255, "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
+    assert!(!out.exists());
 }
 
 #[test]
@@ -661,6 +670,20 @@ fn the_storage_layer_behaves_the_same_in_a_directory_on_ssh_and_in_s3() {
         let mut back = Vec::new();
         d.open_read("W").unwrap().read_to_end(&mut back).unwrap();
         assert_eq!(back, body, "{url}: kept");
+        // The first of several names present, with the file beside it.
+        let o = d
+            .open_first(&["V", "W.zst", "W"], "W.sha256")
+            .unwrap()
+            .unwrap();
+        assert_eq!((o.rel.as_str(), o.size), ("W", body.len() as u64), "{url}");
+        assert_eq!(o.side.as_deref(), Some(&b"sums\n"[..]), "{url}");
+        let mut back = Vec::new();
+        { o.reader }.read_to_end(&mut back).unwrap();
+        assert_eq!(back, body, "{url}");
+        assert!(
+            d.open_first(&["V", "W.zst"], "W.sha256").unwrap().is_none(),
+            "{url}"
+        );
         // No temp left where a listing would see it.
         let names: Vec<String> = d
             .list("", "")

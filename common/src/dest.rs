@@ -166,6 +166,17 @@ pub enum Created {
     Exists(String),
 }
 
+/// What [`Destination::open_first`] found.
+pub struct Opened {
+    /// Which candidate.
+    pub rel: String,
+    pub size: u64,
+    /// The file beside it (its first 64 KiB), when present.
+    pub side: Option<Vec<u8>>,
+    /// Its bytes.
+    pub reader: Box<dyn Read + Send>,
+}
+
 /// Checks a relative path: non-empty, no absolute or `..` parts.
 pub fn check_rel(rel: &str) -> Result<()> {
     if rel.is_empty()
@@ -501,6 +512,58 @@ impl Destination {
         } else {
             Created::Published
         })
+    }
+
+    /// Opens the first of `candidates` (names directly in the root) that
+    /// exists, with the small file `side` read beside it: a WAL file and its
+    /// checksum file. `None` when the archive answered that none is there;
+    /// an error when it could not answer. On an SSH host one session does
+    /// it all; elsewhere a listing and reads.
+    pub fn open_first(&self, candidates: &[&str], side: &str) -> Result<Option<Opened>> {
+        for c in candidates {
+            check_rel(c)?;
+        }
+        check_rel(side)?;
+        if let Destination::Ssh(s) = self {
+            return ssh::open_first(s, candidates, side);
+        }
+        // Listed by their common prefix: the WAL file's name.
+        let mut prefix = side.to_string();
+        for c in candidates {
+            let n = prefix
+                .chars()
+                .zip(c.chars())
+                .take_while(|(a, b)| a == b)
+                .count();
+            prefix = prefix.chars().take(n).collect();
+        }
+        let (dir, start) = match prefix.rsplit_once('/') {
+            Some((d, s)) => (d.to_string(), s.to_string()),
+            None => (String::new(), prefix),
+        };
+        if !dir.is_empty() {
+            return Err(Error::msg("open_first: names directly in the root only"));
+        }
+        let listed = self.list("", &start)?;
+        let Some((c, size)) = candidates.iter().find_map(|c| {
+            listed
+                .iter()
+                .find(|l| l.name == *c)
+                .map(|l| (c.to_string(), l.size))
+        }) else {
+            return Ok(None);
+        };
+        let side = if listed.iter().any(|l| l.name == side) {
+            self.read_small(side, 65536)?
+        } else {
+            None
+        };
+        Ok(Some(Opened {
+            reader: self.open_read(&c)?,
+            rel: c,
+            size,
+            side,
+        }))
     }
 
     /// Writes `bytes` to `rel` atomically, replacing what is there (sidecars).

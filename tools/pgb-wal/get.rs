@@ -65,12 +65,13 @@ pub fn run(args: &GetArgs) -> Result<Outcome> {
                 continue;
             }
         };
-        if let Some((found, recorded)) = found {
+        if let Some((found, recorded, reader)) = found {
             fetch(
                 dest,
                 &found,
                 name,
                 recorded,
+                reader,
                 identities.as_ref(),
                 &args.dest,
             )?;
@@ -91,7 +92,9 @@ pub fn run(args: &GetArgs) -> Result<Outcome> {
 
 /// The stored form of `name` in `dest` and its checksum file, or `None`
 /// when the archive answered that it holds neither form.
-fn locate(dest: &Destination, name: &str) -> Result<Option<(Found, Recorded)>> {
+type Located = (Found, Recorded, Option<Box<dyn Read + Send>>);
+
+fn locate(dest: &Destination, name: &str) -> Result<Option<Located>> {
     if let Destination::Dir(dir) = dest {
         let md = fs::metadata(dir).ctx("archive", dir)?;
         if !md.is_dir() {
@@ -114,18 +117,35 @@ fn locate(dest: &Destination, name: &str) -> Result<Option<(Found, Recorded)>> {
                 size,
             },
             recorded,
+            None,
         )));
     }
-    let (found, has_sums) = archive::find_in(dest, name)?;
-    let Some(found) = found else {
+    // One request or session for the file and its checksum file.
+    let forms: Vec<(String, bool, bool)> =
+        [(false, false), (true, false), (false, true), (true, true)]
+            .into_iter()
+            .map(|(z, a)| (archive::stored_name(name, z, a), z, a))
+            .collect();
+    let names: Vec<&str> = forms.iter().map(|f| f.0.as_str()).collect();
+    let side = format!("{name}{}", archive::CHECKSUM_SUFFIX);
+    let Some(o) = dest.open_first(&names, &side)? else {
         return Ok(None);
     };
-    let recorded = if has_sums {
-        archive::load_checksums_in(dest, name)?
-    } else {
-        Recorded::Absent
-    };
-    Ok(Some((found, recorded)))
+    let (_, zst, age) = forms
+        .iter()
+        .find(|f| f.0 == o.rel)
+        .cloned()
+        .expect("one of the candidates");
+    Ok(Some((
+        Found {
+            file_name: o.rel,
+            zst,
+            age,
+            size: o.size,
+        },
+        archive::parse_recorded(o.side, name),
+        Some(o.reader),
+    )))
 }
 
 /// The first page and the size of what was written.
@@ -143,14 +163,16 @@ fn fetch(
     src: &Found,
     name: &str,
     recorded: Recorded,
+    reader: Option<Box<dyn Read + Send>>,
     ids: Option<&Identities>,
     dest: &Path,
 ) -> Result<()> {
     let shown = archive_dest.url_of(&src.file_name);
     let path = Path::new(&shown);
-    let file: Box<dyn Read + Send> = match archive_dest {
-        Destination::Dir(_) => Box::new(File::open(path).ctx("open", path)?),
-        _ => archive_dest.open_read(&src.file_name)?,
+    let file: Box<dyn Read + Send> = match (reader, archive_dest) {
+        (Some(r), _) => r,
+        (None, Destination::Dir(_)) => Box::new(File::open(path).ctx("open", path)?),
+        (None, _) => archive_dest.open_read(&src.file_name)?,
     };
     // The stored bytes are hashed apart from the plaintext only when they
     // differ from it.

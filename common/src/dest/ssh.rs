@@ -602,3 +602,105 @@ pub(super) fn create_beside(
         "{u}: unexpected answer from the remote host: {out:?}"
     )))
 }
+
+/// [`super::Destination::open_first`] on an SSH host, in one session: the
+/// host looks for each of `candidates` in order, and for the first one
+/// present sends a header line (its name, size and `side`, base64, or `-`)
+/// then its bytes.
+pub(super) fn open_first(
+    t: &Target,
+    candidates: &[&str],
+    side: &str,
+) -> Result<Option<super::Opened>> {
+    let root_url = super::ssh_url(t, &t.path);
+    let paths: Vec<String> = candidates
+        .iter()
+        .map(|c| q(&join_remote(&t.path, c)))
+        .collect();
+    let script = format!(
+        "d={d}; if [ ! -d \"$d\" ]; then echo \"$d: no such directory\" >&2; exit 3; fi; \
+         for f in {paths}; do if [ -f \"$f\" ]; then \
+           if [ -f {side} ]; then s=$(head -c 65536 -- {side} | base64 -w0); else s=-; fi; \
+           printf 'F %s %s %s\\n' \"$(wc -c < \"$f\")\" \"$s\" \"${{f##*/}}\"; exec cat -- \"$f\"; fi; done; echo A",
+        d = q(&t.path),
+        paths = paths.join(" "),
+        side = q(&join_remote(&t.path, side)),
+    );
+    let mut child = command(t, &script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ctx("run ssh for", &root_url)?;
+    let mut out = child.stdout.take().expect("piped");
+    let stderr = drain(child.stderr.take().expect("piped"));
+    // The header line, read a byte at a time so nothing of the file is
+    // taken with it.
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match out.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) if b[0] == b'\n' => break,
+            Ok(_) => line.push(b[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", Path::new(&root_url), e)),
+        }
+        if line.len() > 200_000 {
+            break;
+        }
+    }
+    let line = String::from_utf8_lossy(&line).into_owned();
+    if line == "A" || line.is_empty() {
+        let status = child.wait().ctx("wait for ssh for", &root_url)?;
+        let err = stderr.join().unwrap_or_default();
+        if !status.success() {
+            return Err(child_error("read", &root_url, status, &err));
+        }
+        if line.is_empty() {
+            return Err(Error::msg(format!(
+                "{root_url}: no answer from the remote host"
+            )));
+        }
+        return Ok(None);
+    }
+    let bad = || {
+        Error::msg(format!(
+            "{root_url}: unexpected answer from the remote host: {line:?}"
+        ))
+    };
+    let mut it = line.splitn(4, ' ');
+    let (Some("F"), Some(size), Some(side_b64), Some(name)) =
+        (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(bad());
+    };
+    let size: u64 = size.parse().map_err(|_| bad())?;
+    let side_bytes = if side_b64 == "-" {
+        None
+    } else {
+        use base64::Engine as _;
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(side_b64)
+                .map_err(|_| bad())?,
+        )
+    };
+    let rel = candidates
+        .iter()
+        .find(|c| c.rsplit('/').next() == Some(name))
+        .ok_or_else(bad)?
+        .to_string();
+    Ok(Some(super::Opened {
+        reader: Box::new(ChildReader {
+            child,
+            out,
+            stderr: Some(stderr),
+            url: url(t, &rel),
+            done: false,
+        }),
+        rel,
+        size,
+        side: side_bytes,
+    }))
+}
