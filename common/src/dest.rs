@@ -566,6 +566,28 @@ impl Destination {
         }))
     }
 
+    /// The first `max` bytes of every file directly in the root whose name
+    /// ends in `suffix` (checksum files), by name: on an SSH host in one
+    /// session, elsewhere a listing and reads.
+    pub fn read_suffix(
+        &self,
+        suffix: &str,
+        max: u64,
+    ) -> Result<std::collections::HashMap<String, Vec<u8>>> {
+        if let Destination::Ssh(s) = self {
+            return ssh::read_suffix(s, suffix, max);
+        }
+        let mut m = std::collections::HashMap::new();
+        for l in self.list("", "")? {
+            if l.name.ends_with(suffix) && !l.name.starts_with('.') {
+                if let Some(b) = self.read_small(&l.name, max)? {
+                    m.insert(l.name, b);
+                }
+            }
+        }
+        Ok(m)
+    }
+
     /// Writes `bytes` to `rel` atomically, replacing what is there (sidecars).
     pub fn put_bytes_replace(&self, bytes: &[u8], rel: &str) -> Result<()> {
         check_rel(rel)?;

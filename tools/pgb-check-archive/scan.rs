@@ -18,7 +18,7 @@ use pgb_common::crypt::{Identities, SUFFIX as AGE_SUFFIX};
 use pgb_common::dest::{Destination, Listed};
 use pgb_common::error::{IoContext, Result};
 use pgb_common::walarchive::{
-    load_checksums, load_checksums_in, HashReader, Recorded, CHECKSUM_SUFFIX,
+    load_checksums, load_checksums_in, parse_recorded, HashReader, Recorded, CHECKSUM_SUFFIX,
 };
 use pgb_common::walhdr::{classify, WalFile};
 use std::collections::HashMap;
@@ -85,7 +85,12 @@ pub fn classify_stored(name: &str) -> Option<(WalFile, bool, bool)> {
 #[derive(Clone, Copy)]
 enum Src<'a> {
     Dir(&'a Path),
-    Remote(&'a Destination, &'a HashMap<String, Listed>),
+    /// With the checksum files when they were read up front.
+    Remote(
+        &'a Destination,
+        &'a HashMap<String, Listed>,
+        Option<&'a HashMap<String, Vec<u8>>>,
+    ),
 }
 
 /// Lists and reads the archive; with `headers_only`, each segment's first
@@ -113,9 +118,15 @@ pub fn scan(dest: &Destination, identities: &[PathBuf], headers_only: bool) -> R
             )
         }
     };
+    // An SSH host sends every checksum file in one session, rather than
+    // one session per segment.
+    let sums = match dest {
+        Destination::Ssh(_) if !headers_only => Some(dest.read_suffix(CHECKSUM_SUFFIX, 4096)?),
+        _ => None,
+    };
     let src = match dest {
         Destination::Dir(dir) => Src::Dir(dir),
-        _ => Src::Remote(dest, &listed),
+        _ => Src::Remote(dest, &listed, sums.as_ref()),
     };
     let mut todo = Vec::new();
     let mut others = Vec::new();
@@ -205,11 +216,12 @@ fn read_entry(
         WalFile::Segment { .. } | WalFile::History { .. } => {
             let r = match src {
                 Src::Dir(dir) => load_checksums(dir, base),
-                Src::Remote(d, listed) => {
-                    if listed.contains_key(&format!("{base}{CHECKSUM_SUFFIX}")) {
-                        load_checksums_in(d, base)
-                    } else {
-                        Ok(Recorded::Absent)
+                Src::Remote(d, listed, sums) => {
+                    let rel = format!("{base}{CHECKSUM_SUFFIX}");
+                    match sums {
+                        Some(m) => Ok(parse_recorded(m.get(&rel).cloned(), base)),
+                        None if listed.contains_key(&rel) => load_checksums_in(d, base),
+                        None => Ok(Recorded::Absent),
                     }
                 }
             };
@@ -229,7 +241,7 @@ fn read_entry(
                 }
                 (Box::new(f), md.len())
             }
-            Src::Remote(d, listed) => {
+            Src::Remote(d, listed, _) => {
                 let l = &listed[name];
                 entry.mtime = l.modified;
                 let f = d

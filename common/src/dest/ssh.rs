@@ -704,3 +704,39 @@ pub(super) fn open_first(
         side: side_bytes,
     }))
 }
+
+/// Every regular file directly in the root whose name ends in `suffix`
+/// (first `max` bytes of each), in one session: base64 lines.
+pub(super) fn read_suffix(
+    t: &Target,
+    suffix: &str,
+    max: u64,
+) -> Result<std::collections::HashMap<String, Vec<u8>>> {
+    use base64::Engine as _;
+    let root_url = super::ssh_url(t, &t.path);
+    if suffix.contains(['*', '?', '[', '/', '\'', '\\']) {
+        return Err(Error::msg(format!("{suffix:?}: not a plain suffix")));
+    }
+    let script = format!(
+        "d={d}; if [ ! -d \"$d\" ]; then echo \"$d: no such directory\" >&2; exit 3; fi; \
+         for f in \"$d\"/*{suffix}; do if [ -f \"$f\" ]; then \
+           printf '%s %s\\n' \"$(head -c {max} -- \"$f\" | base64 -w0)\" \"${{f##*/}}\"; fi; done",
+        d = q(&t.path),
+    );
+    let out = run(t, "read", &root_url, &script)?;
+    let mut m = std::collections::HashMap::new();
+    for line in out.lines() {
+        let Some((b64, name)) = line.split_once(' ') else {
+            continue;
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| {
+                Error::msg(format!(
+                    "{root_url}: unexpected answer from the remote host: {line:?}"
+                ))
+            })?;
+        m.insert(name.to_string(), bytes);
+    }
+    Ok(m)
+}
