@@ -458,6 +458,43 @@ fn check_archive_checks_every_archive_and_counts_copies() {
         "{text}"
     );
 
+    // An archive that cannot be checked (a host refusing): exit 2, the
+    // others still checked and reported, its success metric 0, and no
+    // copies verdict drawn from the rest.
+    let refused = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        t.sshd.user,
+        free_port(),
+        t.dir("remote").display()
+    );
+    let o = t.run(
+        "pgb-check-archive",
+        &[
+            t.local(),
+            refused.clone(),
+            "--copies".into(),
+            "2".into(),
+            "--prom".into(),
+            prom.display().to_string(),
+        ],
+    );
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let recs = records(&o);
+    assert!(recs
+        .iter()
+        .any(|r| r["type"] == "archive-summary" && r["archive"] == t.local().as_str()));
+    assert!(
+        !recs.iter().any(|r| r["problem"] == "too-few-copies"),
+        "{recs:?}"
+    );
+    let text = fs::read_to_string(&prom).unwrap();
+    assert!(
+        text.contains(&format!(
+            "pgb_archive_check_success{{archive=\"{refused}\"}} 0"
+        )),
+        "{text}"
+    );
+
     // 3-2-1 needs another medium and an offsite copy: three directories on
     // one machine do not make it, the labelled set does.
     let mut args: Vec<String> = vec![
