@@ -501,3 +501,31 @@ pub(super) fn open_read(t: &Target, rel: &str) -> Result<Box<dyn Read + Send>> {
         url: u,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_aws_files_are_read_by_section() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config");
+        std::fs::write(
+            &p,
+            "# comment\n[default]\nregion = eu-west-1\n\n[profile pgb]\nRegion=us-east-2\n\
+             endpoint_url = http://127.0.0.1:9000\n; other\n[profile x]\nregion = nope\n",
+        )
+        .unwrap();
+        let m = ini_section(&p, "profile pgb");
+        assert_eq!(m.get("region").map(String::as_str), Some("us-east-2"));
+        assert_eq!(
+            m.get("endpoint_url").map(String::as_str),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(
+            ini_section(&p, "default").get("region").map(String::as_str),
+            Some("eu-west-1")
+        );
+        assert!(ini_section(&d.path().join("absent"), "default").is_empty());
+    }
+}
