@@ -573,7 +573,12 @@ pub struct Named {
 }
 
 fn parse_archive(spec: &str) -> Result<Named> {
-    let (text, labels) = split_labels(spec)?;
+    // A directory whose name holds '#' or ':' is a directory, not labels.
+    let (text, labels) = if std::path::Path::new(spec).is_dir() {
+        (spec, Labels::default())
+    } else {
+        split_labels(spec)?
+    };
     let dest = Destination::parse_url(text)?;
     let name = if dest.is_remote() {
         dest.root_url()
