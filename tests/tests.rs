@@ -8,6 +8,7 @@ mod encrypt;
 mod fixperms;
 mod list;
 mod man;
+mod offsite;
 mod ops;
 mod prune;
 mod restore;

@@ -39,7 +39,7 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 /// Bytes that do not compress, so sizes are predictable.
-fn noise(n: usize) -> Vec<u8> {
+pub fn noise(n: usize) -> Vec<u8> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..n)
         .map(|_| {
@@ -56,7 +56,7 @@ const SEG_SIZE: usize = 1 << 20;
 
 /// A 1 MB WAL segment named `name` (timeline 1): a real long page header
 /// (PostgreSQL 15's magic, xlp_pageaddr matching the name), then noise.
-fn segment(name: &str, sysid: u64) -> Vec<u8> {
+pub fn segment(name: &str, sysid: u64) -> Vec<u8> {
     let segno = u64::from_str_radix(&name[8..16], 16).unwrap() * 4096
         + u64::from_str_radix(&name[16..], 16).unwrap();
     let mut p = noise(SEG_SIZE);
@@ -73,7 +73,7 @@ fn segment(name: &str, sysid: u64) -> Vec<u8> {
 
 /// An age key pair made by the reference `age-keygen`: (identity file,
 /// recipient).
-fn keypair(dir: &Path, tag: &str) -> (std::path::PathBuf, String) {
+pub fn keypair(dir: &Path, tag: &str) -> (std::path::PathBuf, String) {
     let id = dir.join(format!("{tag}.key"));
     let out = run(Command::new("age-keygen").arg("-o").arg(&id));
     let _ = out;

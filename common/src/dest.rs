@@ -6,6 +6,12 @@
 //! `rel` arguments are paths relative to that root, `/`-separated, without
 //! `..` components.
 //!
+//! The same roots hold WAL archives (`pgb-wal --archive`,
+//! `pgb-check-archive`): [`Destination::list`], [`Destination::open_read`],
+//! [`Destination::put_file`] (durable, never a partial object under the
+//! final name, never replacing a different one) and
+//! [`Destination::remove`] are the storage layer every kind implements.
+//!
 //! Spec syntax for `--to`: `DEST[#LABELS]` where DEST is a directory,
 //! `ssh://[user@]host[:port]/path` or `s3://bucket[/prefix]`, and LABELS is
 //! `key=value[,key=value...]` with keys `media` and `site`. For the form
@@ -139,6 +145,36 @@ pub struct Copied {
     /// How the copy was checked: `readback`, `readback-disk` or
     /// `server-checksum`.
     pub verified: &'static str,
+}
+
+/// An object or file found by [`Destination::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The name inside the listed directory.
+    pub name: String,
+    pub size: u64,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// What [`Destination::create_beside`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The file and the one beside it are in place, durable and checked.
+    Published,
+    /// This name (one of the guards, or the file itself, created meanwhile)
+    /// exists: nothing was published; compare it.
+    Exists(String),
+}
+
+/// What [`Destination::open_first`] found.
+pub struct Opened {
+    /// Which candidate.
+    pub rel: String,
+    pub size: u64,
+    /// The file beside it (its first 64 KiB), when present.
+    pub side: Option<Vec<u8>>,
+    /// Its bytes.
+    pub reader: Box<dyn Read + Send>,
 }
 
 /// Checks a relative path: non-empty, no absolute or `..` parts.
@@ -305,6 +341,79 @@ impl Destination {
         }
     }
 
+    /// True for an SSH host or an S3 bucket.
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, Destination::Dir(_))
+    }
+
+    /// The regular files (objects) directly in the directory `dir` (`""`:
+    /// the root) whose names start with `start`, in no particular order.
+    /// A directory or SSH root that does not exist is an error (an
+    /// unmounted disk is not an empty archive); an S3 prefix is never
+    /// missing, only empty.
+    pub fn list(&self, dir: &str, start: &str) -> Result<Vec<Listed>> {
+        if !dir.is_empty() {
+            check_rel(dir)?;
+        }
+        match self {
+            Destination::Dir(root) => {
+                let d = if dir.is_empty() {
+                    root.clone()
+                } else {
+                    root.join(dir)
+                };
+                let mut out = Vec::new();
+                for e in std::fs::read_dir(&d).ctx("list", &d)? {
+                    let e = e.ctx("list", &d)?;
+                    let Ok(name) = e.file_name().into_string() else {
+                        continue;
+                    };
+                    if !name.starts_with(start) {
+                        continue;
+                    }
+                    let m = match std::fs::metadata(e.path()) {
+                        Ok(m) => m,
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                        Err(err) => return Err(Error::io("stat", e.path(), err)),
+                    };
+                    if m.is_file() {
+                        out.push(Listed {
+                            name,
+                            size: m.len(),
+                            modified: m.modified().ok(),
+                        });
+                    }
+                }
+                Ok(out)
+            }
+            Destination::Ssh(s) => ssh::list(s, dir, start),
+            Destination::S3(s) => s3::list(s, dir, start),
+        }
+    }
+
+    /// The whole of a small file (at most `max` bytes are read), or `None`
+    /// when it does not exist.
+    pub fn read_small(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        check_rel(rel)?;
+        if let Destination::Dir(root) = self {
+            let p = root.join(rel);
+            return match std::fs::File::open(&p) {
+                Ok(f) => {
+                    let mut v = Vec::new();
+                    f.take(max).read_to_end(&mut v).ctx("read", &p)?;
+                    Ok(Some(v))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io("read", &p, e)),
+            };
+        }
+        match self {
+            Destination::Dir(_) => unreachable!("handled above"),
+            Destination::Ssh(s) => ssh::read_small(s, rel, max),
+            Destination::S3(s) => s3::read_small(s, rel, max),
+        }
+    }
+
     /// Size of `rel` when it exists.
     pub fn size_of(&self, rel: &str) -> Result<Option<u64>> {
         check_rel(rel)?;
@@ -365,6 +474,118 @@ impl Destination {
             Destination::Ssh(s) => ssh::put_file(s, src, rel, expect, progress),
             Destination::S3(s) => s3::put_file(s, src, rel, expect, progress),
         }
+    }
+
+    /// Creates `rel` from the local file `src` as [`Destination::put_file`]
+    /// does, after writing `side` (replacing it) with `side_bytes`, unless
+    /// one of `guard` (names relative to the root, `rel` among them)
+    /// exists: then nothing is written and the name is returned. On an SSH
+    /// host it all happens in one session (one connection per file instead
+    /// of five); elsewhere it is a listing, a write and a copy. Used for WAL
+    /// files and their checksum files.
+    pub fn create_beside(
+        &self,
+        src: &Path,
+        rel: &str,
+        expect: &crate::digest::Digests,
+        guard: &[&str],
+        side: &str,
+        side_bytes: &[u8],
+    ) -> Result<Created> {
+        check_rel(rel)?;
+        check_rel(side)?;
+        for g in guard {
+            check_rel(g)?;
+        }
+        if let Destination::Ssh(s) = self {
+            return ssh::create_beside(s, src, rel, expect, guard, side, side_bytes);
+        }
+        for g in guard {
+            if self.size_of(g)?.is_some() {
+                return Ok(Created::Exists(g.to_string()));
+            }
+        }
+        self.put_bytes_replace(side_bytes, side)?;
+        let c = self.put_file(src, rel, expect, &|_| {}, Readback::Cache)?;
+        Ok(if c.existed {
+            Created::Exists(rel.to_string())
+        } else {
+            Created::Published
+        })
+    }
+
+    /// Opens the first of `candidates` (names directly in the root) that
+    /// exists, with the small file `side` read beside it: a WAL file and its
+    /// checksum file. `None` when the archive answered that none is there;
+    /// an error when it could not answer. On an SSH host one session does
+    /// it all; elsewhere a listing and reads.
+    pub fn open_first(&self, candidates: &[&str], side: &str) -> Result<Option<Opened>> {
+        for c in candidates {
+            check_rel(c)?;
+        }
+        check_rel(side)?;
+        if let Destination::Ssh(s) = self {
+            return ssh::open_first(s, candidates, side);
+        }
+        // Listed by their common prefix: the WAL file's name.
+        let mut prefix = side.to_string();
+        for c in candidates {
+            let n = prefix
+                .chars()
+                .zip(c.chars())
+                .take_while(|(a, b)| a == b)
+                .count();
+            prefix = prefix.chars().take(n).collect();
+        }
+        let (dir, start) = match prefix.rsplit_once('/') {
+            Some((d, s)) => (d.to_string(), s.to_string()),
+            None => (String::new(), prefix),
+        };
+        if !dir.is_empty() {
+            return Err(Error::msg("open_first: names directly in the root only"));
+        }
+        let listed = self.list("", &start)?;
+        let Some((c, size)) = candidates.iter().find_map(|c| {
+            listed
+                .iter()
+                .find(|l| l.name == *c)
+                .map(|l| (c.to_string(), l.size))
+        }) else {
+            return Ok(None);
+        };
+        let side = if listed.iter().any(|l| l.name == side) {
+            self.read_small(side, 65536)?
+        } else {
+            None
+        };
+        Ok(Some(Opened {
+            reader: self.open_read(&c)?,
+            rel: c,
+            size,
+            side,
+        }))
+    }
+
+    /// The first `max` bytes of every file directly in the root whose name
+    /// ends in `suffix` (checksum files), by name: on an SSH host in one
+    /// session, elsewhere a listing and reads.
+    pub fn read_suffix(
+        &self,
+        suffix: &str,
+        max: u64,
+    ) -> Result<std::collections::HashMap<String, Vec<u8>>> {
+        if let Destination::Ssh(s) = self {
+            return ssh::read_suffix(s, suffix, max);
+        }
+        let mut m = std::collections::HashMap::new();
+        for l in self.list("", "")? {
+            if l.name.ends_with(suffix) && !l.name.starts_with('.') {
+                if let Some(b) = self.read_small(&l.name, max)? {
+                    m.insert(l.name, b);
+                }
+            }
+        }
+        Ok(m)
     }
 
     /// Writes `bytes` to `rel` atomically, replacing what is there (sidecars).
@@ -430,7 +651,7 @@ pub(crate) fn check_digests(
     Ok(())
 }
 
-fn split_labels(spec: &str) -> Result<(&str, Labels)> {
+pub fn split_labels(spec: &str) -> Result<(&str, Labels)> {
     if let Some((d, l)) = spec.rsplit_once('#') {
         return Ok((d, Labels::parse(l)?));
     }

@@ -145,6 +145,69 @@ pub enum Recorded {
     Present(Checksums),
 }
 
+/// A stored form of a WAL file found in an archive of any kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub file_name: String,
+    pub zst: bool,
+    pub age: bool,
+    pub size: u64,
+}
+
+/// The first stored form of `name` in the archive `dest` (a directory, an
+/// SSH host or an S3 prefix), in the order `get` looks for them, and
+/// whether `NAME.sha256` is there: one listing. An archive that cannot be
+/// listed (unreachable, a missing directory) is an error, never "absent".
+pub fn find_in(dest: &crate::dest::Destination, name: &str) -> Result<(Option<Found>, bool)> {
+    let listed = dest.list("", name)?;
+    let sums = format!("{name}{CHECKSUM_SUFFIX}");
+    let has_sums = listed.iter().any(|l| l.name == sums);
+    for (zst, age) in [(false, false), (true, false), (false, true), (true, true)] {
+        let file_name = stored_name(name, zst, age);
+        if let Some(l) = listed.iter().find(|l| l.name == file_name) {
+            return Ok((
+                Some(Found {
+                    file_name,
+                    zst,
+                    age,
+                    size: l.size,
+                }),
+                has_sums,
+            ));
+        }
+    }
+    Ok((None, has_sums))
+}
+
+/// Reads `NAME.sha256` from an archive of any kind, as [`load_checksums`].
+pub fn load_checksums_in(dest: &crate::dest::Destination, name: &str) -> Result<Recorded> {
+    let rel = format!("{name}{CHECKSUM_SUFFIX}");
+    Ok(parse_recorded(dest.read_small(&rel, 4096)?, name))
+}
+
+/// What the bytes of a checksum file (`None`: absent) say.
+pub fn parse_recorded(bytes: Option<Vec<u8>>, name: &str) -> Recorded {
+    let Some(b) = bytes else {
+        return Recorded::Absent;
+    };
+    let Ok(text) = String::from_utf8(b) else {
+        return Recorded::Bad("not UTF-8".into());
+    };
+    match parse_checksums(&text, name) {
+        Some(c) => Recorded::Present(c),
+        None => Recorded::Bad(format!("not a checksum file of {name}")),
+    }
+}
+
+/// The text of `NAME.sha256`.
+pub fn checksums_text(name: &str, c: &Checksums) -> String {
+    let mut text = format!("{}  {name}\n", c.plain);
+    if c.stored_name != name {
+        text.push_str(&format!("{}  {}\n", c.stored, c.stored_name));
+    }
+    text
+}
+
 /// Reads `NAME.sha256`; `None` when absent or not in the expected form.
 pub fn read_checksums(dir: &Path, name: &str) -> Result<Option<Checksums>> {
     Ok(match load_checksums(dir, name)? {
@@ -198,10 +261,7 @@ fn parse_checksums(text: &str, name: &str) -> Option<Checksums> {
 
 /// Writes `NAME.sha256` durably (replacing a stale one).
 pub fn write_checksums(dir: &Path, name: &str, c: &Checksums) -> Result<()> {
-    let mut text = format!("{}  {name}\n", c.plain);
-    if c.stored_name != name {
-        text.push_str(&format!("{}  {}\n", c.stored, c.stored_name));
-    }
+    let text = checksums_text(name, c);
     write_atomic(&checksum_path(dir, name), text.as_bytes(), true)
 }
 

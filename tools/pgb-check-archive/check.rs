@@ -2,10 +2,10 @@
 //! timelines, find gaps and staleness, print the records and the metrics.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::Path;
 use std::time::SystemTime;
 
 use chrono::{DateTime, Local, SecondsFormat};
+use pgb_common::dest::{split_labels, Destination, Labels};
 use pgb_common::error::Result;
 use pgb_common::record::SCHEMA;
 use pgb_common::term::warn;
@@ -563,32 +563,222 @@ fn summary(an: &Analysis, archive: &str, now: SystemTime) -> Value {
     })
 }
 
+/// One archive named on the command line.
+pub struct Named {
+    pub dest: Destination,
+    pub labels: Labels,
+    /// As records and metrics name it: a directory as given, a URL as
+    /// pgb writes it.
+    pub name: String,
+}
+
+fn parse_archive(spec: &str) -> Result<Named> {
+    // A directory whose name holds '#' or ':' is a directory, not labels.
+    let (text, labels) = if std::path::Path::new(spec).is_dir() {
+        (spec, Labels::default())
+    } else {
+        split_labels(spec)?
+    };
+    let dest = Destination::parse_url(text)?;
+    let name = if dest.is_remote() {
+        dest.root_url()
+    } else {
+        text.to_string()
+    };
+    Ok(Named { dest, labels, name })
+}
+
 pub fn run(args: Args) -> ExitStatus {
     let now = SystemTime::now();
-    let archive = args.archive.display().to_string();
-    match check(&args, &archive, now) {
-        Ok((status, an)) => {
-            if let Some(p) = &args.prom {
-                if let Err(e) = crate::prom::write(p, &archive, Some(&an), now) {
+    let archives = match args
+        .archive
+        .iter()
+        .map(|a| parse_archive(a))
+        .collect::<Result<Vec<_>>>()
+    {
+        Ok(a) => a,
+        Err(e) => {
+            warn(e.to_string());
+            return e.exit_status();
+        }
+    };
+    if archives.len() > 1 && (args.backups || args.repo.is_some() || args.dbname.is_some()) {
+        warn("--backups, --repo and -d judge one archive: give only one");
+        return ExitStatus::Error;
+    }
+    let mut status = ExitStatus::Ok;
+    let mut results: Vec<(&Named, Option<Analysis>)> = Vec::new();
+    for a in &archives {
+        match check(&args, &a.dest, &a.name, now) {
+            Ok((st, an)) => {
+                status = status.worst(st);
+                results.push((a, Some(an)));
+            }
+            Err(e) => {
+                warn(e.to_string());
+                status = status.worst(e.exit_status());
+                results.push((a, None));
+            }
+        }
+    }
+    let mut copies = None;
+    if args.copies.is_some() || args.require.is_some() {
+        if results.iter().any(|(_, an)| an.is_none()) {
+            warn("copies not counted: an archive could not be checked");
+        } else {
+            let c = count_copies(&results, args.copies, args.require.is_some());
+            let mut out = RecordWriter::stdout();
+            for p in &c.problems {
+                if let Err(e) = out.write(&p.record("*")) {
                     warn(e.to_string());
                     return ExitStatus::Error;
                 }
             }
-            status
-        }
-        Err(e) => {
-            warn(e.to_string());
-            if let Some(p) = &args.prom {
-                if let Err(e) = crate::prom::write(p, &archive, None, now) {
-                    warn(e.to_string());
-                }
+            if !c.problems.is_empty() {
+                status = status.worst(ExitStatus::No);
             }
-            e.exit_status()
+            copies = Some(c);
         }
+    }
+    if let Some(p) = &args.prom {
+        let per: Vec<(&str, Option<&Analysis>)> = results
+            .iter()
+            .map(|(a, an)| (a.name.as_str(), an.as_ref()))
+            .collect();
+        if let Err(e) = crate::prom::write(p, &per, copies.as_ref(), now) {
+            warn(e.to_string());
+            return ExitStatus::Error;
+        }
+    }
+    status
+}
+
+/// How many archives hold each segment in good condition.
+pub struct Copies {
+    pub problems: Vec<Problem>,
+    /// Archive -> segments held (in good condition) elsewhere but not here.
+    pub missing: BTreeMap<String, usize>,
+    /// Segments that fail the rule.
+    pub short: usize,
+}
+
+/// Counts, for every segment any archive holds, the archives that hold it
+/// without a problem, and judges `--copies N` and `--require 3-2-1` (at
+/// least 3 archives, 2 media, 1 offsite). Segments that fail in the same
+/// way (the same archives holding them) make one problem record naming
+/// them.
+fn count_copies(results: &[(&Named, Option<Analysis>)], want: Option<usize>, rule: bool) -> Copies {
+    let all: BTreeSet<&String> = results
+        .iter()
+        .flat_map(|(_, an)| an.iter().flat_map(|a| a.good.keys()))
+        .collect();
+    let mut missing: BTreeMap<String, usize> =
+        results.iter().map(|(a, _)| (a.name.clone(), 0)).collect();
+    // Holders (indices) -> segments.
+    let mut groups: BTreeMap<Vec<usize>, Vec<&String>> = BTreeMap::new();
+    for seg in all {
+        let holders: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, an))| an.as_ref().is_some_and(|a| a.good.get(seg) == Some(&true)))
+            .map(|(i, _)| i)
+            .collect();
+        for (i, (a, _)) in results.iter().enumerate() {
+            if !holders.contains(&i) {
+                *missing.entry(a.name.clone()).or_default() += 1;
+            }
+        }
+        groups.entry(holders).or_default().push(seg);
+    }
+    let mut problems = Vec::new();
+    let mut short = 0;
+    for (holders, segs) in groups {
+        let media: BTreeSet<String> = holders
+            .iter()
+            .map(|i| {
+                let a = results[*i].0;
+                a.labels
+                    .media
+                    .clone()
+                    .unwrap_or_else(|| a.dest.default_media().to_string())
+            })
+            .collect();
+        let offsite = holders
+            .iter()
+            .filter(|i| results[**i].0.labels.site.as_deref() == Some("offsite"))
+            .count();
+        let mut failed = Vec::new();
+        let need = want.unwrap_or(0).max(if rule { 3 } else { 0 });
+        if holders.len() < need {
+            failed.push(format!("{need} copies: only {}", holders.len()));
+        }
+        if rule && media.len() < 2 {
+            failed.push(format!(
+                "2 media: all copies on {}",
+                media.iter().next().map(String::as_str).unwrap_or("none")
+            ));
+        }
+        if rule && offsite < 1 {
+            failed.push("1 offsite: no archive holding it has site=offsite".to_string());
+        }
+        if failed.is_empty() {
+            continue;
+        }
+        short += segs.len();
+        let name = |i: &usize| Value::from(results[*i].0.name.clone());
+        let missing_from: Vec<Value> = (0..results.len())
+            .filter(|i| !holders.contains(i))
+            .map(|i| name(&i))
+            .collect();
+        let problem = if holders.len() < need {
+            "too-few-copies"
+        } else {
+            "not-3-2-1"
+        };
+        let first = segs[0].clone();
+        let mut p = Problem::new(
+            problem,
+            first.clone(),
+            format!(
+                "{} segment(s) from {first} to {}: {}",
+                segs.len(),
+                segs[segs.len() - 1],
+                failed.join("; ")
+            ),
+        );
+        p.extra
+            .insert("last".into(), segs[segs.len() - 1].clone().into());
+        p.extra.insert("segments".into(), segs.len().into());
+        p.extra.insert(
+            "files".into(),
+            segs.iter()
+                .take(1000)
+                .map(|s| Value::from(s.as_str()))
+                .collect(),
+        );
+        p.extra.insert("copies".into(), holders.len().into());
+        p.extra
+            .insert("present_in".into(), holders.iter().map(name).collect());
+        p.extra.insert("missing_from".into(), missing_from.into());
+        p.extra.insert(
+            "failed".into(),
+            failed.into_iter().map(Value::from).collect(),
+        );
+        problems.push(p);
+    }
+    Copies {
+        problems,
+        missing,
+        short,
     }
 }
 
-fn check(args: &Args, archive: &str, now: SystemTime) -> Result<(ExitStatus, Analysis)> {
+fn check(
+    args: &Args,
+    dest: &Destination,
+    archive: &str,
+    now: SystemTime,
+) -> Result<(ExitStatus, Analysis)> {
     // Read and validate the backups before anything is printed.
     let input = match (&args.repo, args.backups) {
         (Some(repo), _) => Some(crate::backups::read_repo(repo)?),
@@ -606,7 +796,7 @@ fn check(args: &Args, archive: &str, now: SystemTime) -> Result<(ExitStatus, Ana
         Some(d) => Some(crate::server::query(&args.conn, d)?),
         None => None,
     };
-    let listing = scan(Path::new(&args.archive), &args.identity, args.headers_only)?;
+    let listing = scan(dest, &args.identity, args.headers_only)?;
     let want_sysid = args
         .system_identifier
         .or(server.as_ref().map(|s| s.system_identifier));

@@ -28,7 +28,10 @@ use pgb_common::pg::ConnArgs;
 /// checked per timeline, following .history files across timeline switches;
 /// .partial and .backup files are understood and not counted as segments.
 /// Prints one pgb.v1 `archive-problem` record per problem (naming the file)
-/// and one `archive-summary` record.
+/// and one `archive-summary` record, per archive. Archives may be
+/// directories, SSH hosts (ssh://[user@]host[:port]/path) or S3 prefixes
+/// (s3://bucket/prefix); with several, --copies or --require 3-2-1 count
+/// in how many of them each segment is held.
 #[derive(Parser, Debug)]
 #[command(
     name = "pgb-check-archive",
@@ -38,9 +41,29 @@ use pgb_common::pg::ConnArgs;
                   See pgb-check-archive(1) for the record fields and pgb-metrics(7) for the metrics."
 )]
 pub struct Args {
-    /// The WAL archive directory (as written by pgb-wal push or cp)
-    #[arg(value_name = "ARCHIVE_DIR")]
-    pub archive: PathBuf,
+    /// The WAL archive: a directory (as written by pgb-wal push or cp),
+    /// ssh://[user@]host[:port]/path or s3://bucket/prefix (as written by
+    /// pgb-wal push), optionally with labels for --require:
+    /// ARCHIVE#media=nas,site=offsite. Several archives are each checked
+    /// on their own (records and metrics name each), and their copies
+    /// counted with --copies or --require
+    #[arg(value_name = "ARCHIVE", required = true)]
+    pub archive: Vec<String>,
+
+    /// Fail (exit 1, problem `too-few-copies`) when a segment that any of
+    /// the archives holds is not held, without a problem, by at least N of
+    /// them; the problem names the segments and the archives lacking them
+    #[arg(long = "copies", value_name = "N")]
+    pub copies: Option<usize>,
+
+    /// Fail (exit 1) unless every segment meets RULE across the archives:
+    /// 3-2-1 is at least 3 archives holding it (problem `too-few-copies`),
+    /// on at least 2 media and at least 1 of them offsite (problem
+    /// `not-3-2-1`). Media and site come from labels (#media=...,site=...);
+    /// an archive without a media label counts as local, ssh or
+    /// object-storage by its kind, and as offsite only when labelled so
+    #[arg(long = "require", value_name = "RULE", value_parser = ["3-2-1"])]
+    pub require: Option<String>,
 
     /// The cluster's system identifier (pg_controldata, or `SELECT
     /// system_identifier FROM pg_control_system()`): every segment must carry
@@ -171,6 +194,14 @@ pgb\-check\-archive /srv/wal\-archive \-\-system\-identifier \\
 .RE
 .fi
 .PP
+Every copy of the archive, local and offsite, each checked, and the 3\-2\-1 rule for WAL: every segment in three archives, on two media, one offsite (a segment missing from one is named, with the archives lacking it):
+.PP
+.nf
+.RS 4
+pgb\-check\-archive /srv/wal\-archive s3://bk/wal/main#site=offsite ssh://bk@backup1/srv/wal/main#media=disk,site=offsite \-\-require 3\-2\-1 \-\-prom /var/lib/node_exporter/textfile/pgb_archive.prom
+.RE
+.fi
+.PP
 Which backups can be restored from the archive:
 .PP
 .nf
@@ -198,7 +229,7 @@ pgb\-check\-archive /srv/wal\-archive \-d 'host=/run/postgresql dbname=postgres'
 .RE
 .fi
 .PP
-Problems (field \fBproblem\fR of \fBarchive\-problem\fR records, each naming its \fBfile\fR): \fBgap\fR (fields \fBtimeline\fR, \fBfirst\fR, \fBlast\fR, \fBmissing\fR: a range of missing segments), \fBbad\-size\fR, \fBzero\fR, \fBbad\-magic\fR, \fBbad\-info\fR, \fBno\-long\-header\fR, \fBbad\-seg\-size\fR, \fBbad\-blcksz\fR, \fBbad\-pageaddr\fR, \fBbad\-timeline\fR, \fBforeign\fR (another system identifier), \fBchecksum\-mismatch\fR (the file read in full differs from its NAME.sha256: a flipped byte, a truncation, bytes appended, a swapped file), \fBbad\-checksum\-file\fR (a NAME.sha256 that is not one), \fBunreadable\fR (including a .zst that does not decode to its end, such as a truncated one, and an encrypted segment that does not decrypt with \-i), \fBbad\-name\fR, \fBbad\-history\fR, \fBmissing\-history\fR, \fBstale\fR, \fBempty\fR, \fBunknown\-segment\-size\fR (only encrypted segments, no \-i, no \-\-segment\-size or \-d), \fBbackup\-unrestorable\fR; with \-d: \fBarchiver\-failing\fR (pg_stat_archiver's last failure is newer than its last success; field \fBfailed_count\fR), \fBarchived\-missing\fR (the server's last_archived_wal is not in this archive), \fBbehind\fR (more than \-\-max\-behind finished segments not archived; field \fBsegments_behind\fR), \fBarchive\-mode\-off\fR.
+Problems (field \fBproblem\fR of \fBarchive\-problem\fR records, each naming its \fBfile\fR): \fBgap\fR (fields \fBtimeline\fR, \fBfirst\fR, \fBlast\fR, \fBmissing\fR: a range of missing segments), \fBbad\-size\fR, \fBzero\fR, \fBbad\-magic\fR, \fBbad\-info\fR, \fBno\-long\-header\fR, \fBbad\-seg\-size\fR, \fBbad\-blcksz\fR, \fBbad\-pageaddr\fR, \fBbad\-timeline\fR, \fBforeign\fR (another system identifier), \fBchecksum\-mismatch\fR (the file read in full differs from its NAME.sha256: a flipped byte, a truncation, bytes appended, a swapped file), \fBbad\-checksum\-file\fR (a NAME.sha256 that is not one), \fBunreadable\fR (including a .zst that does not decode to its end, such as a truncated one, and an encrypted segment that does not decrypt with \-i), \fBbad\-name\fR, \fBbad\-history\fR, \fBmissing\-history\fR, \fBstale\fR, \fBempty\fR, \fBunknown\-segment\-size\fR (only encrypted segments, no \-i, no \-\-segment\-size or \-d), \fBbackup\-unrestorable\fR; with \-\-copies or \-\-require, across the archives (field \fBarchive\fR is \fB*\fR): \fBtoo\-few\-copies\fR and \fBnot\-3\-2\-1\fR, one record per set of segments held by the same archives (fields \fBfile\fR, the first segment, \fBlast\fR, \fBsegments\fR, \fBfiles\fR (up to 1000 names), \fBcopies\fR, \fBpresent_in\fR, \fBmissing_from\fR, \fBfailed\fR); segments are counted over every archive of the run, so archives pruned on different schedules differ in their oldest segments; with \-d: \fBarchiver\-failing\fR (pg_stat_archiver's last failure is newer than its last success; field \fBfailed_count\fR), \fBarchived\-missing\fR (the server's last_archived_wal is not in this archive), \fBbehind\fR (more than \-\-max\-behind finished segments not archived; field \fBsegments_behind\fR), \fBarchive\-mode\-off\fR.
 .PP
 Checksums: \fBpgb\-wal push\fR writes NAME.sha256 beside every file it archives (the sha256 of the file as PostgreSQL wrote it, and of the stored file when that is compressed or encrypted; see \fBpgb\-wal\fR(1)). Each segment that has one is read in full and compared with it, and counted in \fBchecksum_verified_segments\fR when it matches; segments without one (archived by cp, another tool or an older pgb\-wal) are counted in \fBheader_only_segments\fR: their size and first page are checked, a byte changed further in cannot be seen. The NAME.sha256 files are counted (\fBchecksum_files\fR), not reported as foreign files. Reading in full costs a read of the whole archive (an archive without checksum files is read as fast as before); \fB\-\-headers\-only\fR skips it for a frequent watch between full checks.
 .PP
@@ -206,5 +237,7 @@ Encrypted segments (NAME.age, NAME.zst.age from \fBpgb\-wal push \-r\fR): withou
 .PP
 The \fBarchive\-summary\fR record holds: ok, checked_at, segments, compressed_segments, encrypted_segments, unchecked_segments, checksum_files, checksum_verified_segments, header_only_segments, bad_segments, foreign_segments, gaps, missing_segments, problems, counts (per problem), segment_size, system_identifier, pg_version, timelines (timeline, parent, switchpoint, segments, first, last), ranges, partial_files, backup_files, history_files, other_files, newest_segment, newest_mtime, age_seconds, and with \-d \fBserver\fR: in_recovery, wal_lsn, current_segment, timeline, segment_size, system_identifier, archive_mode, archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time, archive_newest_segment, segments_behind.
 .PP
-Metrics (\-\-prom; described in \fBpgb\-metrics\fR(7)): pgb_archive_check_success, pgb_archive_last_check_timestamp_seconds, pgb_archive_age_seconds, pgb_archive_segments, pgb_archive_gaps, pgb_archive_missing_segments, pgb_archive_bad_segments, pgb_archive_foreign_segments, pgb_archive_unchecked_segments, pgb_archive_checksum_verified_segments, pgb_archive_header_only_segments, pgb_archive_problems, and with \-d pgb_archive_server_archived_count, pgb_archive_server_failed_count, pgb_archive_server_last_archived_timestamp_seconds, pgb_archive_server_last_failed_timestamp_seconds, pgb_archive_server_segments_behind; each labelled archive="DIR". The file is rewritten whole: one file per archive.
+Metrics (\-\-prom; described in \fBpgb\-metrics\fR(7)): pgb_archive_check_success, pgb_archive_last_check_timestamp_seconds, pgb_archive_age_seconds, pgb_archive_segments, pgb_archive_gaps, pgb_archive_missing_segments, pgb_archive_bad_segments, pgb_archive_foreign_segments, pgb_archive_unchecked_segments, pgb_archive_checksum_verified_segments, pgb_archive_header_only_segments, pgb_archive_problems, and with \-d pgb_archive_server_archived_count, pgb_archive_server_failed_count, pgb_archive_server_last_archived_timestamp_seconds, pgb_archive_server_last_failed_timestamp_seconds, pgb_archive_server_segments_behind; each labelled archive="ARCHIVE" (a directory as given, or the URL), and with \-\-copies or \-\-require pgb_archive_copies_missing_segments (per archive) and pgb_archive_copies_short_segments. The file is rewritten whole: one file per run.
+.PP
+Remote archives are listed through the storage layer (one \fBfind\fR on the SSH host, S3 ListObjectsV2) and every file is read through it as from a directory: ssh \fBcat\fR, four at a time, or S3 GETs. \-\-backups, \-\-repo and \-d judge one archive; give only one with them.
 "#;

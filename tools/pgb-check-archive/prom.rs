@@ -8,13 +8,42 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pgb_common::error::Result;
 use pgb_common::prom::{labels, Metrics};
 
-use crate::check::{age_seconds, Analysis};
+use crate::check::{age_seconds, Analysis, Copies};
 
-/// Writes the metrics of a check (`None`: the check could not run; then
-/// only the success and the time of the check).
-pub fn write(path: &Path, archive: &str, an: Option<&Analysis>, now: SystemTime) -> Result<()> {
-    let l = labels(&[("archive", archive)]);
+/// Writes the metrics of the checks of every archive (`None`: the check
+/// could not run; then only the success and the time of the check), and
+/// the copies counted across them.
+pub fn write(
+    path: &Path,
+    archives: &[(&str, Option<&Analysis>)],
+    copies: Option<&Copies>,
+    now: SystemTime,
+) -> Result<()> {
     let mut m = Metrics::new();
+    for (archive, an) in archives {
+        one(&mut m, archive, *an, now);
+    }
+    if let Some(c) = copies {
+        for (archive, n) in &c.missing {
+            m.gauge(
+                "pgb_archive_copies_missing_segments",
+                "Segments another archive holds that this one lacks or holds damaged (--copies, --require).",
+                &labels(&[("archive", archive)]),
+                *n as f64,
+            );
+        }
+        m.gauge(
+            "pgb_archive_copies_short_segments",
+            "Segments held by fewer archives than --copies, or not meeting --require 3-2-1.",
+            "",
+            c.short as f64,
+        );
+    }
+    m.write(path)
+}
+
+fn one(m: &mut Metrics, archive: &str, an: Option<&Analysis>, now: SystemTime) {
+    let l = labels(&[("archive", archive)]);
     let mut g = |name: &str, help: &str, v: f64| m.gauge(name, help, &l, v);
     let ts = now
         .duration_since(UNIX_EPOCH)
@@ -121,5 +150,4 @@ pub fn write(path: &Path, archive: &str, an: Option<&Analysis>, now: SystemTime)
             }
         }
     }
-    m.write(path)
 }

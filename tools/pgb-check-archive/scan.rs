@@ -15,9 +15,13 @@ use std::time::SystemTime;
 
 use pgb_common::crypt::{Identities, SUFFIX as AGE_SUFFIX};
 
+use pgb_common::dest::{Destination, Listed};
 use pgb_common::error::{IoContext, Result};
-use pgb_common::walarchive::{load_checksums, HashReader, Recorded};
+use pgb_common::walarchive::{
+    load_checksums, load_checksums_in, parse_recorded, HashReader, Recorded, CHECKSUM_SUFFIX,
+};
 use pgb_common::walhdr::{classify, WalFile};
+use std::collections::HashMap;
 
 /// How much of a segment is read: one WAL page of the default block size
 /// (the long header needs 40 bytes; the rest tells a zero-filled file).
@@ -75,20 +79,59 @@ pub fn classify_stored(name: &str) -> Option<(WalFile, bool, bool)> {
     classify(base).map(|(k, zst)| (k, zst, age))
 }
 
+/// Where the archive is: a directory read directly, or an SSH host or S3
+/// prefix read through the storage layer (its listing gives each file's
+/// size and modification time).
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    Dir(&'a Path),
+    /// With the checksum files when they were read up front.
+    Remote(
+        &'a Destination,
+        &'a HashMap<String, Listed>,
+        Option<&'a HashMap<String, Vec<u8>>>,
+    ),
+}
+
 /// Lists and reads the archive; with `headers_only`, each segment's first
 /// page and size only (no full reads, no checksum comparison).
-pub fn scan(dir: &Path, identities: &[PathBuf], headers_only: bool) -> Result<Listing> {
+pub fn scan(dest: &Destination, identities: &[PathBuf], headers_only: bool) -> Result<Listing> {
     // Loaded (and checked) once up front, so a bad identity file is an
     // error before anything is read; each thread loads its own copy below.
     if !identities.is_empty() {
         Identities::load(identities)?;
     }
+    let (names, listed): (Vec<String>, HashMap<String, Listed>) = match dest {
+        Destination::Dir(dir) => {
+            let mut v = Vec::new();
+            for e in fs::read_dir(dir).ctx("read directory", dir)? {
+                let e = e.ctx("read directory", dir)?;
+                v.push(e.file_name().to_string_lossy().into_owned());
+            }
+            (v, HashMap::new())
+        }
+        _ => {
+            let l = dest.list("", "")?;
+            (
+                l.iter().map(|l| l.name.clone()).collect(),
+                l.into_iter().map(|l| (l.name.clone(), l)).collect(),
+            )
+        }
+    };
+    // An SSH host sends every checksum file in one session, rather than
+    // one session per segment.
+    let sums = match dest {
+        Destination::Ssh(_) if !headers_only => Some(dest.read_suffix(CHECKSUM_SUFFIX, 4096)?),
+        _ => None,
+    };
+    let src = match dest {
+        Destination::Dir(dir) => Src::Dir(dir),
+        _ => Src::Remote(dest, &listed, sums.as_ref()),
+    };
     let mut todo = Vec::new();
     let mut others = Vec::new();
     let mut checksum_files = 0;
-    for e in fs::read_dir(dir).ctx("read directory", dir)? {
-        let e = e.ctx("read directory", dir)?;
-        let name = e.file_name().to_string_lossy().into_owned();
+    for name in names {
         if name.starts_with('.') {
             continue;
         }
@@ -103,10 +146,16 @@ pub fn scan(dir: &Path, identities: &[PathBuf], headers_only: bool) -> Result<Li
             None => others.push(name),
         }
     }
+    // An SSH host gets a few sessions at a time (sshd's MaxStartups).
+    let most = if matches!(dest, Destination::Ssh(_)) {
+        4
+    } else {
+        16
+    };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .clamp(1, 16);
+        .clamp(1, most);
     let chunk = todo.len().div_ceil(threads).max(1);
     let mut entries = Vec::with_capacity(todo.len());
     std::thread::scope(|s| {
@@ -121,7 +170,7 @@ pub fn scan(dir: &Path, identities: &[PathBuf], headers_only: bool) -> Result<Li
                     };
                     part.iter()
                         .map(|(name, kind, zst, age)| {
-                            read_entry(dir, name, *kind, *zst, *age, ids.as_ref(), headers_only)
+                            read_entry(src, name, *kind, *zst, *age, ids.as_ref(), headers_only)
                         })
                         .collect::<Vec<_>>()
                 })
@@ -141,7 +190,7 @@ pub fn scan(dir: &Path, identities: &[PathBuf], headers_only: bool) -> Result<Li
 }
 
 fn read_entry(
-    dir: &Path,
+    src: Src,
     name: &str,
     kind: WalFile,
     zst: bool,
@@ -149,7 +198,6 @@ fn read_entry(
     ids: Option<&Identities>,
     headers_only: bool,
 ) -> Entry {
-    let path = dir.join(name);
     let mut entry = Entry {
         name: name.to_string(),
         kind,
@@ -165,20 +213,43 @@ fn read_entry(
     let base = base.strip_suffix(".zst").unwrap_or(base);
     let recorded = match kind {
         WalFile::Segment { .. } if headers_only => Recorded::Absent,
-        WalFile::Segment { .. } | WalFile::History { .. } => match load_checksums(dir, base) {
-            Ok(r) => r,
-            Err(e) => Recorded::Bad(e.to_string()),
-        },
+        WalFile::Segment { .. } | WalFile::History { .. } => {
+            let r = match src {
+                Src::Dir(dir) => load_checksums(dir, base),
+                Src::Remote(d, listed, sums) => {
+                    let rel = format!("{base}{CHECKSUM_SUFFIX}");
+                    match sums {
+                        Some(m) => Ok(parse_recorded(m.get(&rel).cloned(), base)),
+                        None if listed.contains_key(&rel) => load_checksums_in(d, base),
+                        None => Ok(Recorded::Absent),
+                    }
+                }
+            };
+            r.unwrap_or_else(|e| Recorded::Bad(e.to_string()))
+        }
         WalFile::Partial { .. } | WalFile::Backup { .. } => Recorded::Absent,
     };
     let sums_name = format!("{base}{}", pgb_common::walarchive::CHECKSUM_SUFFIX);
     let res = (|| -> io::Result<()> {
-        let f = open_noatime(&path)?;
-        let md = f.metadata()?;
-        entry.mtime = md.modified().ok();
-        if !md.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
+        let (mut f, len): (Box<dyn Read + Send>, u64) = match src {
+            Src::Dir(dir) => {
+                let f = open_noatime(&dir.join(name))?;
+                let md = f.metadata()?;
+                entry.mtime = md.modified().ok();
+                if !md.is_file() {
+                    return Err(io::Error::other("not a regular file"));
+                }
+                (Box::new(f), md.len())
+            }
+            Src::Remote(d, listed, _) => {
+                let l = &listed[name];
+                entry.mtime = l.modified;
+                let f = d
+                    .open_read(name)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                (f, l.size)
+            }
+        };
         let sums = match &recorded {
             Recorded::Absent => None,
             Recorded::Bad(why) => {
@@ -205,7 +276,7 @@ fn read_entry(
                 // Without the key, at least the age header must be there,
                 // and the stored bytes must be the ones recorded.
                 let mut head = [0u8; 32];
-                let n = read_full(&mut &f, &mut head)?;
+                let n = read_full(&mut f, &mut head)?;
                 let head = &head[..n];
                 if pgb_common::crypt::looks_encrypted(head) {
                     entry.unchecked = true;
@@ -220,16 +291,27 @@ fn read_entry(
                     return Err(io::Error::other(format!("not an age file ({what})")));
                 }
                 if sums.is_some() {
-                    let mut h = HashReader::new(io::Cursor::new(head.to_vec()).chain(&f));
+                    let mut h = HashReader::new(io::Cursor::new(head.to_vec()).chain(f));
                     io::copy(&mut h, &mut io::sink())?;
                     compare(&mut entry, &h.hex(), None);
                 }
             }
-            (WalFile::Segment { .. }, true, Some(ids)) if headers_only => {
-                let (size, page) = first_page_encrypted(f, zst, ids)?;
-                entry.size = size;
-                entry.data = Ok(page);
-            }
+            (WalFile::Segment { .. }, true, Some(ids)) if headers_only => match src {
+                // The length is authenticated by the last chunk, read by a
+                // seek: a file only.
+                Src::Dir(dir) => {
+                    drop(f);
+                    let f = open_noatime(&dir.join(name))?;
+                    let (size, page) = first_page_encrypted(f, zst, ids)?;
+                    entry.size = size;
+                    entry.data = Ok(page);
+                }
+                Src::Remote(..) => {
+                    let r = read_whole(f, zst, Some(ids))?;
+                    entry.size = Some(r.size);
+                    entry.data = Ok(r.first_page);
+                }
+            },
             (WalFile::Segment { .. }, false, _) if headers_only && zst => {
                 let (size, page) = first_page_zst(f)?;
                 entry.size = size;
@@ -251,7 +333,7 @@ fn read_entry(
                 }
             }
             (WalFile::Segment { .. }, false, _) => {
-                let (size, page) = first_page(f, md.len())?;
+                let (size, page) = first_page(f, len)?;
                 entry.size = size;
                 entry.data = Ok(page);
             }
@@ -267,12 +349,12 @@ fn read_entry(
                 } else {
                     dec.take(1 << 20).read_to_end(&mut text)?;
                 }
-                entry.size = Some(md.len());
+                entry.size = Some(len);
                 entry.data = Ok(text);
             }
             (WalFile::History { .. }, false, _) => {
                 let mut text = Vec::new();
-                let mut raw = HashReader::with(&f, zst);
+                let mut raw = HashReader::with(f, zst);
                 if zst {
                     zstd::stream::read::Decoder::new(&mut raw)?.read_to_end(&mut text)?;
                 } else {
@@ -282,10 +364,10 @@ fn read_entry(
                 let plain = pgb_common::digest::hex(&<sha2::Sha256 as sha2::Digest>::digest(&text));
                 let stored = if zst { raw.hex() } else { plain.clone() };
                 compare(&mut entry, &stored, Some(&plain));
-                entry.size = Some(md.len());
+                entry.size = Some(len);
                 entry.data = Ok(text);
             }
-            (WalFile::Partial { .. } | WalFile::Backup { .. }, _, _) => entry.size = Some(md.len()),
+            (WalFile::Partial { .. } | WalFile::Backup { .. }, _, _) => entry.size = Some(len),
         }
         Ok(())
     })();
@@ -311,7 +393,7 @@ fn open_noatime(path: &Path) -> io::Result<File> {
 }
 
 /// The size and the first page of a plain segment.
-fn first_page(mut f: File, len: u64) -> io::Result<(Option<u64>, Vec<u8>)> {
+fn first_page(mut f: impl Read, len: u64) -> io::Result<(Option<u64>, Vec<u8>)> {
     let mut page = vec![0u8; FIRST_PAGE];
     let n = read_full(&mut f, &mut page)?;
     page.truncate(n);
@@ -333,7 +415,7 @@ struct Whole {
 /// Reads a stored segment to the end: decrypted with `ids` when given (an
 /// encrypted one), zstd-decoded when `zst`, hashed on the way. A decoding
 /// error (a truncated or altered stream) is an error naming what failed.
-fn read_whole(f: File, zst: bool, ids: Option<&Identities>) -> io::Result<Whole> {
+fn read_whole(f: impl Read, zst: bool, ids: Option<&Identities>) -> io::Result<Whole> {
     use sha2::{Digest, Sha256};
     let encoded = zst || ids.is_some();
     let mut raw = HashReader::with(io::BufReader::with_capacity(1 << 16, f), encoded);

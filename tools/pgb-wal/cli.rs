@@ -9,21 +9,28 @@ use clap::{Parser, Subcommand};
 /// restore_command.
 ///
 /// `push` copies a WAL segment (or a .history, .backup or .partial file)
-/// into one or more archive directories: written under a temp name in the
-/// same directory, fsynced, renamed without replacing, and the directory
-/// fsynced; it exits 0 only once the file is durable in every archive. A
+/// into one or more archives: directories, SSH hosts
+/// (ssh://[user@]host[:port]/path) and S3-compatible buckets
+/// (s3://bucket/prefix). In a directory it is written under a temp name in
+/// the same directory, fsynced, renamed without replacing, and the
+/// directory fsynced; on an SSH host it streams into a temp name, is synced
+/// and checked there, then linked to its final name (never replacing); in
+/// S3 it is one PUT with If-None-Match (or a multipart upload completed
+/// only whole), read back and checked. It exits 0 only once the file is
+/// durable in every archive. A
 /// file already archived with identical content (compared after
 /// decompression) is fsynced again and counts as success; different
 /// content is an error and the archived file is kept. Segments may be
 /// compressed (NAME.zst) and encrypted with age (NAME.age, NAME.zst.age).
 /// Every archived file gets a checksum file, NAME.sha256, written before
 /// the file appears. `get` fetches a file from the first archive holding
-/// it, decrypting and decompressing it to a temp name next to the
+/// it (an archive that cannot be asked is skipped with a message), decrypting and decompressing it to a temp name next to the
 /// destination, compares it with NAME.sha256 as it streams, checks a
 /// segment's size and first page header, and only then renames it into
 /// place; it exits 1 when no archive holds the file, which ends recovery
-/// normally, and 255 on a real failure (a checksum mismatch included),
-/// which makes PostgreSQL stop instead of ending recovery early.
+/// normally, and 255 on a real failure (a checksum mismatch included, or
+/// no archive holding it while one could not be asked), which makes
+/// PostgreSQL stop instead of ending recovery early.
 #[derive(Parser, Debug)]
 #[command(
     name = "pgb-wal",
@@ -52,11 +59,16 @@ pub struct PushArgs {
     #[arg(value_name = "SEGMENT_PATH")]
     pub path: PathBuf,
 
-    /// Archive directory (repeatable: the file is made durable in every
-    /// one before the exit status is 0). It must exist: a missing directory
-    /// (an unmounted disk) is an error, never created
-    #[arg(long = "archive", value_name = "DIR", required = true)]
-    pub archive: Vec<PathBuf>,
+    /// Archive: a directory, ssh://[user@]host[:port]/path or
+    /// s3://bucket/prefix (repeatable: the file is made durable in every
+    /// one before the exit status is 0). A directory or the SSH host's
+    /// directory must exist: a missing one (an unmounted disk) is an error,
+    /// never created. S3 is configured by AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE; SSH uses
+    /// the system ssh (BatchMode, keys and ~/.ssh/config; more arguments in
+    /// PGB_SSH_OPTIONS)
+    #[arg(long = "archive", value_name = "ARCHIVE", required = true)]
+    pub archive: Vec<String>,
 
     /// Compress segments and .partial files: zstd[:LEVEL] (stored as
     /// NAME.zst) or none; .history and .backup files are never compressed
@@ -107,10 +119,14 @@ pub struct GetArgs {
     #[arg(value_name = "DEST_PATH")]
     pub dest: PathBuf,
 
-    /// Archive directory to look in (repeatable: searched in order; NAME,
-    /// NAME.zst, NAME.age and NAME.zst.age are looked for in each)
-    #[arg(long = "archive", value_name = "DIR", required = true)]
-    pub archive: Vec<PathBuf>,
+    /// Archive to look in: a directory, ssh://[user@]host[:port]/path or
+    /// s3://bucket/prefix (repeatable: searched in order; NAME, NAME.zst,
+    /// NAME.age and NAME.zst.age are looked for in each). An archive that
+    /// cannot be asked (a host down, a missing directory) is skipped with a
+    /// message; when none holds the file and one was skipped, the exit
+    /// status is 255, since the file may be there
+    #[arg(long = "archive", value_name = "ARCHIVE", required = true)]
+    pub archive: Vec<String>,
 
     /// Identity file to decrypt .age files (repeatable; mode 0600, owned by
     /// the running user). The decrypted segment is checked against the
@@ -156,6 +172,22 @@ psql \-U postgres \-c "ALTER SYSTEM SET archive_command = \\
 .RE
 .fi
 .PP
+Offsite as well: a local directory, an S3 bucket and an SSH host, compressed and encrypted; the push succeeds only once all three hold the segment (S3 settings from the environment PostgreSQL runs in, e.g. a systemd drop\-in with AWS_ENDPOINT_URL, AWS_REGION and AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; SSH through the postgres user's keys and ~/.ssh/config):
+.PP
+.nf
+.RS 4
+archive_command = 'pgb\-wal push %p \-\-archive /srv/wal\-archive \-\-archive s3://bk/wal/main \-\-archive ssh://bk@backup1/srv/wal/main \-Z zstd \-R /etc/pgb/recipients.txt'
+.RE
+.fi
+.PP
+Recovering on a new host from S3 alone (or the SSH host alone):
+.PP
+.nf
+.RS 4
+restore_command = 'pgb\-wal get %f %p \-\-archive s3://bk/wal/main \-i /var/lib/postgresql/.pgb/wal.key'
+.RE
+.fi
+.PP
 For a restore or a standby (plain, .zst, .age and .zst.age files are all found; \-i is needed only for encrypted ones, and must be readable by the server's user alone):
 .PP
 .nf
@@ -170,10 +202,10 @@ PostgreSQL reads a restore_command's exit status in three ways: 0, the file was 
 The file was fetched, decoded and checked, and renamed into place.
 .TP
 \fB1\fR
-No archive holds the file (in any of its four forms). This ends recovery normally.
+Every archive answered, and none holds the file (in any of its four forms). This ends recovery normally.
 .TP
 \fB255\fR
-A real failure, named on stderr (PostgreSQL writes it to its log): an archive directory missing or unreadable, a file that cannot be read, decompressed or decrypted (no \-i, wrong key, truncated or altered ciphertext), a file that does not match the NAME.sha256 written when it was pushed (a flipped byte, a truncation, bytes appended, a file swapped for another), a NAME.sha256 that is present but damaged, or a segment that is not the one asked for: zero\-filled, of the wrong size for the segment size its long page header carries, a bad page header, an xlp_pageaddr that does not match its name (a renamed segment), or, when run in a data directory as PostgreSQL runs it, a system identifier other than the one in global/pg_control. A mistyped command line is also 255. Nothing is written to the destination.
+A real failure, named on stderr (PostgreSQL writes it to its log): an archive directory missing or unreadable, a file that cannot be read, decompressed or decrypted (no \-i, wrong key, truncated or altered ciphertext), a file that does not match the NAME.sha256 written when it was pushed (a flipped byte, a truncation, bytes appended, a file swapped for another), a NAME.sha256 that is present but damaged, or a segment that is not the one asked for: zero\-filled, of the wrong size for the segment size its long page header carries, a bad page header, an xlp_pageaddr that does not match its name (a renamed segment), or, when run in a data directory as PostgreSQL runs it, a system identifier other than the one in global/pg_control. An archive that cannot be asked (a directory missing, an SSH host refusing or unreachable, an S3 endpoint down) is skipped with a message and the next one searched; when none of the others holds the file, the status is 255 too, since the file may be in the one that did not answer. A mistyped command line is also 255. Nothing is written to the destination.
 .TP
 \fB2\fR
 Instead of 255 with \fB\-\-soft\-fail\fR: for a standby that also streams, so that a bad archive makes it stream rather than stop. Never for a point\-in\-time restore.
@@ -181,6 +213,9 @@ Instead of 255 with \fB\-\-soft\-fail\fR: for a standby that also streams, so th
 The general table below holds for \fBpush\fR (and for \fBget\fR's \-\-help; \fBpgb\-wal \-\-version\fR prints the version).
 .SS push
 \fBpush\fR exits 0 only once the file is durable in every archive; 2 otherwise, including when an archive already holds a file of that name with different content (the archived file is kept; PostgreSQL retries and logs the message); 3 when another push into the same archive holds its lock longer than \-\-lock\-wait. A push killed at any moment leaves at most a hidden temp file (.NAME.pgb\-tmp.PID.N), never a partial file under the final name; the next push into that archive, holding its lock (DIR/.pgb.lock), removes it.
+.PP
+.SS "Remote archives"
+An archive is a directory, \fBssh://[user@]host[:port]/path\fR or \fBs3://bucket/prefix\fR; every kind holds the same files (NAME, NAME.zst, NAME.age or NAME.zst.age, and NAME.sha256) and works with compression, encryption and checksums alike. \fBpush\fR encodes the file once for all remote archives (into a private temp file under TMPDIR), writes NAME.sha256, then creates the stored file where no file of that name is: on an SSH host a temp name beside it, synced, its sha256 computed there and compared, then \fBln\fR (which never replaces) and a sync of the directory; in S3 a HEAD, then a PUT with \fBIf\-None\-Match: *\fR, so that a server with conditional writes refuses to replace an object that appeared meanwhile (with a server that ignores the header, a concurrent writer of the same key between the HEAD and the PUT is not detected: a documented check\-then\-write), and the object read back and compared. A file already there is compared through NAME.sha256 (or by reading it back and decoding it): identical is success, different an error that keeps it. The SSH host needs a POSIX shell and GNU coreutils and findutils; its directory must exist. S3 is configured by AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN), or AWS_PROFILE with ~/.aws/credentials and ~/.aws/config; no secret is ever written to an argument, a record or a message. PGB_SSH_OPTIONS adds ssh arguments (e.g. \-i KEY, or \-o ControlMaster=auto \-o ControlPath=... \-o ControlPersist=60 to reuse one connection across pushes). A remote archive has no lock (a directory has DIR/.pgb.lock): PostgreSQL pushes one file at a time, and two servers must never push into the same archive.
 .PP
 .SS "Checksum files"
 Every file \fBpush\fR archives (segments, .partial, .history and .backup files, in any form) gets a checksum file NAME.sha256 beside it, a small object of its own that any storage can hold, in sha256sum's format: the sha256 of the file as PostgreSQL wrote it, and for a file stored compressed or encrypted a second line with the sha256 of the stored file:

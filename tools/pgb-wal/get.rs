@@ -21,7 +21,8 @@ use pgb_common::walhdr::{
 use pgb_common::AtomicFile;
 
 use crate::cli::GetArgs;
-use pgb_common::walarchive::{self as archive, HashReader, Recorded, Stored};
+use pgb_common::dest::Destination;
+use pgb_common::walarchive::{self as archive, Found, HashReader, Recorded};
 
 /// Exit status of a real failure of `get`: above 125, so PostgreSQL aborts
 /// recovery instead of taking it for the end of the archive.
@@ -38,14 +39,63 @@ pub fn run(args: &GetArgs) -> Result<Outcome> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return Err(Error::Usage(format!("{name:?}: not a WAL file name")));
     }
+    let archives = args
+        .archive
+        .iter()
+        .map(|a| Destination::parse_url(a))
+        .collect::<Result<Vec<_>>>()?;
     let identities = if args.identity.is_empty() {
         None
     } else {
         Some(Identities::load(&args.identity)?)
     };
-    for dir in &args.archive {
-        // A missing archive directory (an unmounted disk) must not end
-        // recovery as if the archive were simply exhausted.
+    let mut unasked = Vec::new();
+    for dest in &archives {
+        // An archive that cannot answer (an unmounted disk, a host down)
+        // is skipped; it must not end recovery as if the archive were
+        // simply exhausted, so it counts below.
+        let found = match locate(dest, name) {
+            Ok(f) => f,
+            Err(e) => {
+                warn(format!(
+                    "get: {}: skipped, could not be asked: {e}",
+                    dest.root_url()
+                ));
+                unasked.push(dest.root_url());
+                continue;
+            }
+        };
+        if let Some((found, recorded, reader)) = found {
+            fetch(
+                dest,
+                &found,
+                name,
+                recorded,
+                reader,
+                identities.as_ref(),
+                &args.dest,
+            )?;
+            return Ok(Outcome::Fetched);
+        }
+    }
+    if !unasked.is_empty() {
+        return Err(Error::msg(format!(
+            "get: {name}: not in the archives that answered, and {} could not be asked, so it \
+             may be there: {}",
+            unasked.len(),
+            unasked.join(", ")
+        )));
+    }
+    warn(format!("get: {name}: not in the archive"));
+    Ok(Outcome::NotFound)
+}
+
+/// The stored form of `name` in `dest` and its checksum file, or `None`
+/// when the archive answered that it holds neither form.
+type Located = (Found, Recorded, Option<Box<dyn Read + Send>>);
+
+fn locate(dest: &Destination, name: &str) -> Result<Option<Located>> {
+    if let Destination::Dir(dir) = dest {
         let md = fs::metadata(dir).ctx("archive", dir)?;
         if !md.is_dir() {
             return Err(Error::io(
@@ -54,13 +104,48 @@ pub fn run(args: &GetArgs) -> Result<Outcome> {
                 io::Error::other("not a directory"),
             ));
         }
-        if let Some(found) = archive::find(dir, name)? {
-            fetch(&found, name, dir, identities.as_ref(), &args.dest)?;
-            return Ok(Outcome::Fetched);
-        }
+        let Some(s) = archive::find(dir, name)? else {
+            return Ok(None);
+        };
+        let size = fs::symlink_metadata(&s.path).map(|m| m.len()).unwrap_or(0);
+        let recorded = archive::load_checksums(dir, name)?;
+        return Ok(Some((
+            Found {
+                file_name: s.file_name,
+                zst: s.zst,
+                age: s.age,
+                size,
+            },
+            recorded,
+            None,
+        )));
     }
-    warn(format!("get: {name}: not in the archive"));
-    Ok(Outcome::NotFound)
+    // One request or session for the file and its checksum file.
+    let forms: Vec<(String, bool, bool)> =
+        [(false, false), (true, false), (false, true), (true, true)]
+            .into_iter()
+            .map(|(z, a)| (archive::stored_name(name, z, a), z, a))
+            .collect();
+    let names: Vec<&str> = forms.iter().map(|f| f.0.as_str()).collect();
+    let side = format!("{name}{}", archive::CHECKSUM_SUFFIX);
+    let Some(o) = dest.open_first(&names, &side)? else {
+        return Ok(None);
+    };
+    let (_, zst, age) = forms
+        .iter()
+        .find(|f| f.0 == o.rel)
+        .cloned()
+        .expect("one of the candidates");
+    Ok(Some((
+        Found {
+            file_name: o.rel,
+            zst,
+            age,
+            size: o.size,
+        },
+        archive::parse_recorded(o.side, name),
+        Some(o.reader),
+    )))
 }
 
 /// The first page and the size of what was written.
@@ -70,20 +155,28 @@ struct Written {
     sha256: String,
 }
 
-/// Decodes `src` (decrypt, then decompress) into a temp file beside `dest`,
-/// checks it, and renames it into place.
+/// Decodes the stored file (decrypt, then decompress) as it streams from
+/// the archive into a temp file beside `dest`, checks it, and renames it
+/// into place.
 fn fetch(
-    src: &Stored,
+    archive_dest: &Destination,
+    src: &Found,
     name: &str,
-    dir: &Path,
+    recorded: Recorded,
+    reader: Option<Box<dyn Read + Send>>,
     ids: Option<&Identities>,
     dest: &Path,
 ) -> Result<()> {
-    let path = &src.path;
-    let file = File::open(path).ctx("open", path)?;
+    let shown = archive_dest.url_of(&src.file_name);
+    let path = Path::new(&shown);
+    let file: Box<dyn Read + Send> = match (reader, archive_dest) {
+        (Some(r), _) => r,
+        (None, Destination::Dir(_)) => Box::new(File::open(path).ctx("open", path)?),
+        (None, _) => archive_dest.open_read(&src.file_name)?,
+    };
     // The stored bytes are hashed apart from the plaintext only when they
     // differ from it.
-    let mut raw = HashReader::with(BufReader::new(file), src.zst || src.age);
+    let mut raw = HashReader::with(BufReader::with_capacity(1 << 20, file), src.zst || src.age);
     let mut out = AtomicFile::create(dest)?;
     let temp = out.temp_path().to_path_buf();
     let written = {
@@ -146,14 +239,14 @@ fn fetch(
     if let Some((WalFile::Segment { tli, log, seg }, false)) = classify(name) {
         check_segment(name, tli, log, seg, &written, path)?;
     }
-    let sums_path = archive::checksum_path(dir, name);
-    match archive::load_checksums(dir, name)? {
+    let sums_path = archive_dest.url_of(&format!("{name}{}", archive::CHECKSUM_SUFFIX));
+    match recorded {
         Recorded::Absent => {}
         Recorded::Bad(why) => {
             return Err(Error::msg(format!(
                 "get: {}: {why}: cannot check {} against it (remove it to fetch the file \
                  with header checks only)",
-                sums_path.display(),
+                sums_path,
                 path.display()
             )))
         }
@@ -163,7 +256,7 @@ fn fetch(
                     "get: {}: does not match {} ({why}): the file was damaged, replaced \
                      or altered after it was archived",
                     path.display(),
-                    sums_path.display(),
+                    sums_path,
                 )));
             }
         }

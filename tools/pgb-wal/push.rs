@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use pgb_common::crypt::{Identities, Recipients};
+use pgb_common::dest::{Destination, Readback};
 use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::fs::{read_full, TEMP_MARK};
 use pgb_common::term::warn;
@@ -79,6 +80,11 @@ pub fn run(args: &PushArgs) -> Result<ExitStatus> {
         identities: identities.as_ref(),
         lock_wait: Duration::from_secs(args.lock_wait),
     };
+    let archives = args
+        .archive
+        .iter()
+        .map(|a| Destination::parse_url(a))
+        .collect::<Result<Vec<_>>>()?;
     let meta = fs::metadata(&args.path).ctx("push", &args.path)?;
     if !meta.is_file() {
         return Err(Error::msg(format!(
@@ -87,13 +93,256 @@ pub fn run(args: &PushArgs) -> Result<ExitStatus> {
         )));
     }
     let mut status = ExitStatus::Ok;
-    for dir in &args.archive {
-        if let Err(e) = push_one(&args.path, meta.len(), &name, dir, &plan) {
+    // Encoded once, for every remote archive.
+    let mut encoded = None;
+    for dest in &archives {
+        let r = match dest {
+            Destination::Dir(dir) => push_one(&args.path, meta.len(), &name, dir, &plan),
+            _ => push_remote(&args.path, meta.len(), &name, dest, &plan, &mut encoded),
+        };
+        if let Err(e) = r {
             warn(e.to_string());
             status = status.worst(e.exit_status());
         }
     }
     Ok(status)
+}
+
+/// The file as it is stored (compressed and/or encrypted, or the source
+/// itself), with its digests and checksum file.
+struct Encoded {
+    /// The temp file holding the stored bytes (none: the source is stored
+    /// as it is).
+    _temp: Option<tempfile::NamedTempFile>,
+    path: std::path::PathBuf,
+    stored: String,
+    digests: pgb_common::Digests,
+    sums: Checksums,
+}
+
+/// Compresses and/or encrypts `src` into a private temp file (TMPDIR).
+fn encode(src: &Path, len: u64, name: &str, plan: &Plan) -> Result<Encoded> {
+    let zst = plan.level.is_some();
+    let age = plan.recipients.is_some();
+    let stored = archive::stored_name(name, zst, age);
+    if !zst && !age {
+        let f = File::open(src).ctx("open", src)?;
+        let digests = pgb_common::digest::hash_reader(io::BufReader::new(f)).ctx("read", src)?;
+        return Ok(Encoded {
+            _temp: None,
+            path: src.to_path_buf(),
+            sums: Checksums::plain(name, digests.sha256.clone()),
+            stored,
+            digests,
+        });
+    }
+    let temp = tempfile::Builder::new()
+        .prefix(".pgb-wal-push.")
+        .tempfile()
+        .map_err(|e| Error::msg(format!("push: create a temp file in TMPDIR: {e}")))?;
+    let tpath = temp.path().to_path_buf();
+    let mut input = HashReader::new(File::open(src).ctx("open", src)?);
+    {
+        let out = io::BufWriter::new(temp.as_file());
+        let w = match (plan.level, plan.recipients) {
+            (Some(l), None) => {
+                let mut enc = zstd_encoder(out, l, len).ctx("compress", &tpath)?;
+                io::copy(&mut input, &mut enc).ctx("compress", &tpath)?;
+                enc.finish().ctx("compress", &tpath)?
+            }
+            (None, Some(r)) => {
+                let mut enc = r.encrypt(out)?;
+                io::copy(&mut input, &mut enc).ctx("encrypt", &tpath)?;
+                enc.finish().ctx("encrypt", &tpath)?
+            }
+            (Some(l), Some(r)) => {
+                let mut enc = zstd_encoder(r.encrypt(out)?, l, len).ctx("compress", &tpath)?;
+                io::copy(&mut input, &mut enc).ctx("compress", &tpath)?;
+                enc.finish()
+                    .ctx("compress", &tpath)?
+                    .finish()
+                    .ctx("encrypt", &tpath)?
+            }
+            (None, None) => unreachable!("handled above"),
+        };
+        w.into_inner()
+            .map_err(|e| Error::io("write", &tpath, e.into_error()))?;
+    }
+    let plain = input.hex();
+    let f = File::open(&tpath).ctx("open", &tpath)?;
+    let digests = pgb_common::digest::hash_reader(io::BufReader::new(f)).ctx("read", &tpath)?;
+    Ok(Encoded {
+        _temp: Some(temp),
+        path: tpath,
+        sums: Checksums {
+            plain,
+            stored_name: stored.clone(),
+            stored: digests.sha256.clone(),
+        },
+        stored,
+        digests,
+    })
+}
+
+/// Pushes into an SSH host or S3 archive: the checksum file first, then
+/// the stored file, created only where no object of that name is (see
+/// [`Destination::put_file`]: a temp name then a link on the host; one PUT
+/// with If-None-Match on S3) and checked there (sha256 on the host, read
+/// back from S3) before this returns.
+fn push_remote(
+    src: &Path,
+    len: u64,
+    name: &str,
+    dest: &Destination,
+    plan: &Plan,
+    encoded: &mut Option<Encoded>,
+) -> Result<()> {
+    let sums_rel = format!("{name}{}", archive::CHECKSUM_SUFFIX);
+    if let Destination::Ssh(_) = dest {
+        // One session: the host checks that no form is there, takes the
+        // file, checks it, writes NAME.sha256, then links the file.
+        if encoded.is_none() {
+            *encoded = Some(encode(src, len, name, plan)?);
+        }
+        let e = encoded.as_ref().expect("encoded above");
+        let forms: Vec<String> = [(false, false), (true, false), (false, true), (true, true)]
+            .into_iter()
+            .map(|(z, a)| archive::stored_name(name, z, a))
+            .collect();
+        let guard: Vec<&str> = forms.iter().map(String::as_str).collect();
+        let text = archive::checksums_text(name, &e.sums);
+        let created = dest
+            .create_beside(
+                &e.path,
+                &e.stored,
+                &e.digests,
+                &guard,
+                &sums_rel,
+                text.as_bytes(),
+            )
+            .map_err(|err| Error::msg(format!("push: {err}")))?;
+        return match created {
+            pgb_common::dest::Created::Published => Ok(()),
+            pgb_common::dest::Created::Exists(_) => match archive::find_in(dest, name)?.0 {
+                Some(found) => settle_remote(src, &found, name, dest, plan),
+                None => Err(Error::msg(format!(
+                    "push: {}: vanished while publishing",
+                    dest.url_of(&e.stored)
+                ))),
+            },
+        };
+    }
+    let (found, _) = archive::find_in(dest, name)?;
+    if let Some(found) = found {
+        return settle_remote(src, &found, name, dest, plan);
+    }
+    if encoded.is_none() {
+        *encoded = Some(encode(src, len, name, plan)?);
+    }
+    let e = encoded.as_ref().expect("encoded above");
+    dest.put_bytes_replace(archive::checksums_text(name, &e.sums).as_bytes(), &sums_rel)?;
+    let copied = dest
+        .put_file(&e.path, &e.stored, &e.digests, &|_| {}, Readback::Cache)
+        .map_err(|err| Error::msg(format!("push: {err}")))?;
+    if copied.existed {
+        warn(format!(
+            "{}: already archived with identical content",
+            dest.url_of(&e.stored)
+        ));
+    }
+    Ok(())
+}
+
+/// The remote counterpart of [`settle_existing`]: identical content (by the
+/// checksum file when it describes the stored object and the object's bytes
+/// match it, else by reading it back, decoding and comparing) is success;
+/// anything else an error that keeps the object.
+fn settle_remote(
+    src: &Path,
+    found: &archive::Found,
+    name: &str,
+    dest: &Destination,
+    plan: &Plan,
+) -> Result<()> {
+    let url = dest.url_of(&found.file_name);
+    let read = |what: &str| -> Result<Box<dyn Read + Send>> {
+        dest.open_read(&found.file_name)
+            .map_err(|e| Error::msg(format!("push: {what}: {e}")))
+    };
+    let sums = match archive::load_checksums_in(dest, name)? {
+        archive::Recorded::Present(c) => Some(c),
+        _ => None,
+    };
+    let mut same = None;
+    if let Some(c) = sums.as_ref().filter(|c| c.stored_name == found.file_name) {
+        let mut h = HashReader::new(read(&url)?);
+        io::copy(&mut h, &mut io::sink())
+            .map_err(|e| Error::msg(format!("push: read: {url}: {e}")))?;
+        if h.hex() == c.stored {
+            same = Some(archive::sha256_file(src)? == c.plain);
+        }
+    }
+    let same = match same {
+        Some(s) => s,
+        None if !found.age => {
+            let r = read(&url)?;
+            let mut r: Box<dyn Read> = if found.zst {
+                Box::new(zstd::stream::read::Decoder::new(r).ctx("decompress", Path::new(&url))?)
+            } else {
+                r
+            };
+            same_streams(src, &mut r, Path::new(&url), true)?
+        }
+        None => {
+            let Some(ids) = plan.identities else {
+                return Err(Error::msg(format!(
+                    "push: {url}: already archived, encrypted, and its {name}{} does not describe \
+                     it: cannot tell whether the content is identical without the key (give -i, \
+                     or compare by hand); kept, not overwritten",
+                    archive::CHECKSUM_SUFFIX
+                )));
+            };
+            let dec = ids
+                .decrypt(read(&url)?)
+                .map_err(|e| Error::msg(format!("push: {url}: {e}")))?;
+            let mut r: Box<dyn Read> = if found.zst {
+                Box::new(zstd::stream::read::Decoder::new(dec).ctx("decompress", Path::new(&url))?)
+            } else {
+                Box::new(dec)
+            };
+            same_streams(src, &mut r, Path::new(&url), true)?
+        }
+    };
+    if !same {
+        return Err(Error::msg(format!(
+            "push: {url}: already archived with different content (kept, not overwritten)"
+        )));
+    }
+    // Identical: record its checksums when they are missing or describe
+    // another form, so get and the archive check can compare.
+    let needs = sums
+        .as_ref()
+        .map_or(true, |c| c.stored_name != found.file_name);
+    if needs {
+        let plain = archive::sha256_file(src)?;
+        let mut h = HashReader::new(read(&url)?);
+        io::copy(&mut h, &mut io::sink())
+            .map_err(|e| Error::msg(format!("push: read: {url}: {e}")))?;
+        let stored = h.hex();
+        let want = if found.zst || found.age {
+            Checksums {
+                plain,
+                stored_name: found.file_name.clone(),
+                stored,
+            }
+        } else {
+            Checksums::plain(name, plain)
+        };
+        let rel = format!("{name}{}", archive::CHECKSUM_SUFFIX);
+        dest.put_bytes_replace(archive::checksums_text(name, &want).as_bytes(), &rel)?;
+    }
+    warn(format!("{url}: already archived with identical content"));
+    Ok(())
 }
 
 /// Removes temp files of `name` left in `dir` by killed pushes. Called

@@ -1,23 +1,37 @@
-//! Copies to S3-compatible object storage through `object_store`, on a
-//! current-thread tokio runtime. Small files are one PUT; larger ones a
-//! multipart upload that is completed only once every part is in (aborted on
-//! any failure), so the key never names a partial object. Verified by
-//! reading the object back and hashing it.
+//! Copies to S3-compatible object storage through `object_store`, on one
+//! small tokio runtime per process; the connection (its HTTP client and
+//! connection pool) of each bucket is made once and reused, so a tool that
+//! touches many objects pays the TCP and TLS set-up once. Small files are
+//! one PUT; larger ones a multipart upload that is completed only once
+//! every part is in (aborted on any failure), so the key never names a
+//! partial object. Verified by reading the object back and hashing it.
+//!
+//! Never replacing a different object: a HEAD first (an object already
+//! there is compared, never overwritten), then a PUT with `If-None-Match:
+//! *`, which servers with conditional writes (AWS S3 since 2024, MinIO,
+//! R2, moto) refuse when the key appeared meanwhile. A server that ignores
+//! the header leaves the window between the HEAD and the PUT open to a
+//! concurrent writer of the same key (documented check-then-write). A
+//! multipart upload (above 16 MiB) is check-then-write.
 //!
 //! Credentials come only from the environment (`AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`); they never appear in
-//! arguments, records or messages.
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or, when those are unset,
+//! from the shared files of `AWS_PROFILE` (or `default`):
+//! `~/.aws/credentials` (`AWS_SHARED_CREDENTIALS_FILE`) and `~/.aws/config`
+//! (`AWS_CONFIG_FILE`, for `region` and `endpoint_url`); they never appear
+//! in arguments, records or messages.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart};
 
-use super::{check_digests, s3_key, Copied, S3Target as Target};
+use super::{check_digests, s3_key, Copied, Listed, S3Target as Target};
 use crate::digest::{Digests, Hasher};
 use crate::error::{Error, IoContext, Result};
 
@@ -25,7 +39,7 @@ use crate::error::{Error, IoContext, Result};
 const PART: usize = 16 << 20;
 
 struct Conn {
-    rt: tokio::runtime::Runtime,
+    rt: Arc<tokio::runtime::Runtime>,
     store: Arc<dyn ObjectStore>,
 }
 
@@ -77,16 +91,107 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn connect(t: &Target) -> Result<Conn> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// The process's I/O runtime: two worker threads drive every bucket's
+/// requests; callers block on them from any thread.
+fn runtime() -> Result<Arc<tokio::runtime::Runtime>> {
+    static RT: OnceLock<Arc<tokio::runtime::Runtime>> = OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt.clone());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("pgb-s3")
         .enable_all()
         .build()
         .map_err(|e| Error::msg(format!("s3: start the I/O runtime: {e}")))?;
-    let mut b = AmazonS3Builder::from_env().with_bucket_name(&t.bucket);
+    Ok(RT.get_or_init(|| Arc::new(rt)).clone())
+}
+
+/// `key = value` settings of `[section]` in an INI-style AWS file.
+fn ini_section(path: &Path, section: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return out;
+    };
+    let mut inside = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(h) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = h.trim() == section;
+            continue;
+        }
+        if inside {
+            if let Some((k, v)) = line.split_once('=') {
+                out.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Settings of the shared AWS files for `AWS_PROFILE` (or `default`):
+/// credentials, region and endpoint_url.
+fn profile() -> HashMap<String, String> {
+    let name = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let file = |var: &str, rel: &str| {
+        std::env::var_os(var)
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(rel)))
+    };
+    let mut out = HashMap::new();
+    if let Some(c) = file("AWS_CONFIG_FILE", ".aws/config") {
+        let section = if name == "default" {
+            "default".to_string()
+        } else {
+            format!("profile {name}")
+        };
+        out.extend(ini_section(&c, &section));
+    }
+    if let Some(c) = file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials") {
+        out.extend(ini_section(&c, &name));
+    }
+    out
+}
+
+fn connect(t: &Target) -> Result<Conn> {
+    static CONNS: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    let rt = runtime()?;
+    let prof = profile();
     let endpoint = t
         .endpoint
         .clone()
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .or_else(|| prof.get("endpoint_url").cloned());
+    let region = t
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .or_else(|| prof.get("region").cloned());
+    let id = format!("{}\0{endpoint:?}\0{region:?}", t.bucket);
+    let conns = CONNS.get_or_init(Default::default);
+    if let Some(store) = conns.lock().expect("s3 connections").get(&id) {
+        return Ok(Conn {
+            rt,
+            store: store.clone(),
+        });
+    }
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(&t.bucket);
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        if let (Some(k), Some(s)) = (
+            prof.get("aws_access_key_id"),
+            prof.get("aws_secret_access_key"),
+        ) {
+            b = b.with_access_key_id(k).with_secret_access_key(s);
+            if let Some(tok) = prof.get("aws_session_token") {
+                b = b.with_token(tok);
+            }
+        }
+    }
     if let Some(e) = &endpoint {
         b = b.with_endpoint(e);
         if let Some(rest) = e.strip_prefix("http://") {
@@ -101,21 +206,18 @@ fn connect(t: &Target) -> Result<Conn> {
             }
         }
     }
-    let region = t
-        .region
-        .clone()
-        .or_else(|| std::env::var("AWS_REGION").ok())
-        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok());
     if let Some(r) = region {
         b = b.with_region(r);
     }
-    let store = b
-        .build()
-        .map_err(|e| s3_err("s3: configure", &format!("s3://{}", t.bucket), e))?;
-    Ok(Conn {
-        rt,
-        store: Arc::new(store),
-    })
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        b.build()
+            .map_err(|e| s3_err("s3: configure", &format!("s3://{}", t.bucket), e))?,
+    );
+    conns
+        .lock()
+        .expect("s3 connections")
+        .insert(id, store.clone());
+    Ok(Conn { rt, store })
 }
 
 fn key(t: &Target, rel: &str) -> Key {
@@ -159,18 +261,7 @@ pub(super) fn put_file(
     let c = connect(t)?;
     let k = key(t, rel);
     if let Some(size) = head_size(&c, &k, &u)? {
-        if size == expect.size {
-            let got = read_back(&c, &k, &u)?;
-            if check_digests(&u, &got, expect, false).is_ok() {
-                return Ok(Copied {
-                    existed: true,
-                    verified: "readback",
-                });
-            }
-        }
-        return Err(Error::msg(format!(
-            "copy: {u}: exists with different content; kept, not overwritten"
-        )));
+        return compare_existing(&c, &k, &u, size, expect);
     }
     let mut f = std::fs::File::open(src).ctx("open", src)?;
     let sent = if expect.size <= PART as u64 {
@@ -178,8 +269,9 @@ pub(super) fn put_file(
         f.read_to_end(&mut buf).ctx("read", src)?;
         let n = buf.len() as u64;
         if n == expect.size {
-            c.rt.block_on(c.store.put(&k, PutPayload::from(buf)))
-                .map_err(|e| s3_err("copy", &u, e))?;
+            if let Some(existed) = put_new(&c, &k, &u, buf)? {
+                return compare_existing(&c, &k, &u, existed, expect);
+            }
             progress(n);
         }
         n
@@ -232,6 +324,129 @@ pub(super) fn put_file(
     Ok(Copied {
         existed: false,
         verified: "readback",
+    })
+}
+
+/// The object already there: the same bytes are a copy done, others an
+/// error that keeps them.
+fn compare_existing(c: &Conn, k: &Key, u: &str, size: u64, expect: &Digests) -> Result<Copied> {
+    if size == expect.size {
+        let got = read_back(c, k, u)?;
+        if check_digests(u, &got, expect, false).is_ok() {
+            return Ok(Copied {
+                existed: true,
+                verified: "readback",
+            });
+        }
+    }
+    Err(Error::msg(format!(
+        "copy: {u}: exists with different content; kept, not overwritten"
+    )))
+}
+
+/// One PUT that creates `k` only when absent (`If-None-Match: *`). Returns
+/// the size of the object found instead when the server refused because
+/// one appeared since the HEAD.
+fn put_new(c: &Conn, k: &Key, u: &str, bytes: Vec<u8>) -> Result<Option<u64>> {
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match c
+        .rt
+        .block_on(c.store.put_opts(k, PutPayload::from(bytes), opts))
+    {
+        Ok(_) => Ok(None),
+        Err(e) => {
+            // moto answers 403 rather than 412 to a refused conditional
+            // write: whatever the error, an object now under the key is
+            // compared, never overwritten.
+            if let Ok(Some(size)) = head_size(c, k, u) {
+                return Ok(Some(size));
+            }
+            Err(s3_err("copy", u, e))
+        }
+    }
+}
+
+/// Lists the objects directly in `dir` (no deeper) whose names start with
+/// `start`: a listing that starts after the key just before them, and
+/// stops at the first key past them.
+pub(super) fn list(t: &Target, dir: &str, start: &str) -> Result<Vec<Listed>> {
+    let base = match (t.prefix.is_empty(), dir.is_empty()) {
+        (true, true) => String::new(),
+        (false, true) => t.prefix.clone(),
+        (_, false) => s3_key(t, dir),
+    };
+    let u = if base.is_empty() {
+        format!("s3://{}", t.bucket)
+    } else {
+        format!("s3://{}/{base}", t.bucket)
+    };
+    let c = connect(t)?;
+    let pre = (!base.is_empty()).then(|| Key::from(base.as_str()));
+    let dir_key = if base.is_empty() {
+        String::new()
+    } else {
+        format!("{base}/")
+    };
+    let want = format!("{dir_key}{start}");
+    c.rt.block_on(async {
+        let mut s = if start.is_empty() {
+            c.store.list(pre.as_ref())
+        } else {
+            // Strictly after the key one character shorter: every key that
+            // starts with `want` comes after it.
+            let mut off = want.clone();
+            off.pop();
+            c.store
+                .list_with_offset(pre.as_ref(), &Key::from(off.as_str()))
+        };
+        let mut out = Vec::new();
+        while let Some(m) = s.next().await {
+            let m = m.map_err(|e| s3_err("list", &u, e))?;
+            let loc = m.location.to_string();
+            if !loc.starts_with(&want) {
+                if loc.as_str() > want.as_str() && !start.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            let name = &loc[dir_key.len()..];
+            if name.contains('/') {
+                continue;
+            }
+            out.push(Listed {
+                name: name.to_string(),
+                size: m.size,
+                modified: Some(m.last_modified.into()),
+            });
+        }
+        Ok(out)
+    })
+}
+
+pub(super) fn read_small(t: &Target, rel: &str, max: u64) -> Result<Option<Vec<u8>>> {
+    let u = url(t, rel);
+    let c = connect(t)?;
+    let k = key(t, rel);
+    c.rt.block_on(async {
+        let r = match c.store.get(&k).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(s3_err("read", &u, e)),
+        };
+        let mut s = r.into_stream();
+        let mut out = Vec::new();
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk.map_err(|e| s3_err("read", &u, e))?;
+            let room = (max as usize).saturating_sub(out.len());
+            out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if out.len() as u64 >= max {
+                break;
+            }
+        }
+        Ok(Some(out))
     })
 }
 
@@ -323,6 +538,8 @@ pub(super) fn open_read(t: &Target, rel: &str) -> Result<Box<dyn Read + Send>> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn s3_error_bodies_read_as_sentences() {
         let raw = "Object at location pg/x.dump not found: Error performing PUT \
@@ -342,5 +559,28 @@ mod tests {
             "S3 error AccessDenied: Access Denied, HTTP 403 Forbidden"
         );
         assert_eq!(super::explain("connection refused"), "connection refused");
+    }
+
+    #[test]
+    fn shared_aws_files_are_read_by_section() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config");
+        std::fs::write(
+            &p,
+            "# comment\n[default]\nregion = eu-west-1\n\n[profile pgb]\nRegion=us-east-2\n\
+             endpoint_url = http://127.0.0.1:9000\n; other\n[profile x]\nregion = nope\n",
+        )
+        .unwrap();
+        let m = ini_section(&p, "profile pgb");
+        assert_eq!(m.get("region").map(String::as_str), Some("us-east-2"));
+        assert_eq!(
+            m.get("endpoint_url").map(String::as_str),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(
+            ini_section(&p, "default").get("region").map(String::as_str),
+            Some("eu-west-1")
+        );
+        assert!(ini_section(&d.path().join("absent"), "default").is_empty());
     }
 }

@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use super::{join_remote, Copied, SshTarget as Target};
+use super::{join_remote, Copied, Listed, SshTarget as Target};
 use crate::digest::Digests;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::TEMP_MARK;
@@ -174,7 +174,27 @@ fn upload(
         t = q(&tmp),
         d = q(parent(final_path)),
     );
-    let mut child = command(t, &script)
+    let out = stream_script(t, u, &script, src, src_name, size, progress)?;
+    let sha = String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    Ok((tmp, sha))
+}
+
+/// Runs `script` on the host with `src` (`size` bytes) on its stdin; its
+/// stdout once it succeeded and every byte was sent.
+fn stream_script(
+    t: &Target,
+    u: &str,
+    script: &str,
+    src: &mut dyn Read,
+    src_name: &Path,
+    size: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<u8>> {
+    let mut child = command(t, script)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -228,12 +248,7 @@ fn upload(
             ));
         }
     }
-    let sha = String::from_utf8_lossy(&out)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string();
-    Ok((tmp, sha))
+    Ok(out)
 }
 
 fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
@@ -439,4 +454,289 @@ pub(super) fn open_read(t: &Target, rel: &str) -> Result<Box<dyn Read + Send>> {
         url: u,
         done: false,
     }))
+}
+
+/// Escapes the glob characters of `s` for `find -name`.
+fn glob_escape(s: &str) -> String {
+    let mut o = String::new();
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o
+}
+
+/// Regular files directly in `dir` whose names start with `start`, with
+/// their sizes and modification times, from one `find` on the host (GNU
+/// find's `-printf`). A missing directory is an error.
+pub(super) fn list(t: &Target, dir: &str, start: &str) -> Result<Vec<Listed>> {
+    let d = if dir.is_empty() {
+        t.path.clone()
+    } else {
+        join_remote(&t.path, dir)
+    };
+    let u = super::ssh_url(t, &d);
+    let script = format!(
+        "d={}; if [ -d \"$d\" ]; then find \"$d\" -mindepth 1 -maxdepth 1 -type f -name {} \
+         -printf '%s %T@ %f\\n'; else echo \"$d: no such directory\" >&2; exit 3; fi",
+        q(&d),
+        q(&format!("{}*", glob_escape(start)))
+    );
+    let out = run(t, "list", &u, &script)?;
+    let mut v = Vec::new();
+    for line in out.lines() {
+        let mut it = line.splitn(3, ' ');
+        let (Some(size), Some(mtime), Some(name)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        let (Ok(size), Ok(mtime)) = (size.parse::<u64>(), mtime.parse::<f64>()) else {
+            return Err(Error::msg(format!(
+                "{u}: unexpected answer from the remote host: {line:?}"
+            )));
+        };
+        v.push(Listed {
+            name: name.to_string(),
+            size,
+            modified: (mtime >= 0.0)
+                .then(|| std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(mtime)),
+        });
+    }
+    Ok(v)
+}
+
+/// A small file whole (at most `max` bytes), `None` when absent: one `ssh`.
+pub(super) fn read_small(t: &Target, rel: &str, max: u64) -> Result<Option<Vec<u8>>> {
+    let u = url(t, rel);
+    let script = format!(
+        "f={}; if [ -f \"$f\" ]; then printf P; head -c {max} -- \"$f\"; \
+         elif [ -e \"$f\" ]; then echo \"$f: not a regular file\" >&2; exit 3; else printf A; fi",
+        q(&join_remote(&t.path, rel))
+    );
+    let out = command(t, &script)
+        .stdin(Stdio::null())
+        .output()
+        .ctx("run ssh for", &u)?;
+    if !out.status.success() {
+        return Err(child_error("read", &u, out.status, &out.stderr));
+    }
+    match out.stdout.split_first() {
+        Some((b'P', rest)) => Ok(Some(rest.to_vec())),
+        Some((b'A', _)) => Ok(None),
+        _ => Err(Error::msg(format!(
+            "{u}: unexpected answer from the remote host"
+        ))),
+    }
+}
+
+/// [`super::Destination::create_beside`] on an SSH host, in one session: the
+/// host checks that none of `guard` exists (else answers which, and takes
+/// nothing), receives `src` into a temp name, checks its size and sha256,
+/// syncs it, replaces `side` with `side_bytes` (temp, sync, mv), then links
+/// the temp to `rel` (never replacing) and syncs the directory.
+pub(super) fn create_beside(
+    t: &Target,
+    src: &Path,
+    rel: &str,
+    expect: &Digests,
+    guard: &[&str],
+    side: &str,
+    side_bytes: &[u8],
+) -> Result<super::Created> {
+    let u = url(t, rel);
+    let final_path = join_remote(&t.path, rel);
+    let dir = parent(&final_path).to_string();
+    let tmp = temp_for(&final_path);
+    let side_path = join_remote(&t.path, side);
+    let side_tmp = temp_for(&side_path);
+    let side_text = std::str::from_utf8(side_bytes)
+        .ok()
+        .filter(|s| !s.contains('\0'))
+        .ok_or_else(|| Error::msg(format!("{u}: the file beside it is not text")))?;
+    let guards: Vec<String> = guard.iter().map(|g| q(&join_remote(&t.path, g))).collect();
+    let script = format!(
+        "set -e; umask 077; d={d}; t={t}; s={st}; \
+         if [ ! -d \"$d\" ]; then echo \"$d: no such directory\" >&2; exit 3; fi; \
+         for g in {guards}; do if [ -e \"$g\" ]; then echo \"exists $g\"; cat > /dev/null; exit 0; fi; done; \
+         find \"$d\" -maxdepth 1 -type f -name '.*{TEMP_MARK}*' -mmin +{STALE_MINUTES} \
+           -exec sh -c 'for f; do rm -f -- \"$f\" && echo \"{LEFTOVER} $f\" >&2; done' sh {{}} + || true; \
+         trap 'rm -f -- \"$t\" \"$s\"' EXIT; \
+         cat > \"$t\"; n=$(wc -c < \"$t\"); \
+         if [ \"$n\" != {size} ]; then echo \"got $n bytes of {size}: input cut short\" >&2; exit 3; fi; \
+         sync \"$t\" 2>/dev/null || sync; h=$(sha256sum < \"$t\"); h=${{h%% *}}; \
+         if [ \"$h\" != {sha} ]; then echo \"sha256 $h on the host where {sha} was sent\" >&2; exit 3; fi; \
+         printf '%s' {text} > \"$s\"; sync \"$s\" 2>/dev/null || sync; mv -f -- \"$s\" {side}; \
+         if ln -- \"$t\" {f} 2>/dev/null; then rm -f -- \"$t\"; sync \"$d\" 2>/dev/null || sync; echo published; \
+         else echo raced; fi",
+        d = q(&dir),
+        t = q(&tmp),
+        st = q(&side_tmp),
+        guards = guards.join(" "),
+        size = expect.size,
+        sha = expect.sha256,
+        text = q(side_text),
+        side = q(&side_path),
+        f = q(&final_path),
+    );
+    let mut f = std::fs::File::open(src).ctx("open", src)?;
+    let out = stream_script(t, &u, &script, &mut f, src, expect.size, &|_| {})?;
+    let out = String::from_utf8_lossy(&out);
+    let out = out.trim();
+    if out == "published" {
+        return Ok(super::Created::Published);
+    }
+    if out == "raced" {
+        return Ok(super::Created::Exists(rel.to_string()));
+    }
+    if let Some(p) = out.strip_prefix("exists ") {
+        let p = p.trim_matches('\'');
+        let name = p.rsplit('/').next().unwrap_or(p);
+        let dir_rel = rel
+            .rsplit_once('/')
+            .map(|(d, _)| format!("{d}/"))
+            .unwrap_or_default();
+        return Ok(super::Created::Exists(format!("{dir_rel}{name}")));
+    }
+    Err(Error::msg(format!(
+        "{u}: unexpected answer from the remote host: {out:?}"
+    )))
+}
+
+/// [`super::Destination::open_first`] on an SSH host, in one session: the
+/// host looks for each of `candidates` in order, and for the first one
+/// present sends a header line (its name, size and `side`, base64, or `-`)
+/// then its bytes.
+pub(super) fn open_first(
+    t: &Target,
+    candidates: &[&str],
+    side: &str,
+) -> Result<Option<super::Opened>> {
+    let root_url = super::ssh_url(t, &t.path);
+    let paths: Vec<String> = candidates
+        .iter()
+        .map(|c| q(&join_remote(&t.path, c)))
+        .collect();
+    let script = format!(
+        "d={d}; if [ ! -d \"$d\" ]; then echo \"$d: no such directory\" >&2; exit 3; fi; \
+         for f in {paths}; do if [ -f \"$f\" ]; then \
+           if [ -f {side} ]; then s=$(head -c 65536 -- {side} | base64 -w0); else s=-; fi; \
+           printf 'F %s %s %s\\n' \"$(wc -c < \"$f\")\" \"$s\" \"${{f##*/}}\"; exec cat -- \"$f\"; fi; done; echo A",
+        d = q(&t.path),
+        paths = paths.join(" "),
+        side = q(&join_remote(&t.path, side)),
+    );
+    let mut child = command(t, &script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ctx("run ssh for", &root_url)?;
+    let mut out = child.stdout.take().expect("piped");
+    let stderr = drain(child.stderr.take().expect("piped"));
+    // The header line, read a byte at a time so nothing of the file is
+    // taken with it.
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match out.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) if b[0] == b'\n' => break,
+            Ok(_) => line.push(b[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", Path::new(&root_url), e)),
+        }
+        if line.len() > 200_000 {
+            break;
+        }
+    }
+    let line = String::from_utf8_lossy(&line).into_owned();
+    if line == "A" || line.is_empty() {
+        let status = child.wait().ctx("wait for ssh for", &root_url)?;
+        let err = stderr.join().unwrap_or_default();
+        if !status.success() {
+            return Err(child_error("read", &root_url, status, &err));
+        }
+        if line.is_empty() {
+            return Err(Error::msg(format!(
+                "{root_url}: no answer from the remote host"
+            )));
+        }
+        return Ok(None);
+    }
+    let bad = || {
+        Error::msg(format!(
+            "{root_url}: unexpected answer from the remote host: {line:?}"
+        ))
+    };
+    let mut it = line.splitn(4, ' ');
+    let (Some("F"), Some(size), Some(side_b64), Some(name)) =
+        (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(bad());
+    };
+    let size: u64 = size.parse().map_err(|_| bad())?;
+    let side_bytes = if side_b64 == "-" {
+        None
+    } else {
+        use base64::Engine as _;
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(side_b64)
+                .map_err(|_| bad())?,
+        )
+    };
+    let rel = candidates
+        .iter()
+        .find(|c| c.rsplit('/').next() == Some(name))
+        .ok_or_else(bad)?
+        .to_string();
+    Ok(Some(super::Opened {
+        reader: Box::new(ChildReader {
+            child,
+            out,
+            stderr: Some(stderr),
+            url: url(t, &rel),
+            done: false,
+        }),
+        rel,
+        size,
+        side: side_bytes,
+    }))
+}
+
+/// Every regular file directly in the root whose name ends in `suffix`
+/// (first `max` bytes of each), in one session: base64 lines.
+pub(super) fn read_suffix(
+    t: &Target,
+    suffix: &str,
+    max: u64,
+) -> Result<std::collections::HashMap<String, Vec<u8>>> {
+    use base64::Engine as _;
+    let root_url = super::ssh_url(t, &t.path);
+    if suffix.contains(['*', '?', '[', '/', '\'', '\\']) {
+        return Err(Error::msg(format!("{suffix:?}: not a plain suffix")));
+    }
+    let script = format!(
+        "d={d}; if [ ! -d \"$d\" ]; then echo \"$d: no such directory\" >&2; exit 3; fi; \
+         for f in \"$d\"/*{suffix}; do if [ -f \"$f\" ]; then \
+           printf '%s %s\\n' \"$(head -c {max} -- \"$f\" | base64 -w0)\" \"${{f##*/}}\"; fi; done",
+        d = q(&t.path),
+    );
+    let out = run(t, "read", &root_url, &script)?;
+    let mut m = std::collections::HashMap::new();
+    for line in out.lines() {
+        let Some((b64, name)) = line.split_once(' ') else {
+            continue;
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| {
+                Error::msg(format!(
+                    "{root_url}: unexpected answer from the remote host: {line:?}"
+                ))
+            })?;
+        m.insert(name.to_string(), bytes);
+    }
+    Ok(m)
 }
