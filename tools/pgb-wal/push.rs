@@ -322,7 +322,7 @@ fn settle_remote(
     // another form, so get and the archive check can compare.
     let needs = sums
         .as_ref()
-        .map_or(true, |c| c.stored_name != found.file_name);
+        .is_none_or(|c| c.stored_name != found.file_name);
     if needs {
         let plain = archive::sha256_file(src)?;
         let mut h = HashReader::new(read(&url)?);
