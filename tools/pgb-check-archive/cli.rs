@@ -198,7 +198,9 @@ Every copy of the archive, local and offsite, each checked, and the 3\-2\-1 rule
 .PP
 .nf
 .RS 4
-pgb\-check\-archive /srv/wal\-archive s3://bk/wal/main#site=offsite ssh://bk@backup1/srv/wal/main#media=disk,site=offsite \-\-require 3\-2\-1 \-\-prom /var/lib/node_exporter/textfile/pgb_archive.prom
+pgb\-check\-archive /srv/wal s3://pgb\-backups/wal/main#site=offsite \\
+  ssh://backup@backup1/srv/wal/main#media=disk,site=offsite \\
+  \-\-require 3\-2\-1 \-\-prom /var/lib/node_exporter/textfile/pgb_archive.prom
 .RE
 .fi
 .PP

@@ -176,7 +176,11 @@ Offsite as well: a local directory, an S3 bucket and an SSH host, compressed and
 .PP
 .nf
 .RS 4
-archive_command = 'pgb\-wal push %p \-\-archive /srv/wal\-archive \-\-archive s3://bk/wal/main \-\-archive ssh://bk@backup1/srv/wal/main \-Z zstd \-R /etc/pgb/recipients.txt'
+psql \-U postgres \-c "ALTER SYSTEM SET archive_command = \\
+  'pgb\-wal push %p \-\-archive /srv/wal \\
+  \-\-archive s3://pgb\-wal \\
+  \-\-archive ssh://backup@backup1/srv/wal/main \\
+  \-Z zstd \-R /etc/pgb/recipients.txt'\"
 .RE
 .fi
 .PP
@@ -184,7 +188,7 @@ Recovering on a new host from S3 alone (or the SSH host alone):
 .PP
 .nf
 .RS 4
-restore_command = 'pgb\-wal get %f %p \-\-archive s3://bk/wal/main \-i /var/lib/postgresql/.pgb/wal.key'
+restore_command = 'pgb\-wal get %f %p \-\-archive s3://pgb\-wal \-i /etc/pgb/key'
 .RE
 .fi
 .PP
