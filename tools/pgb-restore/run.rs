@@ -240,7 +240,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
 
 /// Checks that the artifact's repository is there and holds each of its
 /// files with the recorded size.
-fn present(a: &Artifact) -> Result<()> {
+pub fn present(a: &Artifact) -> Result<()> {
     pgb_common::repo::check_present(a)?;
     let loc = a.location();
     for f in &a.files {

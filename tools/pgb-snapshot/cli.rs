@@ -41,6 +41,39 @@ pub struct Args {
     #[arg(long = "physical")]
     pub physical: bool,
 
+    /// With --physical on PostgreSQL 17 or newer: an incremental backup
+    /// (pg_basebackup --incremental), holding only the blocks changed since
+    /// its parent: the newest complete physical backup of the same cluster
+    /// (system identifier) and timeline in the repository (auto), or the
+    /// backup with id ID. pgb hands pg_basebackup the parent's
+    /// backup_manifest itself (decrypted with -i when the parent is
+    /// encrypted). A full backup is taken instead, saying why on stderr,
+    /// when the server is older than 17, there is no parent, the timeline
+    /// changed, the chain is --max-chain long, or the server lacks the WAL
+    /// summaries (summarize_wal = on) since the parent. The record names
+    /// the parent and the depth: "incremental": {"parent": ID, "depth": N}.
+    /// pgb-restore rebuilds the chain with pg_combinebackup
+    #[arg(
+        long = "incremental",
+        value_name = "auto|ID",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "auto"
+    )]
+    pub incremental: Option<String>,
+
+    /// Longest chain of backups (the full one included) that --incremental
+    /// builds; when the parent is the chain's last allowed member, a full
+    /// backup starts a new chain
+    #[arg(long = "max-chain", value_name = "N", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_chain: u32,
+
+    /// age identity file to decrypt an encrypted parent's backup_manifest
+    /// for --incremental (repeatable)
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+
     /// Repository directory the artifacts are written under
     #[arg(short = 'o', long = "out", value_name = "DIR", env = "PGB_REPO")]
     pub out: PathBuf,

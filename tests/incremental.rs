@@ -1,0 +1,383 @@
+//! Incremental physical backups (PostgreSQL 17+): pgb-snapshot
+//! --incremental builds chains on the newest backup, pgb-restore rebuilds
+//! them with pg_combinebackup and recovers to a time, and refuses a chain
+//! with a member deleted, damaged or swapped before writing the target.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::check_archive::wait_archived;
+use crate::util::*;
+
+/// A cluster of PostgreSQL `major` archiving with pgb-wal, with WAL
+/// summaries when `summarize`, and a repository.
+struct Source {
+    cluster: Cluster,
+    archive: PathBuf,
+    repo: PathBuf,
+    _scratch: Scratch,
+}
+
+fn source(major: u32, summarize: bool) -> Source {
+    let scratch = Scratch::new("incr");
+    let archive = scratch.owned_dir("archive");
+    let repo = scratch.path.join("repo");
+    fs::create_dir(&repo).unwrap();
+    let mut extra_conf = vec![];
+    if summarize {
+        extra_conf.push("summarize_wal = on".to_string());
+    }
+    let cluster = Cluster::with(Options {
+        archive_command: Some(format!(
+            "{} push %p --archive {}",
+            bin("pgb-wal").display(),
+            archive.display()
+        )),
+        initdb_args: vec!["--wal-segsize=1".into()],
+        extra_conf,
+        major: Some(major),
+        ..Default::default()
+    });
+    Source {
+        cluster,
+        archive,
+        repo,
+        _scratch: scratch,
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// pgb-snapshot --physical with `args`, which must succeed: the record and
+/// stderr.
+fn snap(s: &Source, args: &[&str]) -> (Value, String) {
+    let o = s
+        .cluster
+        .tool("pgb-snapshot")
+        .args(["--physical", "--cluster", "main", "-o"])
+        .arg(&s.repo)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut recs = records(&o.stdout);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    (recs.remove(0), stderr(&o))
+}
+
+fn restore(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(bin("pgb-restore"));
+    for a in args {
+        c.arg(a);
+    }
+    c.env("PGB_PG_BINDIR", all_bindirs())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn location(rec: &Value) -> PathBuf {
+    Path::new(rec["repo"].as_str().unwrap()).join(rec["path"].as_str().unwrap())
+}
+
+fn size_of(rec: &Value, file: &str) -> u64 {
+    rec["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == file)
+        .unwrap_or_else(|| panic!("no {file} in {rec}"))["size"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Full + two incrementals (one after rows changed, one after a table was
+/// dropped and another created), later writes, then a PITR through
+/// pgb-restore to a time between two writes: the restored cluster starts
+/// and has the source's rows at that time.
+fn chain_restored_with_pitr(major: u32) {
+    let s = source(major, true);
+    let c = &s.cluster;
+    c.sql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT i, 'full' FROM generate_series(1, 100) i;
+         CREATE TABLE gone (i int); INSERT INTO gone VALUES (1), (2);",
+    );
+    let (full, err) = snap(&s, &["--incremental"]);
+    assert!(
+        err.contains("no earlier physical backup") && err.contains("taking a full backup"),
+        "{err}"
+    );
+    assert!(full.get("incremental").is_none(), "{full}");
+
+    c.sql(
+        "postgres",
+        "INSERT INTO t SELECT i, 'i1' FROM generate_series(101, 200) i;
+         UPDATE t SET v = 'changed' WHERE id <= 10;",
+    );
+    let (i1, err) = snap(&s, &["--incremental"]);
+    assert!(!err.contains("full backup"), "{err}");
+    assert_eq!(
+        i1["incremental"],
+        json!({"parent": full["id"], "depth": 1, "from_lsn": full["wal"]["start_lsn"]})
+    );
+    assert!(
+        size_of(&i1, "base.tar.zst") < size_of(&full, "base.tar.zst") / 2,
+        "an incremental holds only what changed: {} vs {} bytes",
+        size_of(&i1, "base.tar.zst"),
+        size_of(&full, "base.tar.zst")
+    );
+
+    c.sql(
+        "postgres",
+        "DROP TABLE gone;
+         CREATE TABLE fresh (i int); INSERT INTO fresh SELECT generate_series(1, 50);",
+    );
+    let (i2, _) = snap(&s, &["--incremental=auto"]);
+    assert_eq!(i2["incremental"]["parent"], i1["id"]);
+    assert_eq!(i2["incremental"]["depth"], 2);
+
+    c.sql(
+        "postgres",
+        "INSERT INTO t SELECT i, 'after' FROM generate_series(201, 250) i;
+         INSERT INTO fresh SELECT generate_series(51, 60);",
+    );
+    let noted = c.sql("postgres", "SELECT now()");
+    let want_t = c.sql("postgres", "SELECT count(*) FROM t");
+    let want_fresh = c.sql("postgres", "SELECT count(*) FROM fresh");
+    std::thread::sleep(Duration::from_millis(1100));
+    c.sql("postgres", "DELETE FROM t WHERE id > 5; DROP TABLE fresh;");
+    let seg = c.sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    wait_archived(c, &s.archive, &seg);
+
+    let rs = Scratch::new("incr-restored");
+    let dest = rs.path.join("data");
+    let o = restore(&[
+        &"--repo",
+        &s.repo,
+        &"--target-time",
+        &noted,
+        &"--wal-archive",
+        &s.archive,
+        &"-D",
+        &dest,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = records(&o.stdout).remove(0);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["artifact"]["id"], i2["id"]);
+    assert_eq!(r["chain"], json!([full["id"], i1["id"], i2["id"]]));
+    assert_eq!(r["manifest_checked"], true);
+    // The temp area beside the target is gone.
+    let left: Vec<String> = fs::read_dir(&rs.path)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "data")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    let restored = Cluster::adopt_as(bindir_of(major), rs, dest, 5432, "archive_mode = off");
+    restored.wait_for("SELECT pg_is_in_recovery()", "f");
+    assert_eq!(restored.sql("postgres", "SELECT count(*) FROM t"), want_t);
+    assert_eq!(want_t, "250");
+    assert_eq!(
+        restored.sql("postgres", "SELECT count(*) FROM fresh"),
+        want_fresh
+    );
+    assert_eq!(want_fresh, "60");
+    assert_eq!(
+        restored.sql("postgres", "SELECT count(*) FROM t WHERE v = 'changed'"),
+        "10"
+    );
+    assert_eq!(
+        restored.sql("postgres", "SELECT to_regclass('gone') IS NULL"),
+        "t"
+    );
+}
+
+#[test]
+fn chain_restored_with_pitr_17() {
+    chain_restored_with_pitr(17);
+}
+
+#[test]
+fn chain_restored_with_pitr_18() {
+    chain_restored_with_pitr(18);
+}
+
+/// `cp -a` of a repository, for one refusal each.
+fn copy_repo(from: &Path, to: &Path) {
+    run(Command::new("cp").arg("-a").arg(from).arg(to));
+}
+
+/// `rec` as found in the repository copy `repo`.
+fn in_copy(rec: &Value, repo: &Path) -> PathBuf {
+    repo.join(rec["path"].as_str().unwrap())
+}
+
+#[test]
+fn a_deleted_damaged_or_swapped_member_stops_the_restore_naming_it() {
+    let s = source(17, true);
+    let c = &s.cluster;
+    c.sql(
+        "postgres",
+        "CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 100);",
+    );
+    let (full, _) = snap(&s, &[]);
+    c.sql("postgres", "INSERT INTO t VALUES (101)");
+    let (i1, _) = snap(&s, &["--incremental"]);
+    c.sql("postgres", "INSERT INTO t VALUES (102)");
+    let (i2, _) = snap(&s, &["--incremental"]);
+    assert_eq!(i2["incremental"]["depth"], 2);
+    // Another full backup, to swap in for the first.
+    let (other, _) = snap(&s, &[]);
+    let work = Scratch::new("incr-refusals");
+    let i2_id = i2["id"].as_str().unwrap();
+
+    let try_restore = |repo: &Path, tag: &str| -> (Output, PathBuf) {
+        let dest = work.path.join(format!("dest-{tag}"));
+        let o = restore(&[
+            &"--repo",
+            &repo,
+            &"--select",
+            &i2_id,
+            &"--target-immediate",
+            &"-D",
+            &dest,
+        ]);
+        (o, dest)
+    };
+
+    // The intact chain restores.
+    let (o, dest) = try_restore(&s.repo, "good");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(dest.join("global/pg_control").is_file());
+
+    // A member deleted: exit 2, naming it and the member that needs it.
+    let deleted = work.path.join("deleted");
+    copy_repo(&s.repo, &deleted);
+    let loc = in_copy(&i1, &deleted);
+    fs::remove_dir_all(&loc).unwrap();
+    fs::remove_file(pgb_common::record::sidecar_for(&loc)).unwrap();
+    let (o, dest) = try_restore(&deleted, "deleted");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let want = format!(
+        "member {} (parent of {i2_id}) is missing",
+        i1["id"].as_str().unwrap()
+    );
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    assert!(records(&o.stdout).iter().all(|r| r["type"] == "error"));
+    assert!(!dest.exists());
+
+    // A member's stored bytes damaged: a verdict (exit 1), naming the file.
+    let damaged = work.path.join("damaged");
+    copy_repo(&s.repo, &damaged);
+    let base = in_copy(&full, &damaged).join("base.tar.zst");
+    let mut bytes = fs::read(&base).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    fs::write(&base, bytes).unwrap();
+    let (o, dest) = try_restore(&damaged, "damaged");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(full["id"].as_str().unwrap()) && err.contains(&base.display().to_string()),
+        "{err}"
+    );
+    let recs = records(&o.stdout);
+    assert_eq!(recs[0]["ok"], false, "{recs:?}");
+    assert!(!dest.exists());
+
+    // The first member swapped for another full backup of the same
+    // cluster, its record rewritten to the old id: every checksum matches,
+    // the chain does not.
+    let swapped = work.path.join("swapped");
+    copy_repo(&s.repo, &swapped);
+    let (fl, ol) = (in_copy(&full, &swapped), in_copy(&other, &swapped));
+    fs::remove_dir_all(&fl).unwrap();
+    fs::rename(&ol, &fl).unwrap();
+    let mut rec: Value =
+        serde_json::from_slice(&fs::read(pgb_common::record::sidecar_for(&ol)).unwrap()).unwrap();
+    rec["id"] = full["id"].clone();
+    rec["path"] = full["path"].clone();
+    fs::write(
+        pgb_common::record::sidecar_for(&fl),
+        serde_json::to_vec_pretty(&rec).unwrap(),
+    )
+    .unwrap();
+    fs::remove_file(pgb_common::record::sidecar_for(&ol)).unwrap();
+    let (o, dest) = try_restore(&swapped, "swapped");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let want = format!(
+        "member {} does not match its child {}",
+        full["id"].as_str().unwrap(),
+        i1["id"].as_str().unwrap()
+    );
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    assert!(!dest.exists());
+}
+
+#[test]
+fn full_backups_instead_say_why() {
+    // PostgreSQL 16: no incremental backups.
+    let s16 = source(16, false);
+    snap(&s16, &[]);
+    let (r, err) = snap(&s16, &["--incremental"]);
+    assert!(r.get("incremental").is_none(), "{r}");
+    assert!(
+        err.contains("incremental backups need PostgreSQL 17 or newer")
+            && err.contains("taking a full backup"),
+        "{err}"
+    );
+    drop(s16);
+
+    // PostgreSQL 17 without WAL summaries: pg_basebackup refuses, pgb
+    // takes a full backup and says so.
+    let off = source(17, false);
+    snap(&off, &[]);
+    let (r, err) = snap(&off, &["--incremental"]);
+    assert!(r.get("incremental").is_none(), "{r}");
+    assert!(
+        err.contains("WAL summar") && err.contains("taking a full backup"),
+        "{err}"
+    );
+    assert_eq!(files_below(&off.repo).len(), 2 * 4, "no leftovers");
+    drop(off);
+
+    // --max-chain, and a parent named by id.
+    let s = source(17, true);
+    let (full, _) = snap(&s, &[]);
+    let (i1, _) = snap(&s, &["--incremental", "--max-chain", "2"]);
+    assert_eq!(i1["incremental"]["depth"], 1);
+    let (r, err) = snap(&s, &["--incremental", "--max-chain", "2"]);
+    assert!(r.get("incremental").is_none(), "{r}");
+    assert!(err.contains("(--max-chain 2)"), "{err}");
+    let id = full["id"].as_str().unwrap();
+    let (r, _) = snap(&s, &[&format!("--incremental={id}")]);
+    assert_eq!(r["incremental"]["parent"], full["id"]);
+    assert_eq!(r["incremental"]["depth"], 1);
+    let o = s
+        .cluster
+        .tool("pgb-snapshot")
+        .args([
+            "--physical",
+            "--cluster",
+            "main",
+            "--incremental=nope",
+            "-o",
+        ])
+        .arg(&s.repo)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--incremental=nope: no physical backup with that id"));
+    let _ = location(&full);
+}
