@@ -381,3 +381,96 @@ fn full_backups_instead_say_why() {
     assert!(stderr(&o).contains("--incremental=nope: no physical backup with that id"));
     let _ = location(&full);
 }
+
+/// The archive's segment names (without .zst, .age), sorted.
+fn segments(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|n| n.split('.').next().unwrap().to_string())
+        .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[test]
+fn prune_keeps_every_ancestor_of_a_kept_incremental_and_their_wal() {
+    let s = source(17, true);
+    let c = &s.cluster;
+    c.sql(
+        "postgres",
+        "CREATE TABLE t (i int); INSERT INTO t VALUES (1);",
+    );
+    let (old, _) = snap(&s, &[]);
+    c.sql(
+        "postgres",
+        "INSERT INTO t VALUES (2); SELECT pg_switch_wal();",
+    );
+    let (full, _) = snap(&s, &[]);
+    c.sql("postgres", "INSERT INTO t VALUES (3)");
+    let (i1, _) = snap(&s, &["--incremental"]);
+    c.sql("postgres", "INSERT INTO t VALUES (4)");
+    let (i2, _) = snap(&s, &["--incremental"]);
+    assert_eq!(i2["incremental"]["depth"], 2);
+    c.sql("postgres", "INSERT INTO t VALUES (5)");
+    let seg = c.sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    wait_archived(c, &s.archive, &seg);
+    let old_start = old["wal"]["start_segment"].as_str().unwrap().to_string();
+    let full_start = full["wal"]["start_segment"].as_str().unwrap().to_string();
+    assert!(segments(&s.archive).contains(&old_start));
+
+    let o = Command::new(bin("pgb-prune"))
+        .arg("--repo")
+        .arg(&s.repo)
+        .args(["--keep-last", "1", "--apply", "--wal-archive"])
+        .arg(&s.archive)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let recs = records(&o.stdout);
+    let decision = |rec: &Value| -> (String, Vec<String>) {
+        let r = recs
+            .iter()
+            .find(|r| r["id"] == rec["id"])
+            .unwrap_or_else(|| panic!("no record of {} in {recs:?}", rec["id"]));
+        (
+            r["prune"]["action"].as_str().unwrap().to_string(),
+            serde_json::from_value(r["prune"]["reasons"].clone()).unwrap(),
+        )
+    };
+    assert_eq!(decision(&old).0, "delete");
+    assert_eq!(
+        decision(&full),
+        (
+            "keep".into(),
+            vec![format!("parent of {}", i1["id"].as_str().unwrap())]
+        )
+    );
+    assert_eq!(
+        decision(&i1),
+        (
+            "keep".into(),
+            vec![format!("parent of {}", i2["id"].as_str().unwrap())]
+        )
+    );
+    assert_eq!(decision(&i2).0, "keep");
+    assert!(!location(&old).exists());
+    assert!(location(&full).is_dir() && location(&i1).is_dir());
+    // WAL expiry follows the oldest kept member of the chain.
+    let left = segments(&s.archive);
+    assert_eq!(left.first(), Some(&full_start), "{left:?}");
+
+    // And the chain still restores.
+    let work = Scratch::new("incr-pruned");
+    let dest = work.path.join("data");
+    let o = restore(&[&"--repo", &s.repo, &"--target-immediate", &"-D", &dest]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        records(&o.stdout)[0]["chain"],
+        json!([full["id"], i1["id"], i2["id"]])
+    );
+}
