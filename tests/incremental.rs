@@ -474,3 +474,96 @@ fn prune_keeps_every_ancestor_of_a_kept_incremental_and_their_wal() {
         json!([full["id"], i1["id"], i2["id"]])
     );
 }
+
+/// The latest `verified` entry of `method` in the record of `id` among
+/// `recs`.
+fn verdict(recs: &[Value], id: &Value, method: &str) -> Value {
+    let r = recs
+        .iter()
+        .find(|r| &r["id"] == id)
+        .unwrap_or_else(|| panic!("no record of {id} in {recs:?}"));
+    r["verified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|v| v["method"] == method)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {method} verdict on {id}: {r}"))
+}
+
+#[test]
+fn verify_checks_a_chain_and_test_restores_through_it() {
+    let s = source(18, true);
+    let c = &s.cluster;
+    c.sql(
+        "postgres",
+        "CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 100);",
+    );
+    let (full, _) = snap(&s, &[]);
+    c.sql("postgres", "INSERT INTO t VALUES (101)");
+    let (i1, _) = snap(&s, &["--incremental"]);
+    c.sql("postgres", "DROP TABLE t; CREATE TABLE u (i int);");
+    let (i2, _) = snap(&s, &["--incremental"]);
+
+    let o = c
+        .tool("pgb-verify")
+        .arg("--repo")
+        .arg(&s.repo)
+        .args(["--checksums", "--restore"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let recs = records(&o.stdout);
+    let chain = verdict(&recs, &i2["id"], "chain");
+    assert_eq!(chain["ok"], true, "{chain}");
+    assert_eq!(chain["members"], json!([full["id"], i1["id"], i2["id"]]));
+    let r = verdict(&recs, &i2["id"], "restore");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["chain"], json!([full["id"], i1["id"], i2["id"]]));
+    assert_eq!(r["manifest_checked"], true, "{r}");
+    // A full backup has no chain verdict.
+    let f = recs.iter().find(|r| r["id"] == full["id"]).unwrap();
+    assert!(
+        f["verified"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["method"] != "chain"),
+        "{f}"
+    );
+
+    // One flipped byte in the full backup fails every incremental on it,
+    // naming the member and the file.
+    let base = location(&full).join("base.tar.zst");
+    let mut bytes = fs::read(&base).unwrap();
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0x01;
+    fs::write(&base, bytes).unwrap();
+    let o = c
+        .tool("pgb-verify")
+        .arg("--repo")
+        .arg(&s.repo)
+        .args(["--checksums", "--restore"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let recs = records(&o.stdout);
+    for inc in [&i1, &i2] {
+        let v = verdict(&recs, &inc["id"], "chain");
+        assert_eq!(v["ok"], false, "{v}");
+        let p = v["problems"][0].as_str().unwrap();
+        assert!(
+            p.contains(&format!("chain member {}", full["id"].as_str().unwrap()))
+                && p.contains(&base.display().to_string()),
+            "{p}"
+        );
+        let r = verdict(&recs, &inc["id"], "restore");
+        assert_eq!(r["ok"], false, "{r}");
+        assert!(
+            r["problems"][0].as_str().unwrap().contains("base.tar.zst"),
+            "{r}"
+        );
+    }
+    assert_eq!(verdict(&recs, &full["id"], "checksums")["ok"], false);
+}

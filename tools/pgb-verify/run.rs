@@ -28,7 +28,7 @@ pub struct Verdict {
 fn applies(method: &str, kind: Kind) -> bool {
     match method {
         "structure" => matches!(kind, Kind::Logical | Kind::Globals),
-        "manifest" => kind == Kind::Physical,
+        "manifest" | "chain" => kind == Kind::Physical,
         "restore" => matches!(kind, Kind::Logical | Kind::Physical),
         _ => true,
     }
@@ -212,6 +212,12 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> (bool, Option<String>) {
         checks.push((
             "checksums",
             Box::new(|a: &Artifact| Ok(crate::checksums::check(ctx, a))),
+        ));
+    }
+    if ctx.checksums && a.kind == Kind::Physical {
+        checks.push((
+            "chain",
+            Box::new(|a: &Artifact| crate::chain::check(ctx, a)),
         ));
     }
     if ctx.structure {
