@@ -110,6 +110,21 @@ fn chain_restored_with_pitr(major: u32) {
          INSERT INTO t SELECT i, 'full' FROM generate_series(1, 100) i;
          CREATE TABLE gone (i int); INSERT INTO gone VALUES (1), (2);",
     );
+    // A second tablespace, changed between the full backup and the first
+    // incremental.
+    let ts = s._scratch.owned_dir("tblspc");
+    c.sql(
+        "postgres",
+        &format!(
+            "CREATE TABLESPACE ts LOCATION '{}';
+             CREATE TABLE tt (i int) TABLESPACE ts; INSERT INTO tt SELECT generate_series(1, 30);",
+            ts.display()
+        ),
+    );
+    let ts_oid = c.sql(
+        "postgres",
+        "SELECT oid FROM pg_tablespace WHERE spcname = 'ts'",
+    );
     let (full, err) = snap(&s, &["--incremental"]);
     assert!(
         err.contains("no earlier physical backup") && err.contains("taking a full backup"),
@@ -120,7 +135,8 @@ fn chain_restored_with_pitr(major: u32) {
     c.sql(
         "postgres",
         "INSERT INTO t SELECT i, 'i1' FROM generate_series(101, 200) i;
-         UPDATE t SET v = 'changed' WHERE id <= 10;",
+         UPDATE t SET v = 'changed' WHERE id <= 10;
+         INSERT INTO tt SELECT generate_series(31, 40); DELETE FROM tt WHERE i <= 5;",
     );
     let (i1, err) = snap(&s, &["--incremental"]);
     assert!(!err.contains("full backup"), "{err}");
@@ -152,6 +168,7 @@ fn chain_restored_with_pitr(major: u32) {
     let noted = c.sql("postgres", "SELECT now()");
     let want_t = c.sql("postgres", "SELECT count(*) FROM t");
     let want_fresh = c.sql("postgres", "SELECT count(*) FROM fresh");
+    let want_tt = c.sql("postgres", "SELECT count(*) FROM tt");
     std::thread::sleep(Duration::from_millis(1100));
     c.sql("postgres", "DELETE FROM t WHERE id > 5; DROP TABLE fresh;");
     let seg = c.sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
@@ -159,6 +176,7 @@ fn chain_restored_with_pitr(major: u32) {
 
     let rs = Scratch::new("incr-restored");
     let dest = rs.path.join("data");
+    let new_ts = rs.path.join("ts");
     let o = restore(&[
         &"--repo",
         &s.repo,
@@ -168,6 +186,8 @@ fn chain_restored_with_pitr(major: u32) {
         &s.archive,
         &"-D",
         &dest,
+        &"--tablespace-map",
+        &format!("{ts_oid}={}", new_ts.display()),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let r = records(&o.stdout).remove(0);
@@ -180,9 +200,17 @@ fn chain_restored_with_pitr(major: u32) {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "data")
+        .filter(|n| n != "data" && n != "ts")
         .collect();
     assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        fs::read_link(dest.join("pg_tblspc").join(&ts_oid)).unwrap(),
+        new_ts
+    );
+    assert_eq!(
+        r["tablespaces"],
+        json!({ts_oid.clone(): new_ts.display().to_string()})
+    );
 
     let restored = Cluster::adopt_as(bindir_of(major), rs, dest, 5432, "archive_mode = off");
     restored.wait_for("SELECT pg_is_in_recovery()", "f");
@@ -200,6 +228,37 @@ fn chain_restored_with_pitr(major: u32) {
     assert_eq!(
         restored.sql("postgres", "SELECT to_regclass('gone') IS NULL"),
         "t"
+    );
+    assert_eq!(restored.sql("postgres", "SELECT count(*) FROM tt"), want_tt);
+    assert_eq!(want_tt, "35");
+    assert_eq!(
+        restored.sql(
+            "postgres",
+            "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts'"
+        ),
+        new_ts.display().to_string()
+    );
+
+    // The restored cluster promoted onto a new timeline: an incremental
+    // of it on the source's last backup (same system identifier) is not
+    // taken, a full one is, saying why.
+    let o = restored
+        .tool("pgb-snapshot")
+        .args(["--physical", "--cluster", "main", "--incremental", "-o"])
+        .arg(&s.repo)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let after = records(&o.stdout).remove(0);
+    assert!(after.get("incremental").is_none(), "{after}");
+    assert_eq!(after["wal"]["timeline"], 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "the server is on timeline 2, its last backup {} on timeline 1",
+            i2["id"].as_str().unwrap()
+        )) && err.contains("taking a full backup"),
+        "{err}"
     );
 }
 

@@ -34,13 +34,15 @@ impl Drop for TempFile {
     }
 }
 
-/// The server's current timeline, when it can be read.
+/// The server's current timeline, when it can be read: a primary's from
+/// its WAL insert position (pg_control's lags until the checkpoint after a
+/// promotion), a standby's from its last checkpoint.
 pub fn current_timeline(psql: &mut Psql) -> Result<Option<u32>> {
     let rows = psql.query(
-        "SELECT CASE WHEN has_function_privilege('pg_control_checkpoint()', 'execute')
-                     THEN (SELECT timeline_id FROM pg_control_checkpoint())::text
-                     WHEN NOT pg_is_in_recovery()
+        "SELECT CASE WHEN NOT pg_is_in_recovery()
                      THEN (('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)::text
+                     WHEN has_function_privilege('pg_control_checkpoint()', 'execute')
+                     THEN (SELECT timeline_id FROM pg_control_checkpoint())::text
                 END",
     )?;
     Ok(rows
