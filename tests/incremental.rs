@@ -626,3 +626,84 @@ fn verify_checks_a_chain_and_test_restores_through_it() {
     }
     assert_eq!(verdict(&recs, &full["id"], "checksums")["ok"], false);
 }
+
+#[test]
+fn an_encrypted_parent_needs_its_identity_and_the_chain_restores_with_it() {
+    let s = source(17, true);
+    let c = &s.cluster;
+    c.sql(
+        "postgres",
+        "CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 100);",
+    );
+    let (full, _) = snap(&s, &[]);
+    let keys = Scratch::new("incr-keys");
+    let id = keys.path.join("identity.txt");
+    run(Command::new("age-keygen").arg("-o").arg(&id));
+    let recipient = String::from_utf8(run(Command::new("age-keygen").arg("-y").arg(&id)).stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let (code, out, err) = pipe(
+        Command::new(bin("pgb-encrypt")).args(["-r", &recipient, "--remove-plaintext"]),
+        std::slice::from_ref(&full),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out[0]["encryption"].is_object());
+    assert!(location(&full).join("backup_manifest.age").is_file());
+
+    c.sql("postgres", "INSERT INTO t VALUES (101)");
+    // Without the identity: refused, saying what to give, nothing written.
+    let o = c
+        .tool("pgb-snapshot")
+        .args(["--physical", "--cluster", "main", "--incremental", "-o"])
+        .arg(&s.repo)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "the parent {} is encrypted: give its identity with -i FILE",
+            full["id"].as_str().unwrap()
+        )),
+        "{err}"
+    );
+    let sidecars = |repo: &Path| {
+        files_below(repo)
+            .into_iter()
+            .filter(|f| f.ends_with(".pgb.json"))
+            .count()
+    };
+    assert_eq!(sidecars(&s.repo), 1);
+    // With it: an incremental on the encrypted full backup.
+    let (i1, _) = snap(&s, &["--incremental", "-i", id.to_str().unwrap()]);
+    assert_eq!(i1["incremental"]["parent"], full["id"]);
+    let want = c.sql("postgres", "SELECT count(*) FROM t");
+
+    let rs = Scratch::new("incr-enc-restored");
+    let dest = rs.path.join("data");
+    let o = restore(&[&"--repo", &s.repo, &"--target-immediate", &"-D", &dest]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "chain member {}: encrypted; give the identity with -i FILE",
+            full["id"].as_str().unwrap()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dest.exists());
+    let o = restore(&[
+        &"--repo",
+        &s.repo,
+        &"-i",
+        &id,
+        &"--target-immediate",
+        &"-D",
+        &dest,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let restored = Cluster::adopt_as(bindir_of(17), rs, dest, 5432, "archive_mode = off");
+    restored.wait_for("SELECT pg_is_in_recovery()", "f");
+    assert_eq!(restored.sql("postgres", "SELECT count(*) FROM t"), want);
+}
