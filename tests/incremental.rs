@@ -177,6 +177,8 @@ fn chain_restored_with_pitr(major: u32) {
     let rs = Scratch::new("incr-restored");
     let dest = rs.path.join("data");
     let new_ts = rs.path.join("ts");
+    let ts_map = format!("{ts_oid}={}", new_ts.display());
+    // The plan first: the chain, pg_combinebackup, nothing written.
     let o = restore(&[
         &"--repo",
         &s.repo,
@@ -187,7 +189,28 @@ fn chain_restored_with_pitr(major: u32) {
         &"-D",
         &dest,
         &"--tablespace-map",
-        &format!("{ts_oid}={}", new_ts.display()),
+        &ts_map,
+        &"--dry-run",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let plan = records(&o.stdout).remove(0);
+    assert_eq!(plan["chain"], json!([full["id"], i1["id"], i2["id"]]));
+    assert!(
+        plan["plan"].to_string().contains("pg_combinebackup"),
+        "{plan}"
+    );
+    assert!(!dest.exists() && !new_ts.exists());
+    let o = restore(&[
+        &"--repo",
+        &s.repo,
+        &"--target-time",
+        &noted,
+        &"--wal-archive",
+        &s.archive,
+        &"-D",
+        &dest,
+        &"--tablespace-map",
+        &ts_map,
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let r = records(&o.stdout).remove(0);
@@ -211,6 +234,28 @@ fn chain_restored_with_pitr(major: u32) {
         r["tablespaces"],
         json!({ts_oid.clone(): new_ts.display().to_string()})
     );
+    // Everything pg_combinebackup wrote belongs to the cluster's owner,
+    // with private modes.
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let owner = fs::metadata(&rs.path).unwrap().uid();
+        for p in [
+            dest.clone(),
+            dest.join("global/pg_control"),
+            dest.join("base"),
+            dest.join("PG_VERSION"),
+            dest.join("tablespace_map"),
+            new_ts.clone(),
+        ] {
+            let md = fs::symlink_metadata(&p).unwrap();
+            assert_eq!(md.uid(), owner, "{}", p.display());
+            assert_eq!(md.mode() & 0o077, 0, "{}: {:o}", p.display(), md.mode());
+        }
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
 
     let restored = Cluster::adopt_as(bindir_of(major), rs, dest, 5432, "archive_mode = off");
     restored.wait_for("SELECT pg_is_in_recovery()", "f");
