@@ -1,6 +1,7 @@
 //! Restoring a chain of incremental backups: every member unpacked (its
 //! stored bytes checked against its record, its files against its
-//! backup_manifest) into a temp area next to the target, then
+//! backup_manifest; the WAL tar only of the newest, the only one
+//! pg_combinebackup uses) into a temp area next to the target, then
 //! pg_combinebackup of the chain's major writes the target data directory
 //! (never `--link`: the inputs are pgb's own copies, but nothing is
 //! hard-linked either), and pg_verifybackup checks the result against the
@@ -136,6 +137,7 @@ pub fn restore_chain(
                 owner: None,
                 identities: opts.identities,
                 tablespace_map: ts_map.clone(),
+                skip_wal: i + 1 < chain.len(),
             },
         )
         .map_err(|e| match e {

@@ -397,6 +397,7 @@ pub fn restore(
             owner: Some(owner),
             identities: ids,
             tablespace_map: ts_map.clone(),
+            skip_wal: false,
         };
         let r = match &chain {
             Some((chain, bindir)) => {

@@ -419,6 +419,7 @@ fn physical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
         owner,
         identities: ids.as_ref(),
         tablespace_map,
+        skip_wal: false,
     };
     let restored = match &chain {
         Some(chain) => {
