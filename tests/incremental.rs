@@ -673,7 +673,7 @@ fn verify_checks_a_chain_and_test_restores_through_it() {
 }
 
 #[test]
-fn an_encrypted_parent_needs_its_identity_and_the_chain_restores_with_it() {
+fn an_encrypted_parent_needs_its_identity_and_the_chain_restores_with_it_also_from_a_copy() {
     let s = source(17, true);
     let c = &s.cluster;
     c.sql(
@@ -751,4 +751,40 @@ fn an_encrypted_parent_needs_its_identity_and_the_chain_restores_with_it() {
     let restored = Cluster::adopt_as(bindir_of(17), rs, dest, 5432, "archive_mode = off");
     restored.wait_for("SELECT pg_is_in_recovery()", "f");
     assert_eq!(restored.sql("postgres", "SELECT count(*) FROM t"), want);
+    drop(restored);
+
+    // The chain shipped to another directory restores from the copy,
+    // without the original repository.
+    let copy = keys.path.join("nas");
+    fs::create_dir(&copy).unwrap();
+    let o = Command::new(bin("pgb-ship"))
+        .arg("--repo")
+        .arg(&s.repo)
+        .arg("--to")
+        .arg(&copy)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let moved = keys.path.join("original-gone");
+    fs::rename(&s.repo, &moved).unwrap();
+    let rs = Scratch::new("incr-copy-restored");
+    let dest = rs.path.join("data");
+    let o = restore(&[
+        &"--repo",
+        &copy,
+        &"-i",
+        &id,
+        &"--target-immediate",
+        &"-D",
+        &dest,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = records(&o.stdout).remove(0);
+    assert_eq!(r["chain"], json!([full["id"], i1["id"]]));
+    assert_eq!(r["artifact"]["repo"], copy.display().to_string());
+    let restored = Cluster::adopt_as(bindir_of(17), rs, dest, 5432, "archive_mode = off");
+    restored.wait_for("SELECT pg_is_in_recovery()", "f");
+    assert_eq!(restored.sql("postgres", "SELECT count(*) FROM t"), want);
+    fs::rename(&moved, &s.repo).unwrap();
 }
