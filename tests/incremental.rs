@@ -380,6 +380,22 @@ fn a_deleted_damaged_or_swapped_member_stops_the_restore_naming_it() {
     assert!(stderr(&o).contains(&want), "{}", stderr(&o));
     assert!(records(&o.stdout).iter().all(|r| r["type"] == "error"));
     assert!(!dest.exists());
+    // --select latest passes over the broken chain to the newest backup
+    // that restores (the other full one gone too, the first).
+    let loc = in_copy(&other, &deleted);
+    fs::remove_dir_all(&loc).unwrap();
+    fs::remove_file(pgb_common::record::sidecar_for(&loc)).unwrap();
+    let dest = work.path.join("dest-latest");
+    let o = restore(&[&"--repo", &deleted, &"--target-immediate", &"-D", &dest]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(records(&o.stdout)[0]["artifact"]["id"], full["id"]);
+    assert!(
+        stderr(&o).contains(&format!(
+            "skipping physical {i2_id}: chain of {i2_id}: member"
+        )),
+        "{}",
+        stderr(&o)
+    );
 
     // A member's stored bytes damaged: a verdict (exit 1), naming the file.
     let damaged = work.path.join("damaged");

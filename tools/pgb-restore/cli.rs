@@ -70,7 +70,8 @@ pub struct Args {
     /// stops: read from the WAL of plain, .zst and, with --wal-identity,
     /// encrypted segments, else the newest archived after the target).
     /// Artifacts whose latest verification failed are never picked (see
-    /// --allow-failed)
+    /// --allow-failed), nor incrementals whose chain is broken (a member
+    /// missing or not matching) or holds such a member
     #[arg(
         long = "select",
         value_name = "latest|ID|reach",
