@@ -211,6 +211,15 @@ zstd \-dc pg_wal.tar.zst | tar \-x \-C $PGDATA/pg_wal
 .RE
 .fi
 .PP
+Nightly incremental base backups on PostgreSQL 17 or newer (summarize_wal = on in postgresql.conf): a full backup when there is none yet, then incrementals on the newest, a new full one every seventh night; restore the newest with pgb\-restore, which rebuilds the chain with pg_combinebackup:
+.PP
+.nf
+.RS 4
+pgb\-snapshot \-\-physical \-\-incremental \-\-max\-chain 7 \-o /srv/backups/pg
+pgb\-restore \-\-repo /srv/backups/pg \-\-target\-immediate \-D /var/lib/postgresql/17/restored
+.RE
+.fi
+.PP
 From cron, with metrics for node_exporter's textfile collector (alert on them with the rules in scripts/prometheus/pgb\-alerts.yml):
 .PP
 .nf
@@ -219,5 +228,5 @@ pgb\-snapshot \-\-cluster main \-d appdb \-\-globals \-o /srv/backups/pg \-\-pro
 .RE
 .fi
 .PP
-Repository layout: CLUSTER/logical/DBNAME/DBNAME\-TIMESTAMP.dump (pg_dump 16+) or .dump.zst, CLUSTER/globals/CLUSTER\-TIMESTAMP.sql.zst, CLUSTER/physical/CLUSTER\-TIMESTAMP/ (base.tar.zst, one OID.tar.zst per tablespace, pg_wal.tar.zst, backup_manifest), each with a .pgb.json sidecar beside it; TIMESTAMP is UTC. Nothing is ever overwritten.
+Repository layout: CLUSTER/logical/DBNAME/DBNAME\-TIMESTAMP.dump (pg_dump 16+) or .dump.zst, CLUSTER/globals/CLUSTER\-TIMESTAMP.sql.zst, CLUSTER/physical/CLUSTER\-TIMESTAMP/ (base.tar.zst, one OID.tar.zst per tablespace, pg_wal.tar.zst, backup_manifest), each with a .pgb.json sidecar beside it; TIMESTAMP is UTC. An incremental backup has the same layout (its tars hold INCREMENTAL.* files) and restores only with its chain. Nothing is ever overwritten.
 "#;
