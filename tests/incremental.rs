@@ -804,3 +804,61 @@ fn an_encrypted_parent_needs_its_identity_and_the_chain_restores_with_it_also_fr
     assert_eq!(restored.sql("postgres", "SELECT count(*) FROM t"), want);
     fs::rename(&moved, &s.repo).unwrap();
 }
+
+#[test]
+fn three_two_one_holds_for_an_incremental_only_when_it_holds_for_its_chain() {
+    let s = source(17, true);
+    let c = &s.cluster;
+    c.sql(
+        "postgres",
+        "CREATE TABLE t (i int); INSERT INTO t VALUES (1);",
+    );
+    let (full, _) = snap(&s, &[]);
+    c.sql("postgres", "INSERT INTO t VALUES (2)");
+    let (i1, _) = snap(&s, &["--incremental"]);
+    let d = Scratch::new("incr-ship");
+    let (nas, off) = (d.path.join("nas"), d.path.join("offsite"));
+    fs::create_dir(&nas).unwrap();
+    fs::create_dir(&off).unwrap();
+    let to = [
+        "--to".to_string(),
+        format!("{}#media=nas", nas.display()),
+        "--to".to_string(),
+        format!("{}#media=usb,site=offsite", off.display()),
+        "--require".to_string(),
+        "3-2-1".to_string(),
+    ];
+
+    // The incremental alone: its own copies meet the rule, its parent has
+    // none.
+    let (code, out, err) = pipe(
+        Command::new(bin("pgb-ship")).args(&to),
+        std::slice::from_ref(&i1),
+    );
+    assert_eq!(code, 1, "{err}");
+    let p = &out[0]["policy"];
+    assert_eq!(p["ok"], false, "{p}");
+    assert_eq!(p["copies"], 3, "{p}");
+    assert_eq!(p["chain"], json!([full["id"], i1["id"]]));
+    let failed = p["failed"].to_string();
+    assert!(
+        failed.contains(&format!(
+            "chain member {}: 3 copies",
+            full["id"].as_str().unwrap()
+        )),
+        "{failed}"
+    );
+
+    // The whole repository, oldest first: the chain meets it.
+    let (code, out, err) = pipe(
+        Command::new(bin("pgb-ship"))
+            .arg("--repo")
+            .arg(&s.repo)
+            .args(&to),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let inc = out.iter().find(|r| r["id"] == i1["id"]).unwrap();
+    assert_eq!(inc["policy"]["ok"], true, "{inc}");
+    assert_eq!(inc["policy"]["chain"], json!([full["id"], i1["id"]]));
+}
