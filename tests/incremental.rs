@@ -626,6 +626,21 @@ fn verify_checks_a_chain_and_test_restores_through_it() {
     c.sql("postgres", "DROP TABLE t; CREATE TABLE u (i int);");
     let (i2, _) = snap(&s, &["--incremental"]);
 
+    // The cheap levels (checksums, structure, manifest: INCREMENTAL.*
+    // files are listed in an incremental's manifest like any other).
+    let o = c
+        .tool("pgb-verify")
+        .arg("--repo")
+        .arg(&s.repo)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let recs = records(&o.stdout);
+    for inc in [&i1, &i2] {
+        let m = verdict(&recs, &inc["id"], "manifest");
+        assert_eq!(m["ok"], true, "{m}");
+    }
+
     let o = c
         .tool("pgb-verify")
         .arg("--repo")
