@@ -19,7 +19,7 @@ pub fn members(a: &Artifact) -> Result<std::result::Result<Vec<Artifact>, String
     Ok(resolve(a, &all).map_err(|e| e.to_string()))
 }
 
-pub fn check(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
+pub fn check(_ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
     if a.extra
         .get("incremental")
         .map_or(true, serde_json::Value::is_null)
@@ -30,11 +30,13 @@ pub fn check(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
         Ok(c) => c,
         Err(why) => return Ok(Verdict::fail(why)),
     };
+    // The ancestors' files in this repository (their copies are their own
+    // checksums verdicts').
     let mut problems = Vec::new();
     for m in &chain[..chain.len() - 1] {
-        let v = crate::checksums::check(ctx, m);
+        let (found, _) = crate::checksums::local(m);
         problems.extend(
-            v.problems
+            found
                 .into_iter()
                 .map(|p| format!("chain member {}: {p}", m.id)),
         );

@@ -33,6 +33,23 @@ fn compare(shown: &str, d: &Digests, f: &FileEntry) -> Option<String> {
 }
 
 pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
+    let (problems, bytes) = local(a);
+    let mut v = Verdict::new(problems).with("bytes", bytes.into());
+    if !ctx.args.no_copies && !a.copies.is_empty() {
+        let mut results = Vec::new();
+        for copy in &a.copies {
+            let (entry, problems) = check_copy(ctx, a, copy);
+            v.problems.extend(problems);
+            results.push(entry);
+        }
+        v = v.with("copies", Value::Array(results));
+    }
+    v
+}
+
+/// The artifact's files in its repository compared with the record: the
+/// problems and the bytes read.
+pub fn local(a: &Artifact) -> (Vec<String>, u64) {
     let mut problems = Vec::new();
     let mut bytes = 0u64;
     for f in &a.files {
@@ -46,17 +63,7 @@ pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
             Err(e) => problems.push(format!("{shown}: {}", pgb_common::error::io_cause(&e))),
         }
     }
-    let mut v = Verdict::new(problems).with("bytes", bytes.into());
-    if !ctx.args.no_copies && !a.copies.is_empty() {
-        let mut results = Vec::new();
-        for copy in &a.copies {
-            let (entry, problems) = check_copy(ctx, a, copy);
-            v.problems.extend(problems);
-            results.push(entry);
-        }
-        v = v.with("copies", Value::Array(results));
-    }
-    v
+    (problems, bytes)
 }
 
 /// Reads one recorded copy back. Returns its entry for the verdict and the
