@@ -204,6 +204,11 @@ pub fn restore_chain(
             chown_tree(loc, o)?;
         }
     }
+    // pg_combinebackup ran with --no-sync: the caller syncs the target's
+    // file system; a tablespace may live on another.
+    for (_, loc) in &finals {
+        crate::unpack::sync_fs(loc)?;
+    }
     out.tablespaces = finals;
     drop(work);
     Ok(out)
