@@ -877,3 +877,58 @@ fn three_two_one_holds_for_an_incremental_only_when_it_holds_for_its_chain() {
     assert_eq!(inc["policy"]["ok"], true, "{inc}");
     assert_eq!(inc["policy"]["chain"], json!([full["id"], i1["id"]]));
 }
+
+#[test]
+fn check_archive_shows_a_chain_and_a_broken_one_is_unrestorable() {
+    let s = source(17, true);
+    let c = &s.cluster;
+    c.sql(
+        "postgres",
+        "CREATE TABLE t (i int); INSERT INTO t VALUES (1);",
+    );
+    let (full, _) = snap(&s, &[]);
+    c.sql("postgres", "INSERT INTO t VALUES (2)");
+    let (i1, _) = snap(&s, &["--incremental"]);
+    c.sql("postgres", "INSERT INTO t VALUES (3)");
+    let seg = c.sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    wait_archived(c, &s.archive, &seg);
+    let check = |repo: &Path| {
+        let o = Command::new(bin("pgb-check-archive"))
+            .arg(&s.archive)
+            .arg("--repo")
+            .arg(repo)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (o.status.code(), records(&o.stdout), stderr(&o))
+    };
+    let (code, recs, err) = check(&s.repo);
+    assert_eq!(code, Some(0), "{err}");
+    let inc = recs.iter().find(|r| r["id"] == i1["id"]).unwrap();
+    assert_eq!(inc["archive_check"]["restorable"], true, "{inc}");
+    assert_eq!(inc["archive_check"]["chain"], json!([full["id"], i1["id"]]));
+
+    // The full backup gone: the incremental cannot be restored.
+    let loc = location(&full);
+    fs::remove_dir_all(&loc).unwrap();
+    fs::remove_file(pgb_common::record::sidecar_for(&loc)).unwrap();
+    let (code, recs, err) = check(&s.repo);
+    assert_eq!(code, Some(1), "{err}");
+    let inc = recs.iter().find(|r| r["id"] == i1["id"]).unwrap();
+    assert_eq!(inc["archive_check"]["restorable"], false, "{inc}");
+    assert!(
+        inc["archive_check"]["chain_broken"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "member {} (parent of",
+                full["id"].as_str().unwrap()
+            )),
+        "{inc}"
+    );
+    assert!(
+        recs.iter()
+            .any(|r| r["problem"] == "backup-unrestorable" && r["backup"] == i1["id"]),
+        "{recs:?}"
+    );
+}
