@@ -484,6 +484,18 @@ fn full_backups_instead_say_why() {
     let (r, _) = snap(&s, &[&format!("--incremental={id}")]);
     assert_eq!(r["incremental"]["parent"], full["id"]);
     assert_eq!(r["incremental"]["depth"], 1);
+    // The newest backup's parent deleted by hand: no incremental on a
+    // chain that cannot be restored.
+    let loc = location(&full);
+    fs::remove_dir_all(&loc).unwrap();
+    fs::remove_file(pgb_common::record::sidecar_for(&loc)).unwrap();
+    let (after, err) = snap(&s, &["--incremental"]);
+    assert!(after.get("incremental").is_none(), "{after}");
+    assert!(
+        err.contains("whose own chain is broken")
+            && err.contains(&format!("member {id} (parent of")),
+        "{err}"
+    );
     let o = s
         .cluster
         .tool("pgb-snapshot")
@@ -499,7 +511,6 @@ fn full_backups_instead_say_why() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--incremental=nope: no physical backup with that id"));
-    let _ = location(&full);
 }
 
 /// The archive's segment names (without .zst, .age), sorted.

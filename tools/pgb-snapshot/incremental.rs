@@ -120,6 +120,14 @@ pub fn choose(
             ));
         }
     }
+    // An incremental on a parent whose own chain is broken could never be
+    // restored.
+    if let Err(e) = pgb_common::chain::resolve(parent, &all) {
+        return full(format!(
+            "not on {}, whose own chain is broken: {e}",
+            parent.id
+        ));
+    }
     let depth = depth_of(parent)? + 1;
     if depth + 1 > ctx.max_chain {
         return full(format!(
