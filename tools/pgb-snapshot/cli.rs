@@ -48,7 +48,8 @@ pub struct Args {
     /// backup with id ID. pgb hands pg_basebackup the parent's
     /// backup_manifest itself (decrypted with -i when the parent is
     /// encrypted). A full backup is taken instead, saying why on stderr,
-    /// when the server is older than 17, there is no parent, the timeline
+    /// when the server is older than 17, there is no parent, the parent's
+    /// own chain is broken (a member missing or not matching), the timeline
     /// changed, the chain is --max-chain long, or the server lacks the WAL
     /// summaries (summarize_wal = on) since the parent. The record names
     /// the parent and the depth: "incremental": {"parent": ID, "depth": N}.
