@@ -511,6 +511,19 @@ fn full_backups_instead_say_why() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--incremental=nope: no physical backup with that id"));
+    let o = s
+        .cluster
+        .tool("pgb-snapshot")
+        .args(["--physical", "--incremental", "-Z", "pg_dump", "-o"])
+        .arg(&s.repo)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--incremental needs --compress zstd"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// The archive's segment names (without .zst, .age), sorted.

@@ -53,7 +53,8 @@ pub struct Args {
     /// changed, the chain is --max-chain long, or the server lacks the WAL
     /// summaries (summarize_wal = on) since the parent. The record names
     /// the parent and the depth: "incremental": {"parent": ID, "depth": N}.
-    /// pgb-restore rebuilds the chain with pg_combinebackup
+    /// pgb-restore rebuilds the chain with pg_combinebackup. Needs
+    /// --compress zstd (the default) or none
     #[arg(
         long = "incremental",
         value_name = "auto|ID",

@@ -234,6 +234,13 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         false => Some(pgb_common::crypt::Identities::load(&args.identity)?),
     };
     let method = Method::parse(&args.compress)?;
+    if args.incremental.is_some() && matches!(method, Method::Native(_)) {
+        // The chain is linked through the backup_label, which pgb reads
+        // from zstd or plain tars only.
+        return Err(Error::Usage(
+            "--incremental needs --compress zstd[:LEVEL] or none, not pg_basebackup's gzip".into(),
+        ));
+    }
     let threads = args
         .threads
         .unwrap_or_else(|| {
