@@ -956,3 +956,78 @@ fn check_archive_shows_a_chain_and_a_broken_one_is_unrestorable() {
         "{recs:?}"
     );
 }
+
+#[test]
+fn a_failure_after_pg_combinebackup_leaves_no_target_and_no_tablespace() {
+    let s = source(17, true);
+    let c = &s.cluster;
+    let ts = s._scratch.owned_dir("tblspc");
+    c.sql(
+        "postgres",
+        &format!(
+            "CREATE TABLESPACE ts LOCATION '{}';
+             CREATE TABLE tt (i int) TABLESPACE ts; INSERT INTO tt VALUES (1);",
+            ts.display()
+        ),
+    );
+    let oid = c.sql(
+        "postgres",
+        "SELECT oid FROM pg_tablespace WHERE spcname = 'ts'",
+    );
+    snap(&s, &[]);
+    c.sql("postgres", "INSERT INTO tt VALUES (2)");
+    snap(&s, &["--incremental"]);
+
+    // PostgreSQL 17's programs, but a pg_verifybackup that fails (a fault
+    // a real one cannot be made to produce on demand).
+    let work = Scratch::new("incr-fault");
+    let bin17 = work.path.join("bin");
+    fs::create_dir(&bin17).unwrap();
+    for e in fs::read_dir(bindir_of(17)).unwrap().flatten() {
+        if e.file_name() != "pg_verifybackup" {
+            std::os::unix::fs::symlink(e.path(), bin17.join(e.file_name())).unwrap();
+        }
+    }
+    let stub = bin17.join("pg_verifybackup");
+    fs::write(
+        &stub,
+        "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'pg_verifybackup (PostgreSQL) 17.0'; exit 0; }\n\
+         echo 'pg_verifybackup: error: injected fault' >&2; exit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let dest = work.path.join("data");
+    let new_ts = work.path.join("ts");
+    let o = Command::new(bin("pgb-restore"))
+        .arg("--repo")
+        .arg(&s.repo)
+        .args(["--target-immediate", "-D"])
+        .arg(&dest)
+        .arg("--tablespace-map")
+        .arg(format!("{oid}={}", new_ts.display()))
+        .env("PGB_PG_BINDIR", &bin17)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the chain did not combine into a valid backup")
+            && stderr(&o).contains("injected fault"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dest.exists(), "the target was left");
+    let left: Vec<_> = fs::read_dir(&new_ts)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the tablespace was left: {left:?}");
+    let temps: Vec<_> = fs::read_dir(&work.path)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("pgb-tmp"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+}

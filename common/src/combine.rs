@@ -173,7 +173,25 @@ pub fn restore_chain(
     }
     cmd.args(&inputs);
     crate::pg::spawn(cmd, "combine the chain")?.wait()?;
+    // From here on a failure leaves no combined tablespace behind (the
+    // caller empties the target; the locations were empty or absent).
+    let r = finish(dest, &finals, opts, bindir);
+    if r.is_err() {
+        for (_, loc) in &finals {
+            if loc.is_dir() {
+                let _ = physical::clear_dir(loc);
+            }
+        }
+    }
+    r?;
+    out.tablespaces = finals;
+    drop(work);
+    Ok(out)
+}
 
+/// After pg_combinebackup: verify the result, point tablespace_map at the
+/// real locations, give everything to the owner, sync the tablespaces.
+fn finish(dest: &Path, finals: &[(u32, PathBuf)], opts: &Options, bindir: &Path) -> Result<()> {
     let mut verify = std::process::Command::new(bindir.join("pg_verifybackup"));
     verify
         .stdin(std::process::Stdio::null())
@@ -193,25 +211,23 @@ pub fn restore_chain(
     // links from it at startup).
     if !finals.is_empty() {
         let mut text = String::new();
-        for (oid, loc) in &finals {
+        for (oid, loc) in finals {
             text.push_str(&format!("{oid} {}\n", loc.display()));
         }
         physical::write_owned(&dest.join("tablespace_map"), text.as_bytes(), None, true)?;
     }
     if let Some(o) = opts.owner {
         chown_tree(dest, o)?;
-        for (_, loc) in &finals {
+        for (_, loc) in finals {
             chown_tree(loc, o)?;
         }
     }
     // pg_combinebackup ran with --no-sync: the caller syncs the target's
     // file system; a tablespace may live on another.
-    for (_, loc) in &finals {
+    for (_, loc) in finals {
         crate::unpack::sync_fs(loc)?;
     }
-    out.tablespaces = finals;
-    drop(work);
-    Ok(out)
+    Ok(())
 }
 
 /// Gives `root` and everything below it (symlinks not followed) to `o`.
