@@ -958,7 +958,7 @@ fn check_archive_shows_a_chain_and_a_broken_one_is_unrestorable() {
 }
 
 #[test]
-fn a_failure_after_pg_combinebackup_leaves_no_target_and_no_tablespace() {
+fn a_failure_after_pg_combinebackup_leaves_no_target_no_tablespace_no_temp_area() {
     let s = source(17, true);
     let c = &s.cluster;
     let ts = s._scratch.owned_dir("tblspc");
@@ -1000,6 +1000,13 @@ fn a_failure_after_pg_combinebackup_leaves_no_target_and_no_tablespace() {
 
     let dest = work.path.join("data");
     let new_ts = work.path.join("ts");
+    // The temp area of a restore killed earlier (its process gone) is
+    // removed by the next one.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let leftover = work.path.join(format!(".data.pgb-tmp.chain.{dead}"));
+    fs::create_dir_all(leftover.join("0/base")).unwrap();
     let o = Command::new(bin("pgb-restore"))
         .arg("--repo")
         .arg(&s.repo)
@@ -1030,4 +1037,9 @@ fn a_failure_after_pg_combinebackup_leaves_no_target_and_no_tablespace() {
         .filter(|n| n.contains("pgb-tmp"))
         .collect();
     assert!(temps.is_empty(), "{temps:?}");
+    assert!(
+        stderr(&o).contains("removing the temp area of an interrupted restore"),
+        "{}",
+        stderr(&o)
+    );
 }

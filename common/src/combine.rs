@@ -32,15 +32,44 @@ impl Drop for Work {
 
 /// The temp area for restoring into `dest`: a hidden directory beside it.
 pub fn work_dir(dest: &Path) -> PathBuf {
+    dest.with_file_name(format!("{}{}", work_prefix(dest), std::process::id()))
+}
+
+fn work_prefix(dest: &Path) -> String {
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "pgdata".into());
-    dest.with_file_name(format!(
-        ".{name}{}chain.{}",
-        crate::fs::TEMP_MARK,
-        std::process::id()
-    ))
+    format!(".{name}{}chain.", crate::fs::TEMP_MARK)
+}
+
+/// Removes the temp areas beside `dest` left by chain restores that were
+/// killed (their process is gone), naming each on stderr.
+fn remove_leftovers(dest: &Path) {
+    let (Some(parent), prefix) = (dest.parent(), work_prefix(dest)) else {
+        return;
+    };
+    for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid > 0
+            && matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Ok(()) | Err(nix::errno::Errno::EPERM)
+            );
+        if !alive && e.file_type().is_ok_and(|t| t.is_dir()) {
+            crate::term::warn(format!(
+                "removing the temp area of an interrupted restore: {}",
+                e.path().display()
+            ));
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Where each tablespace of the newest member goes: the caller's map, else
@@ -108,6 +137,7 @@ pub fn restore_chain(
 ) -> Result<Restored> {
     let newest = chain.last().ok_or_else(|| Error::msg("an empty chain"))?;
     let finals = final_locations(newest, &opts.tablespace_map)?;
+    remove_leftovers(dest);
     let work = Work(work_dir(dest));
     if work.0.exists() {
         std::fs::remove_dir_all(&work.0).ctx("remove", &work.0)?;
