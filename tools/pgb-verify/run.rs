@@ -239,7 +239,10 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> (bool, Option<String>) {
         ));
     }
     for (method, check) in checks {
-        if method != "checksums" && applies(method, a.kind) && crate::stored::lacks_identity(a) {
+        if !matches!(method, "checksums" | "chain")
+            && applies(method, a.kind)
+            && crate::stored::lacks_identity(a)
+        {
             warn(format!(
                 "{} {}: {method}: skipped: {}",
                 a.kind.as_str(),
