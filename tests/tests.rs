@@ -6,6 +6,7 @@ mod util;
 mod check_archive;
 mod encrypt;
 mod fixperms;
+mod incremental;
 mod list;
 mod man;
 mod offsite;

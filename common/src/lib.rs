@@ -4,7 +4,9 @@
 //!
 //! Re-exported flat, so a tool writes `pgb_common::AtomicFile`.
 
+pub mod chain;
 pub mod cluster;
+pub mod combine;
 pub mod conninfo;
 pub mod crypt;
 pub mod dest;

@@ -85,6 +85,9 @@ pub struct Options<'a> {
     pub identities: Option<&'a Identities>,
     /// Tablespace OID -> new location; others go back where they were.
     pub tablespace_map: BTreeMap<u32, PathBuf>,
+    /// Leave the WAL tar unread (a chain member before the newest: only
+    /// the newest's WAL is used).
+    pub skip_wal: bool,
 }
 
 #[derive(Debug, Default)]
@@ -212,7 +215,7 @@ pub fn restore(a: &Artifact, dest: &Path, opts: &Options) -> Result<Restored> {
         write_owned(&map_path, text.as_bytes(), opts.owner, true)?;
     }
 
-    if let Some(name) = &l.wal {
+    if let Some(name) = l.wal.as_ref().filter(|_| !opts.skip_wal) {
         let path = dir.join(name);
         let wal_dir = dest.join("pg_wal");
         if !wal_dir.is_dir() {

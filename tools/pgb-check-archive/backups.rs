@@ -111,19 +111,47 @@ pub fn process(
         {
             end += 1;
         }
-        let restorable = missing.is_empty() && bad.is_empty();
-        artifact.extra.insert(
-            "archive_check".into(),
-            json!({
-                "archive": archive,
-                "checked": rfc3339(now),
-                "restorable": restorable,
-                "missing": missing,
-                "bad": bad,
-                "wal_end_segment": restorable.then(|| segment_name_for_segno(w.timeline, end, ss)),
-            }),
-        );
-        if !restorable {
+        // An incremental restores only with its chain (its WAL is all it
+        // needs of the archive: pg_combinebackup rebuilds its start).
+        let chain = match pgb_common::chain::incremental_of(&artifact) {
+            Ok(None) => Ok(None),
+            Ok(Some(_)) => {
+                let repo = Path::new(&artifact.repo);
+                pgb_common::chain::load_physical(repo, repo)
+                    .and_then(|all| pgb_common::chain::resolve(&artifact, &all))
+                    .map(|c| Some(c.into_iter().map(|m| m.id).collect::<Vec<_>>()))
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let restorable = missing.is_empty() && bad.is_empty() && chain.is_ok();
+        let mut check = json!({
+            "archive": archive,
+            "checked": rfc3339(now),
+            "restorable": restorable,
+            "missing": missing,
+            "bad": bad,
+            "wal_end_segment": restorable.then(|| segment_name_for_segno(w.timeline, end, ss)),
+        });
+        match &chain {
+            Ok(Some(ids)) => check["chain"] = json!(ids),
+            Ok(None) => {}
+            Err(why) => {
+                check["chain_broken"] = why.clone().into();
+                let mut p = Problem::new(
+                    "backup-unrestorable",
+                    w.start_segment.clone(),
+                    format!("backup {}: {why}", artifact.id),
+                );
+                p.extra
+                    .insert("backup".into(), Value::from(artifact.id.clone()));
+                out.write(&p.record(archive))?;
+                an.problems.push(p);
+            }
+        }
+        artifact.extra.insert("archive_check".into(), check);
+        let wal_ok = missing.is_empty() && bad.is_empty();
+        if !wal_ok {
             let first = missing.first().or(bad.first()).cloned().unwrap_or_default();
             let mut p = Problem::new(
                 "backup-unrestorable",

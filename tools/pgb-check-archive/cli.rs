@@ -91,7 +91,11 @@ pub struct Args {
     /// Read pgb.v1 records on stdin: each physical backup artifact is
     /// written out again with an `archive_check` field saying whether every
     /// segment from its start to its stop is in the archive; other records
-    /// are forwarded untouched
+    /// are forwarded untouched. An incremental backup's `archive_check`
+    /// lists its `chain` (the records' parent links, read from its
+    /// repository); a chain that is broken (a member missing or not
+    /// matching) makes it unrestorable, said in `chain_broken` and a
+    /// backup-unrestorable problem
     #[arg(long = "backups", conflicts_with = "repo")]
     pub backups: bool,
 

@@ -68,11 +68,18 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 
-/// The parent a record names (incremental backups), if any.
+/// The parent a record names (incremental backups: pgb-snapshot writes
+/// `incremental.parent`), if any.
 fn chain(a: &Artifact) -> Option<&str> {
-    ["parent", "parent_id"]
-        .iter()
-        .find_map(|k| a.extra.get(*k).and_then(Value::as_str))
+    a.extra
+        .get("incremental")
+        .and_then(|i| i.get("parent"))
+        .and_then(Value::as_str)
+        .or_else(|| {
+            ["parent", "parent_id"]
+                .iter()
+                .find_map(|k| a.extra.get(*k).and_then(Value::as_str))
+        })
 }
 
 /// The `listing` record of `a` at `now`; `media` and `site` label the
@@ -200,6 +207,11 @@ mod tests {
         assert_eq!(l["policy"]["ok"], true);
         assert_eq!(l["encrypted"], true);
         assert_eq!(l["chain"], "physical-main-1");
+        let inc = artifact(json!({"incremental": {"parent": "physical-main-0", "depth": 1}}));
+        assert_eq!(
+            listing(&inc, now, "local", "onsite")["chain"],
+            "physical-main-0"
+        );
         let a = artifact(json!({"verified": [
             {"method": "checksums", "ok": true}, {"method": "manifest", "ok": false}
         ]}));

@@ -38,7 +38,11 @@ use clap::Parser;
 /// artifact that does not count is kept when it is newer than the newest
 /// counted artifact of its group (a backup not verified yet) or when the
 /// group has no counted artifact, and deleted otherwise. Whatever the
-/// policy, the newest verified artifact of each group is kept. A record
+/// policy, the newest verified artifact of each group is kept, and so is
+/// every ancestor of a kept incremental backup (pgb-snapshot
+/// --incremental), with the reason "parent of ID": an incremental restores
+/// only with its whole chain, and --wal-archive then keeps WAL from the
+/// oldest kept member's start. A record
 /// read on stdin must match the sidecar beside its artifact (same id and
 /// path); one with no sidecar there is left alone. An artifact dated in the
 /// future is kept, flagged and not counted; one dated, or

@@ -59,6 +59,8 @@ pub struct Candidate {
     pub last_verification: Option<DateTime<FixedOffset>>,
     /// Why the artifact is not complete, when it is not.
     pub incomplete: Option<String>,
+    /// The backup an incremental was taken on (`incremental.parent`).
+    pub parent: Option<String>,
 }
 
 impl Candidate {
@@ -72,6 +74,12 @@ impl Candidate {
             verified: is_verified(a),
             last_verification: last_verification(a),
             incomplete,
+            parent: a
+                .extra
+                .get("incremental")
+                .and_then(|i| i.get("parent"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
         }
     }
 }
@@ -245,6 +253,7 @@ pub fn make(cands: &[Candidate], o: &Options) -> Plan {
             d.reasons.push("newest verified".into());
         }
     }
+    keep_chains(cands, &mut decisions);
     if let Some(why) = &clock {
         for d in &mut decisions {
             if d.delete {
@@ -254,6 +263,48 @@ pub fn make(cands: &[Candidate], o: &Options) -> Plan {
         }
     }
     Plan { decisions, clock }
+}
+
+/// Every ancestor of a kept incremental is kept, `parent of CHILD`: an
+/// incremental cannot be restored without its whole chain.
+fn keep_chains(cands: &[Candidate], decisions: &mut [Decision]) {
+    let index: HashMap<(&str, &str), usize> = cands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ((c.cluster.as_str(), c.id.as_str()), i))
+        .collect();
+    let mut work: Vec<usize> = (0..cands.len()).filter(|&i| !decisions[i].delete).collect();
+    while let Some(i) = work.pop() {
+        let c = &cands[i];
+        let Some(p) = c
+            .parent
+            .as_deref()
+            .and_then(|p| index.get(&(c.cluster.as_str(), p)).copied())
+        else {
+            continue;
+        };
+        let why = format!("parent of {}", c.id);
+        let d = &mut decisions[p];
+        if d.reasons.contains(&why) {
+            continue;
+        }
+        if d.delete {
+            // What would have deleted it no longer applies.
+            d.delete = false;
+            d.reasons.clear();
+        }
+        d.reasons.push(why);
+        work.push(p);
+    }
+    // The same reasons whatever the input order: children sorted.
+    for d in decisions.iter_mut() {
+        let (mut parents, rest): (Vec<String>, Vec<String>) = std::mem::take(&mut d.reasons)
+            .into_iter()
+            .partition(|r| r.starts_with("parent of "));
+        parents.sort();
+        d.reasons = rest;
+        d.reasons.extend(parents);
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +328,7 @@ mod tests {
             verified,
             last_verification: None,
             incomplete: None,
+            parent: None,
         }
     }
 
@@ -409,9 +461,38 @@ mod tests {
         assert_eq!(del, [false, false, true]);
     }
 
+    #[test]
+    fn a_kept_incremental_keeps_its_chain_and_says_why() {
+        let mut c = vec![
+            cand("full", "2026-11-18T00:00:00Z", false),
+            cand("i1", "2026-11-19T00:00:00Z", false),
+            cand("i2", "2026-11-20T00:00:00Z", false),
+            cand("old", "2026-11-17T00:00:00Z", false),
+        ];
+        for x in &mut c {
+            x.kind = Kind::Physical;
+            x.database = None;
+        }
+        c[1].parent = Some("full".into());
+        c[2].parent = Some("i1".into());
+        let p = make(&c, &opts(last(1)));
+        let del: Vec<bool> = p.decisions.iter().map(|d| d.delete).collect();
+        assert_eq!(del, [false, false, false, true], "{:?}", p.decisions);
+        assert_eq!(p.decisions[1].reasons, ["parent of i2"]);
+        assert_eq!(p.decisions[0].reasons, ["parent of i1"]);
+        // A parent kept by a rule too says both.
+        let p = make(&c, &opts(last(3)));
+        assert!(p.decisions[0].reasons.contains(&"parent of i1".into()));
+        assert!(
+            p.decisions[0].reasons.iter().any(|r| r.starts_with("last")),
+            "{:?}",
+            p.decisions[0]
+        );
+    }
+
     fn arb_cands() -> impl Strategy<Value = Vec<Candidate>> {
-        prop::collection::vec((0i64..40_000_000, any::<bool>(), 0u8..3, 0u8..6), 0..40).prop_map(
-            |v| {
+        prop::collection::vec((0i64..40_000_000, any::<bool>(), 0u8..3, 0u8..6), 0..40)
+            .prop_map(|v| {
                 v.into_iter()
                     .enumerate()
                     .map(|(i, (s, ver, db, inc))| {
@@ -428,9 +509,27 @@ mod tests {
                         }
                         c
                     })
-                    .collect()
-            },
-        )
+                    .collect::<Vec<Candidate>>()
+            })
+            .prop_flat_map(|c| {
+                let n = c.len();
+                (Just(c), prop::collection::vec(0usize..n.max(1) * 2, n))
+            })
+            .prop_map(|(mut c, picks)| {
+                // Physical backups on an older physical backup of the group,
+                // chains of any depth (a pick beyond the list: a full backup).
+                for (i, pick) in picks.into_iter().enumerate() {
+                    if c[i].kind == Kind::Physical {
+                        if let Some(p) = c
+                            .get(pick)
+                            .filter(|p| p.kind == Kind::Physical && p.created < c[i].created)
+                        {
+                            c[i].parent = Some(p.id.clone());
+                        }
+                    }
+                }
+                c
+            })
     }
 
     fn arb_opts() -> impl Strategy<Value = Options> {
@@ -489,6 +588,23 @@ mod tests {
             }
             for &i in newest.values() {
                 prop_assert!(!p.decisions[i].delete);
+            }
+            // No kept backup is left without its chain.
+            for (i, x) in c.iter().enumerate() {
+                if p.decisions[i].delete {
+                    continue;
+                }
+                let mut at = x;
+                while let Some(pid) = &at.parent {
+                    let j = c.iter().position(|y| &y.id == pid).expect("parents are in the list");
+                    prop_assert!(!p.decisions[j].delete, "{} kept, its ancestor {} deleted", x.id, pid);
+                    prop_assert!(
+                        p.clock.is_some()
+                            || p.decisions[j].reasons.contains(&format!("parent of {}", at.id)),
+                        "{:?}", p.decisions[j]
+                    );
+                    at = &c[j];
+                }
             }
             // An empty policy or a stopped clock deletes nothing.
             if o.policy.is_empty() || p.clock.is_some() {

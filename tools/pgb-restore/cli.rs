@@ -16,7 +16,17 @@ use pgb_common::pg::ConnArgs;
 /// pg_wal), every file checked against backup_manifest on the way; then
 /// restore_command (pgb-wal get), the recovery target and recovery.signal
 /// (or standby.signal) are written and ownership and modes set as
-/// pgb-fixperms sets them. Before anything is written it checks that the
+/// pgb-fixperms sets them. An incremental backup (pgb-snapshot
+/// --incremental, PostgreSQL 17+) is restored with its whole chain, found
+/// through the records' parent links in its repository: every link checked
+/// (same system identifier, depths that follow, each child's INCREMENTAL
+/// FROM LSN at its parent's start), every member's stored bytes and
+/// manifest checked as it is unpacked into a temp area beside --pgdata
+/// (tablespaces as pg_tblspc links there), then pg_combinebackup of the
+/// backup's major writes --pgdata (tablespaces where tablespace_map or
+/// --tablespace-map says) and pg_verifybackup checks it; a missing,
+/// damaged or swapped member stops the restore naming it before --pgdata
+/// is written, and the record lists the `chain`. Before anything is written it checks that the
 /// WAL archive holds every segment from the backup's start to the target
 /// and names what is missing (those the backup carries itself count),
 /// following .history files from the backup's timeline to the target
@@ -63,7 +73,8 @@ pub struct Args {
     /// stops: read from the WAL of plain, .zst and, with --wal-identity,
     /// encrypted segments, else the newest archived after the target).
     /// Artifacts whose latest verification failed are never picked (see
-    /// --allow-failed)
+    /// --allow-failed), nor incrementals whose chain is broken (a member
+    /// missing or not matching) or holds such a member
     #[arg(
         long = "select",
         value_name = "latest|ID|reach",

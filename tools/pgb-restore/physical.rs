@@ -166,6 +166,35 @@ pub fn restore(
     }
     let ts_map = tablespace_map(args)?;
 
+    // An incremental: its whole chain, every link checked and every
+    // member's files there, and pg_combinebackup of its major, before
+    // anything is written.
+    let chain = match pgb_common::chain::incremental_of(a)? {
+        None => None,
+        Some(_) => {
+            let repo = Path::new(&a.repo);
+            let all = pgb_common::chain::load_physical(repo, repo)?;
+            let chain = pgb_common::chain::resolve(a, &all)?;
+            for m in &chain {
+                crate::run::present(m)
+                    .map_err(|e| Error::msg(format!("chain member {}: {e}", m.id)))?;
+                if physical::is_encrypted(m) && ids.is_none() {
+                    return Err(Error::Usage(format!(
+                        "chain member {}: encrypted; give the identity with -i FILE",
+                        m.id
+                    )));
+                }
+            }
+            let bindir = pgb_common::pgbin::for_physical(
+                args.conn.pg_bindir.as_deref(),
+                a,
+                "pg_combinebackup",
+            )?
+            .bindir();
+            Some((chain, bindir))
+        }
+    };
+
     // The WAL archive, before anything is written.
     let (wal, wal_encrypted) = if args.wal_archive.is_empty() {
         if !matches!(tgt, Target::Immediate) {
@@ -298,12 +327,26 @@ pub fn restore(
     );
     rec.insert("wal".into(), wal);
     rec.insert("owner".into(), json!({"uid": owner.uid, "gid": owner.gid}));
+    if let Some((chain, _)) = &chain {
+        let ids: Vec<&str> = chain.iter().map(|m| m.id.as_str()).collect();
+        rec.insert("chain".into(), json!(ids));
+    }
     if args.dry_run {
         let mut plan = vec![];
         if nonempty {
             plan.push(format!("empty {}", dest.display()));
         }
-        if let Some(f) = &layout.base {
+        if let Some((chain, bindir)) = &chain {
+            let ids: Vec<&str> = chain.iter().map(|m| m.id.as_str()).collect();
+            plan.push(format!(
+                "unpack and check each member of the chain {} into {}, then {} into {} and \
+                 pg_verifybackup it",
+                ids.join(" <- "),
+                pgb_common::combine::work_dir(&dest).display(),
+                bindir.join("pg_combinebackup").display(),
+                dest.display()
+            ));
+        } else if let Some(f) = &layout.base {
             plan.push(format!("unpack {f} into {}", dest.display()));
         }
         if let Some(f) = &layout.wal {
@@ -355,15 +398,18 @@ pub fn restore(
             a.files.iter().map(|f| f.size).sum(),
         );
         owner.apply(&dest)?;
-        let r = physical::restore(
-            a,
-            &dest,
-            &physical::Options {
-                owner: Some(owner),
-                identities: ids,
-                tablespace_map: ts_map.clone(),
-            },
-        )?;
+        let opts = physical::Options {
+            owner: Some(owner),
+            identities: ids,
+            tablespace_map: ts_map.clone(),
+            skip_wal: false,
+        };
+        let r = match &chain {
+            Some((chain, bindir)) => {
+                pgb_common::combine::restore_chain(chain, &dest, &opts, bindir)?
+            }
+            None => physical::restore(a, &dest, &opts)?,
+        };
         use std::os::unix::fs::PermissionsExt;
         let mode = if r.group_access { 0o750 } else { 0o700 };
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))

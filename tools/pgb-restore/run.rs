@@ -253,7 +253,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
 
 /// Checks that the artifact's repository is there and holds each of its
 /// files with the recorded size.
-fn present(a: &Artifact) -> Result<()> {
+pub fn present(a: &Artifact) -> Result<()> {
     pgb_common::repo::check_present(a)?;
     let loc = a.location();
     for f in &a.files {
@@ -324,6 +324,43 @@ fn select(
         }
         false
     };
+    // An incremental restores only with its whole chain: one whose chain
+    // is broken, or has a member whose latest verification failed, is
+    // passed over too.
+    let physical_all: Vec<Artifact> = all
+        .iter()
+        .filter(|(a, _)| a.kind == Kind::Physical)
+        .map(|(a, _)| a.clone())
+        .collect();
+    let chain_usable = |a: &Artifact| -> bool {
+        if a.kind != Kind::Physical || !matches!(pgb_common::chain::incremental_of(a), Ok(Some(_)))
+        {
+            return true;
+        }
+        let why = match pgb_common::chain::resolve(a, &physical_all) {
+            Err(e) => Some(e.to_string()),
+            Ok(chain) => chain[..chain.len() - 1]
+                .iter()
+                .find(|m| !args.allow_failed && !m.failed_verifications().is_empty())
+                .map(|m| {
+                    format!(
+                        "chain member {}: its latest verification failed ({}); --allow-failed \
+                         restores it anyway",
+                        m.id,
+                        m.failed_verifications().join("; ")
+                    )
+                }),
+        };
+        match why {
+            None => true,
+            Some(why) => {
+                if skipped.borrow_mut().insert(a.id.clone()) {
+                    warn(format!("skipping physical {}: {why}", a.id));
+                }
+                false
+            }
+        }
+    };
     let sel = args.select.as_str();
     let mut chosen: Vec<(Artifact, Value)> = Vec::new();
     if !matches!(sel, "latest" | "reach") {
@@ -366,7 +403,9 @@ fn select(
         let candidates: Vec<&(Artifact, Value)> = all
             .iter()
             .rev()
-            .filter(|(a, _)| a.kind == Kind::Physical && in_cluster(a) && usable(a))
+            .filter(|(a, _)| {
+                a.kind == Kind::Physical && in_cluster(a) && usable(a) && chain_usable(a)
+            })
             .collect();
         let first = candidates.first().ok_or_else(|| {
             Error::Usage(format!(

@@ -56,7 +56,11 @@ pub struct Args {
     /// Exit 1 unless every artifact now meets the policy: `3-2-1` means at
     /// least 3 copies counting the original, on at least 2 kinds of media,
     /// at least 1 of them offsite (site=offsite). The verdict is recorded in
-    /// the artifact's `policy` field, naming each rule that failed
+    /// the artifact's `policy` field, naming each rule that failed. An
+    /// incremental backup meets it only when every member of its chain does
+    /// (their copies as their sidecars record them, so ship a chain oldest
+    /// first, as --repo does); a member that does not is named, and
+    /// `policy.chain` lists the members
     #[arg(long = "require", value_name = "POLICY", value_parser = ["3-2-1"])]
     pub require: Option<String>,
 

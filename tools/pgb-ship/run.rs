@@ -213,6 +213,43 @@ fn ship_to(t: &Target, a: &Artifact, progress: &Progress) -> Result<Value> {
     Ok(Value::Object(entry))
 }
 
+/// 3-2-1 for an incremental holds only when it holds for every member of
+/// its chain (read from the repository's sidecars, where the members
+/// shipped before it have their copies recorded): a member that fails it,
+/// or a chain that does not resolve, fails the artifact's `policy`, named
+/// in `failed`; `chain` lists the members.
+fn chain_policy(args: &Args, a: &Artifact, p: &mut Value) {
+    if !matches!(pgb_common::chain::incremental_of(a), Ok(Some(_))) {
+        return;
+    }
+    let repo = std::path::Path::new(&a.repo);
+    let chain = pgb_common::chain::load_physical(repo, repo)
+        .and_then(|all| pgb_common::chain::resolve(a, &all));
+    let mut failed: Vec<String> = Vec::new();
+    match chain {
+        Err(e) => failed.push(format!("chain: {e}")),
+        Ok(chain) => {
+            for m in &chain[..chain.len() - 1] {
+                let mp = pgb_common::policy::three_two_one(&m.copies, &args.media, &args.site, "");
+                if mp["ok"] != true {
+                    let why: Vec<&str> = mp["failed"]
+                        .as_array()
+                        .map(|v| v.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    failed.push(format!("chain member {}: {}", m.id, why.join("; ")));
+                }
+            }
+            p["chain"] = json!(chain.iter().map(|m| m.id.as_str()).collect::<Vec<_>>());
+        }
+    }
+    if !failed.is_empty() {
+        p["ok"] = false.into();
+        if let Some(f) = p["failed"].as_array_mut() {
+            f.extend(failed.into_iter().map(Value::from));
+        }
+    }
+}
+
 /// Ships one artifact; the record to print and the outcome.
 fn ship(args: &Args, targets: &[Target], a: Artifact) -> (Value, ExitStatus) {
     let label = format!("{} {}", a.kind.as_str(), a.id);
@@ -267,7 +304,8 @@ fn ship(args: &Args, targets: &[Target], a: Artifact) -> (Value, ExitStatus) {
     }
     let mut status = ExitStatus::Ok;
     if args.require.is_some() {
-        let p = pgb_common::policy::three_two_one(&a.copies, &args.media, &args.site, &now());
+        let mut p = pgb_common::policy::three_two_one(&a.copies, &args.media, &args.site, &now());
+        chain_policy(args, &a, &mut p);
         if p["ok"] != true {
             let why: Vec<&str> = p["failed"]
                 .as_array()

@@ -42,6 +42,41 @@ pub struct Args {
     #[arg(long = "physical")]
     pub physical: bool,
 
+    /// With --physical on PostgreSQL 17 or newer: an incremental backup
+    /// (pg_basebackup --incremental), holding only the blocks changed since
+    /// its parent: the newest complete physical backup of the same cluster
+    /// (system identifier) and timeline in the repository (auto), or the
+    /// backup with id ID. pgb hands pg_basebackup the parent's
+    /// backup_manifest itself (decrypted with -i when the parent is
+    /// encrypted). A full backup is taken instead, saying why on stderr,
+    /// when the server is older than 17, there is no parent, the parent's
+    /// own chain is broken (a member missing or not matching), the timeline
+    /// changed, the chain is --max-chain long, or the server lacks the WAL
+    /// summaries (summarize_wal = on) since the parent. The record names
+    /// the parent and the depth: "incremental": {"parent": ID, "depth": N}.
+    /// pgb-restore rebuilds the chain with pg_combinebackup. Needs
+    /// --compress zstd (the default) or none
+    #[arg(
+        long = "incremental",
+        value_name = "auto|ID",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "auto"
+    )]
+    pub incremental: Option<String>,
+
+    /// Longest chain of backups (the full one included) that --incremental
+    /// builds; when the parent is the chain's last allowed member, a full
+    /// backup starts a new chain
+    #[arg(long = "max-chain", value_name = "N", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_chain: u32,
+
+    /// age identity file to decrypt an encrypted parent's backup_manifest
+    /// for --incremental (repeatable)
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+
     /// Repository directory the artifacts are written under
     #[arg(short = 'o', long = "out", value_name = "DIR", env = "PGB_REPO")]
     pub out: PathBuf,
@@ -186,6 +221,15 @@ zstd \-dc pg_wal.tar.zst | tar \-x \-C $PGDATA/pg_wal
 .RE
 .fi
 .PP
+Nightly incremental base backups on PostgreSQL 17 or newer (summarize_wal = on in postgresql.conf): a full backup when there is none yet, then incrementals on the newest, a new full one every seventh night; restore the newest with pgb\-restore, which rebuilds the chain with pg_combinebackup:
+.PP
+.nf
+.RS 4
+pgb\-snapshot \-\-physical \-\-incremental \-\-max\-chain 7 \-o /srv/backups/pg
+pgb\-restore \-\-repo /srv/backups/pg \-\-target\-immediate \-D /var/lib/postgresql/17/restored
+.RE
+.fi
+.PP
 From cron, with metrics for node_exporter's textfile collector (alert on them with the rules in scripts/prometheus/pgb\-alerts.yml):
 .PP
 .nf
@@ -195,5 +239,5 @@ pgb\-snapshot \-\-cluster main \-d appdb \-\-globals \-o /srv/backups/pg \\
 .RE
 .fi
 .PP
-Repository layout: CLUSTER/logical/DBNAME/DBNAME\-TIMESTAMP.dump (pg_dump 16+) or .dump.zst, CLUSTER/globals/CLUSTER\-TIMESTAMP.sql.zst, CLUSTER/physical/CLUSTER\-TIMESTAMP/ (base.tar.zst, one OID.tar.zst per tablespace, pg_wal.tar.zst, backup_manifest), each with a .pgb.json sidecar beside it; TIMESTAMP is UTC. Nothing is ever overwritten.
+Repository layout: CLUSTER/logical/DBNAME/DBNAME\-TIMESTAMP.dump (pg_dump 16+) or .dump.zst, CLUSTER/globals/CLUSTER\-TIMESTAMP.sql.zst, CLUSTER/physical/CLUSTER\-TIMESTAMP/ (base.tar.zst, one OID.tar.zst per tablespace, pg_wal.tar.zst, backup_manifest), each with a .pgb.json sidecar beside it; TIMESTAMP is UTC. An incremental backup has the same layout (its tars hold INCREMENTAL.* files) and restores only with its chain. Nothing is ever overwritten.
 "#;

@@ -4,6 +4,7 @@
 mod cli;
 mod compress;
 mod globals;
+mod incremental;
 mod logical;
 mod meta;
 mod physical;

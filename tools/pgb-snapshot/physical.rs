@@ -12,17 +12,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, FixedOffset};
+use pgb_common::chain::label_value;
 use pgb_common::digest::{Digests, Hasher};
 use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::fs::AtomicDir;
 use pgb_common::pg::{self, Conn, Need};
 use pgb_common::record::{Artifact, Kind, WalRange};
+use pgb_common::term::warn;
 use pgb_common::term::Progress;
 use pgb_common::wal::{parse_lsn, prev_segment_name, segment_name};
 use pgb_common::AtomicFile;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::compress::{store, Method};
+use crate::incremental::{choose, current_timeline, wants_summaries, Parent};
+use crate::meta::ServerInfo;
 use crate::run::{
     artifact, file_entry, free_moment, now, session, stamp, write_sidecar, Ctx, Taken,
 };
@@ -40,15 +45,75 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
             .ok(),
         false => None,
     };
+    let timeline = match ctx.incremental {
+        Some(_) => current_timeline(&mut psql)?,
+        None => None,
+    };
     psql.close()?;
+    let (major, _) = info.need()?;
+    let cluster = info.label(ctx.cluster.as_deref());
+    let dir = ctx.dir(&cluster, Kind::Physical, None)?;
+    let parent = match &ctx.incremental {
+        Some(want) => choose(ctx, &info, major, timeline, &dir, want)?,
+        None => None,
+    };
+    match take(
+        ctx,
+        server,
+        &info,
+        &dir,
+        (started, created),
+        parent.as_ref(),
+        estimate,
+    ) {
+        Err(e) if parent.is_some() && wants_summaries(&e) => {
+            warn(format!(
+                "--incremental: pg_basebackup refused an incremental backup for want of WAL \
+                 summaries (summarize_wal = on must have run since the parent {} was taken): {e}; \
+                 taking a full backup",
+                parent.as_ref().map_or("", |p| p.id.as_str())
+            ));
+            take(
+                ctx,
+                server,
+                &info,
+                &dir,
+                (Instant::now(), now()),
+                None,
+                estimate,
+            )
+        }
+        r => r,
+    }
+}
+
+/// Takes one base backup into `parent` (the cluster's physical directory,
+/// cleaned already): incremental on `incremental` when given.
+fn take(
+    ctx: &Ctx,
+    server: &Conn,
+    info: &ServerInfo,
+    parent: &Path,
+    (started, created): (Instant, DateTime<FixedOffset>),
+    incremental: Option<&Parent>,
+    estimate: Option<u64>,
+) -> Result<Artifact> {
     // pg_basebackup of the server's major, or a newer one (it reads older
     // servers).
     let (major, why) = info.need()?;
     let (server, taker) = server.using("pg_basebackup", Need::AtLeast(major), &why)?;
     let server = &server;
     let cluster = info.label(ctx.cluster.as_deref());
-    let parent = ctx.dir(&cluster, Kind::Physical, None)?;
-    let created = free_moment(created, &parent, |s| format!("{cluster}-{s}"));
+    let moved = free_moment(created, parent, |s| format!("{cluster}-{s}"));
+    // A backup that waited for a free second starts then: `created` plus
+    // the duration is when it ended (the time a PITR target is checked
+    // against).
+    let started = if moved != created {
+        Instant::now()
+    } else {
+        started
+    };
+    let created = moved;
     let name = format!("{cluster}-{}", stamp(&created));
     let target = parent.join(&name);
     let dir = AtomicDir::create(&target)?;
@@ -73,6 +138,9 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
         .arg(format!("--compress={compress}"))
         .arg(format!("--checkpoint={}", ctx.checkpoint))
         .arg(format!("--label=pgb {name}"));
+    if let Some(p) = incremental {
+        cmd.arg(format!("--incremental={}", p.manifest.0.display()));
+    }
     let child = pg::spawn(cmd, what)?;
 
     let done = Arc::new(AtomicBool::new(false));
@@ -152,6 +220,21 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
     let wal = wal_range(&manifest, info.wal_segment_size)?;
     let label = backup_label(&dir.path().join(base_name(&digests)?))?;
     let label = (!label.is_empty()).then_some(label);
+    let incremental = match incremental {
+        Some(p) => {
+            let from = label
+                .as_deref()
+                .and_then(|l| label_value(l, "INCREMENTAL FROM LSN"))
+                .ok_or_else(|| {
+                    Error::msg(format!(
+                        "{what}: pg_basebackup --incremental wrote a backup_label without \
+                         INCREMENTAL FROM LSN"
+                    ))
+                })?;
+            Some(json!({"parent": p.id, "depth": p.depth, "from_lsn": from}))
+        }
+        None => None,
+    };
     dir.commit()?;
 
     let version = taker.version.clone();
@@ -164,7 +247,7 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
         Taken {
             kind: Kind::Physical,
             name: &cluster,
-            info: &info,
+            info,
             cluster: &cluster,
             created,
             location: &target,
@@ -183,6 +266,9 @@ pub fn backup(ctx: &Ctx, server: &Conn) -> Result<Artifact> {
         a.extra.insert("backup_label".into(), label.into());
     }
     a.extra.insert("checkpoint".into(), ctx.checkpoint.into());
+    if let Some(inc) = incremental {
+        a.extra.insert("incremental".into(), inc);
+    }
     write_sidecar(&a)?;
     Ok(a)
 }

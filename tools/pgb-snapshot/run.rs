@@ -30,6 +30,10 @@ pub struct Ctx {
     pub checkpoint: &'static str,
     /// pg_dump --statistics (PostgreSQL 18's pg_dump).
     pub statistics: bool,
+    /// --incremental: `auto` or a parent's id.
+    pub incremental: Option<String>,
+    pub max_chain: u32,
+    pub identities: Option<pgb_common::crypt::Identities>,
 }
 
 impl Ctx {
@@ -222,7 +226,21 @@ fn try_run(args: Args) -> Result<ExitStatus> {
             "nothing to back up: give -d DBNAME, --all-databases, --globals or --physical".into(),
         ));
     }
+    if args.incremental.is_some() && !args.physical {
+        return Err(Error::Usage("--incremental needs --physical".into()));
+    }
+    let identities = match args.identity.is_empty() {
+        true => None,
+        false => Some(pgb_common::crypt::Identities::load(&args.identity)?),
+    };
     let method = Method::parse(&args.compress)?;
+    if args.incremental.is_some() && matches!(method, Method::Native(_)) {
+        // The chain is linked through the backup_label, which pgb reads
+        // from zstd or plain tars only.
+        return Err(Error::Usage(
+            "--incremental needs --compress zstd[:LEVEL] or none, not pg_basebackup's gzip".into(),
+        ));
+    }
     let threads = args
         .threads
         .unwrap_or_else(|| {
@@ -243,6 +261,9 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         maintenance_db: args.maintenance_db.clone(),
         checkpoint: args.checkpoint.as_str(),
         statistics: args.statistics,
+        incremental: args.incremental.clone(),
+        max_chain: args.max_chain,
+        identities,
     };
 
     // The first -d says how to reach the server; without one, libpq's

@@ -34,13 +34,32 @@ fn compare(shown: &str, d: &Digests, f: &FileEntry) -> Option<String> {
 }
 
 pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
-    let mut problems = Vec::new();
-    let mut bytes = 0u64;
+    // The progress line counts the copies read back after the files.
     let copies = if ctx.args.no_copies {
         0
     } else {
         a.copies.len()
     };
+    let (problems, bytes) = local(a, copies);
+    let mut v = Verdict::new(problems).with("bytes", bytes.into());
+    if !ctx.args.no_copies && !a.copies.is_empty() {
+        let mut results = Vec::new();
+        for copy in &a.copies {
+            let (entry, problems) = check_copy(ctx, a, copy);
+            v.problems.extend(problems);
+            results.push(entry);
+        }
+        v = v.with("copies", Value::Array(results));
+    }
+    v
+}
+
+/// The artifact's files in its repository compared with the record: the
+/// problems and the bytes read. `copies`: how many copies are read back
+/// after it, for the progress line's total.
+pub fn local(a: &Artifact, copies: usize) -> (Vec<String>, u64) {
+    let mut problems = Vec::new();
+    let mut bytes = 0u64;
     let recorded: u64 = a.files.iter().map(|f| f.size).sum();
     let _progress = Progress::with_total(
         format!("{} {}: checksums", a.kind.as_str(), a.id),
@@ -57,17 +76,7 @@ pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
             Err(e) => problems.push(format!("{shown}: {}", pgb_common::error::io_cause(&e))),
         }
     }
-    let mut v = Verdict::new(problems).with("bytes", bytes.into());
-    if !ctx.args.no_copies && !a.copies.is_empty() {
-        let mut results = Vec::new();
-        for copy in &a.copies {
-            let (entry, problems) = check_copy(ctx, a, copy);
-            v.problems.extend(problems);
-            results.push(entry);
-        }
-        v = v.with("copies", Value::Array(results));
-    }
-    v
+    (problems, bytes)
 }
 
 /// Reads one recorded copy back. Returns its entry for the verdict and the

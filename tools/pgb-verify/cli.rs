@@ -32,7 +32,12 @@ pub struct Args {
     /// that can be reached (directories, SSH hosts, S3), computing sha256 and
     /// blake3 in one pass, and compare sizes and sums with the record (the
     /// ciphertext, for an encrypted artifact). A copy that differs fails,
-    /// naming its URL and file
+    /// naming its URL and file. An incremental physical backup (pgb-snapshot
+    /// --incremental) also gets a `chain` verdict: its parent links followed
+    /// through the repository's records and checked (system identifier,
+    /// depth, INCREMENTAL FROM LSN at the parent's start), and every
+    /// ancestor's files compared with its record; a missing, damaged or
+    /// swapped member fails it, naming the member (`members` lists the chain)
     #[arg(long = "checksums")]
     pub checksums: bool,
 
@@ -62,7 +67,9 @@ pub struct Args {
     /// throwaway directory (manifest checked on the way), started as
     /// postgres on a private socket with recovery to the end of the
     /// included WAL (recovery_target = 'immediate'), promoted and queried in
-    /// every database; removed afterwards, also on Ctrl-C, and by the next
+    /// every database; an incremental is rebuilt from its whole chain with
+    /// pg_combinebackup first (every member checked as it is unpacked, see
+    /// pgb-restore(1)); removed afterwards, also on Ctrl-C, and by the next
     /// run after a kill. A restore the run cannot complete (--target down,
     /// a program missing, a full temp disk) records no verdict: an error
     /// record, exit 2

@@ -1,5 +1,6 @@
 //! pgb-verify: prove backups restorable. See pgb-verify(1).
 
+mod chain;
 mod checksums;
 mod cli;
 mod cluster;

@@ -369,9 +369,33 @@ fn physical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
         Ok(l) => l,
         Err(e) => return Ok(Verdict::fail(e.to_string())),
     };
+    // An incremental is restored through its whole chain.
+    let chain = match pgb_common::chain::incremental_of(a) {
+        Ok(None) => None,
+        Ok(Some(_)) => match crate::chain::members(a)? {
+            Ok(c) => Some(c),
+            Err(why) => return Ok(Verdict::fail(why)),
+        },
+        Err(e) => return Ok(Verdict::fail(e.to_string())),
+    };
+    if let Some(chain) = &chain {
+        if let Some(m) = chain
+            .iter()
+            .find(|m| physical::is_encrypted(m) && ids.is_none())
+        {
+            warn(format!(
+                "{}: restore: skipped: chain member {} is encrypted, no identity (give -i FILE)",
+                a.id, m.id
+            ));
+            return Ok(Verdict::skip());
+        }
+    }
     let bindir = Some(pgbin::for_physical(ctx.args.pg_bindir.as_deref(), a, "postgres")?.bindir());
+    if chain.is_some() {
+        pgbin::for_physical(ctx.args.pg_bindir.as_deref(), a, "pg_combinebackup")?;
+    }
     let started = Instant::now();
-    let tc = crate::cluster::create(bindir)?;
+    let tc = crate::cluster::create(bindir.clone())?;
     let owner = pgb_common::cluster::owner_ids();
     let data = tc.data();
     {
@@ -391,15 +415,19 @@ fn physical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
         .iter()
         .map(|(oid, _)| (*oid, tc.dir.join("tblspc").join(oid.to_string())))
         .collect();
-    let restored = physical::restore(
-        a,
-        &data,
-        &physical::Options {
-            owner,
-            identities: ids.as_ref(),
-            tablespace_map,
-        },
-    );
+    let opts = physical::Options {
+        owner,
+        identities: ids.as_ref(),
+        tablespace_map,
+        skip_wal: false,
+    };
+    let restored = match &chain {
+        Some(chain) => {
+            let bin = bindir.clone().unwrap_or_default();
+            pgb_common::combine::restore_chain(chain, &data, &opts, &bin)
+        }
+        None => physical::restore(a, &data, &opts),
+    };
     let restored = match restored {
         Ok(r) => r,
         // A full temp disk or a missing program is no verdict.
@@ -466,8 +494,12 @@ fn physical(ctx: &Ctx, a: &Artifact) -> Result<Verdict> {
             ));
         }
     }
-    Ok(Verdict::new(problems)
-        .with("restore_ms", restore_ms.into())
+    let mut v = Verdict::new(problems);
+    if let Some(chain) = &chain {
+        let ids: Vec<&str> = chain.iter().map(|m| m.id.as_str()).collect();
+        v = v.with("chain", serde_json::json!(ids));
+    }
+    Ok(v.with("restore_ms", restore_ms.into())
         .with("files_restored", restored.files.into())
         .with("manifest_checked", restored.manifest_checked.into())
         .with("databases_queried", queried.into()))

@@ -28,7 +28,7 @@ pub struct Verdict {
 fn applies(method: &str, kind: Kind) -> bool {
     match method {
         "structure" => matches!(kind, Kind::Logical | Kind::Globals),
-        "manifest" => kind == Kind::Physical,
+        "manifest" | "chain" => kind == Kind::Physical,
         "restore" => matches!(kind, Kind::Logical | Kind::Physical),
         _ => true,
     }
@@ -218,6 +218,12 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> (bool, Option<String>) {
             Box::new(|a: &Artifact| Ok(crate::checksums::check(ctx, a))),
         ));
     }
+    if ctx.checksums && a.kind == Kind::Physical {
+        checks.push((
+            "chain",
+            Box::new(|a: &Artifact| crate::chain::check(ctx, a)),
+        ));
+    }
     if ctx.structure {
         checks.push((
             "structure",
@@ -237,7 +243,10 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> (bool, Option<String>) {
         ));
     }
     for (method, check) in checks {
-        if method != "checksums" && applies(method, a.kind) && crate::stored::lacks_identity(a) {
+        if !matches!(method, "checksums" | "chain")
+            && applies(method, a.kind)
+            && crate::stored::lacks_identity(a)
+        {
             warn(format!(
                 "{} {}: {method}: skipped: {}",
                 a.kind.as_str(),
