@@ -226,7 +226,8 @@ Nightly incremental base backups on PostgreSQL 17 or newer (summarize_wal = on i
 .nf
 .RS 4
 pgb\-snapshot \-\-physical \-\-incremental \-\-max\-chain 7 \-o /srv/backups/pg
-pgb\-restore \-\-repo /srv/backups/pg \-\-target\-immediate \-D /var/lib/postgresql/17/restored
+pgb\-restore \-\-repo /srv/backups/pg \-\-target\-immediate \\
+  \-D /var/lib/postgresql/17/restored
 .RE
 .fi
 .PP
