@@ -37,7 +37,7 @@ fn verify(c: &Cluster, recs: &[Value], args: &[&str]) -> (i32, Vec<Value>, Strin
     (code, out, err)
 }
 
-fn location(a: &Value) -> PathBuf {
+pub(crate) fn location(a: &Value) -> PathBuf {
     Path::new(a["repo"].as_str().unwrap()).join(a["path"].as_str().unwrap())
 }
 
@@ -153,7 +153,7 @@ fn every_kind_of_damage_to_a_dump_fails_and_names_the_file() {
 
 /// Decompresses a tar.zst to a plain tar next to it, lets `edit` change
 /// it with the tar CLI, and compresses it back.
-fn edit_tar(tar_zst: &Path, edit: impl FnOnce(&Path, &Path)) {
+pub(crate) fn edit_tar(tar_zst: &Path, edit: impl FnOnce(&Path, &Path)) {
     let dir = tar_zst.parent().unwrap();
     let tar = dir.join("edit.tar");
     let _ = fs::remove_file(&tar);
@@ -176,7 +176,7 @@ fn edit_tar(tar_zst: &Path, edit: impl FnOnce(&Path, &Path)) {
     fs::remove_dir_all(&work).unwrap();
 }
 
-fn tar(args: &[&str], tar: &Path, cwd: &Path) {
+pub(crate) fn tar(args: &[&str], tar: &Path, cwd: &Path) {
     run(Command::new("tar")
         .args(args)
         .arg("-f")
@@ -1023,7 +1023,7 @@ fn plain_backup(c: &Cluster, repo: &Path, name: &str) -> Value {
 }
 
 /// [`plain_backup`] with the manifest's checksums in `algorithm`.
-fn plain_backup_with(c: &Cluster, repo: &Path, name: &str, algorithm: &str) -> Value {
+pub(crate) fn plain_backup_with(c: &Cluster, repo: &Path, name: &str, algorithm: &str) -> Value {
     let rel = format!("main/physical/{name}");
     let dir = repo.join(&rel);
     fs::create_dir_all(dir.parent().unwrap()).unwrap();

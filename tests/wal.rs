@@ -73,7 +73,7 @@ fn segment(name: &str, sysid: u64) -> Vec<u8> {
 
 /// An age key pair made by the reference `age-keygen`: (identity file,
 /// recipient).
-fn keypair(dir: &Path, tag: &str) -> (std::path::PathBuf, String) {
+pub(crate) fn keypair(dir: &Path, tag: &str) -> (std::path::PathBuf, String) {
     let id = dir.join(format!("{tag}.key"));
     let out = run(Command::new("age-keygen").arg("-o").arg(&id));
     let _ = out;
@@ -90,7 +90,7 @@ fn keypair(dir: &Path, tag: &str) -> (std::path::PathBuf, String) {
 
 /// The exit status `get` gives a real failure: above 125, so PostgreSQL
 /// aborts recovery instead of ending it.
-const FATAL: i32 = 255;
+pub(crate) const FATAL: i32 = 255;
 
 #[test]
 fn push_follows_the_archive_command_contract() {

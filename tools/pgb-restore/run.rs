@@ -157,9 +157,19 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         return Ok(status);
     }
     // Every file there, as recorded, before anything is written (also for
-    // --dry-run: a plan for files that cannot be read is no plan).
+    // --dry-run: a plan for files that cannot be read is no plan). A file
+    // of another size than recorded is a verdict on that artifact (and so
+    // on its set), given below in set order; a file that cannot be read
+    // stops the run.
+    let mut wrong_size: std::collections::BTreeMap<String, String> = Default::default();
     for (a, _) in &picked {
-        present(a).map_err(|e| Error::msg(format!("{} {}: {e}", a.kind.as_str(), a.id)))?;
+        match present(a) {
+            Ok(()) => {}
+            Err(Error::Damaged(why)) => {
+                wrong_size.insert(a.id.clone(), why);
+            }
+            Err(e) => return Err(Error::msg(format!("{} {}: {e}", a.kind.as_str(), a.id))),
+        }
     }
     let mut ordered: Vec<&(Artifact, Value)> = Vec::new();
     for k in [Kind::Globals, Kind::Logical, Kind::Physical] {
@@ -187,6 +197,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         }
         let started = Instant::now();
         let result = match a.kind {
+            _ if wrong_size.contains_key(&a.id) => Err(Error::Damaged(wrong_size[&a.id].clone())),
             Kind::Globals => crate::logical::globals(&args, a, ids.as_ref()),
             Kind::Logical => crate::logical::database(&args, a, ids.as_ref()),
             Kind::Physical => crate::physical::restore(&args, a, ids.as_ref(), &tgt, goal),
@@ -239,7 +250,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
 }
 
 /// Checks that the artifact's repository is there and holds each of its
-/// files with the recorded size.
+/// files with the recorded size ([`Error::Damaged`] when one differs).
 fn present(a: &Artifact) -> Result<()> {
     pgb_common::repo::check_present(a)?;
     let loc = a.location();
@@ -254,7 +265,7 @@ fn present(a: &Artifact) -> Result<()> {
             return Err(Error::msg(format!("{}: not a file", p.display())));
         }
         if md.len() != f.size {
-            return Err(Error::msg(format!(
+            return Err(Error::Damaged(format!(
                 "{}: {} bytes, the record says {}",
                 p.display(),
                 md.len(),
