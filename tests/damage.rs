@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::restore::{db_exists, tiny_appdb};
 use crate::util::*;
-use crate::verify::{edit_tar, location, plain_backup_with, tar};
+use crate::verify::{location, plain_backup_with};
 use crate::wal::{keypair, FATAL};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -236,18 +236,37 @@ fn inflict(spot: &Spot, damage: Damage) {
             assert_ne!(b, before, "{damage:?} changes {}", p.display());
             fs::write(p, b).unwrap();
         }
-        Spot::Member { tar_zst, member } => edit_tar(tar_zst, |t, w| {
-            tar(&["-x", member], t, w);
-            let p = w.join(member);
-            let mut b = fs::read(&p).unwrap();
-            let before = b.clone();
-            damage.apply(&mut b);
-            assert_ne!(b, before, "{damage:?} changes {member}");
-            fs::write(&p, b).unwrap();
-            tar(&["--delete", member], t, w);
-            tar(&["-r", member], t, w);
-        }),
+        Spot::Member { tar_zst, member } => damage_member(tar_zst, member, damage),
     }
+}
+
+/// Damages one member of a tar.zst, every other member left as it was,
+/// byte for byte (headers copied raw), and the member's header carrying
+/// its new size.
+fn damage_member(tar_zst: &Path, member: &str, damage: Damage) {
+    let plain = zstd::decode_all(fs::File::open(tar_zst).unwrap()).unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    let mut archive = tar::Archive::new(&plain[..]);
+    let mut entries = archive.entries().unwrap().raw(true);
+    let mut found = false;
+    for e in entries.by_ref() {
+        let mut e = e.unwrap();
+        let mut header = e.header().clone();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        if e.path().unwrap() == Path::new(member) {
+            let before = data.clone();
+            damage.apply(&mut data);
+            assert_ne!(data, before, "{damage:?} changes {member}");
+            header.set_size(data.len() as u64);
+            header.set_cksum();
+            found = true;
+        }
+        out.append(&header, &data[..]).unwrap();
+    }
+    assert!(found, "no {member} in {}", tar_zst.display());
+    let tar = out.into_inner().unwrap();
+    fs::write(tar_zst, zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
 }
 
 /// Every file below the repositories and archives, to put back after each

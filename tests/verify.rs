@@ -153,7 +153,7 @@ fn every_kind_of_damage_to_a_dump_fails_and_names_the_file() {
 
 /// Decompresses a tar.zst to a plain tar next to it, lets `edit` change
 /// it with the tar CLI, and compresses it back.
-pub(crate) fn edit_tar(tar_zst: &Path, edit: impl FnOnce(&Path, &Path)) {
+fn edit_tar(tar_zst: &Path, edit: impl FnOnce(&Path, &Path)) {
     let dir = tar_zst.parent().unwrap();
     let tar = dir.join("edit.tar");
     let _ = fs::remove_file(&tar);
@@ -176,7 +176,7 @@ pub(crate) fn edit_tar(tar_zst: &Path, edit: impl FnOnce(&Path, &Path)) {
     fs::remove_dir_all(&work).unwrap();
 }
 
-pub(crate) fn tar(args: &[&str], tar: &Path, cwd: &Path) {
+fn tar(args: &[&str], tar: &Path, cwd: &Path) {
     run(Command::new("tar")
         .args(args)
         .arg("-f")
