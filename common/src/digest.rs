@@ -219,7 +219,7 @@ impl Expected {
 /// restore reads costs its wall time next to nothing; where no thread can
 /// be started, it hashes inline.
 enum Background {
-    Inline(Hasher),
+    Inline(Box<Hasher>),
     Thread {
         /// Bytes gathered until a chunk is worth sending.
         pending: Vec<u8>,
@@ -255,7 +255,7 @@ impl Background {
                 spare,
                 hasher,
             },
-            Err(_) => Background::Inline(Hasher::new()),
+            Err(_) => Background::Inline(Box::default()),
         }
     }
 
@@ -285,7 +285,7 @@ impl Background {
 
     fn finish(self) -> io::Result<Digests> {
         match self {
-            Background::Inline(h) => Ok(h.finish()),
+            Background::Inline(h) => Ok((*h).finish()),
             Background::Thread {
                 pending,
                 to_hash,
