@@ -1169,7 +1169,7 @@ fn target_timeline_goes_back_along_the_original_timeline_after_a_pitr_went_too_f
 
 /// A tiny `appdb` owned by role `app_owner`: table `app.items` with `rows`
 /// rows.
-fn tiny_appdb(c: &Cluster, rows: u32) {
+pub(crate) fn tiny_appdb(c: &Cluster, rows: u32) {
     c.sql(
         "postgres",
         "CREATE ROLE app_owner LOGIN; CREATE DATABASE appdb OWNER app_owner;",
@@ -1185,7 +1185,7 @@ fn tiny_appdb(c: &Cluster, rows: u32) {
     );
 }
 
-fn db_exists(c: &Cluster, db: &str) -> bool {
+pub(crate) fn db_exists(c: &Cluster, db: &str) -> bool {
     c.sql(
         "postgres",
         &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'"),
@@ -1608,7 +1608,7 @@ fn a_moved_repository_restores_and_verifies_where_it_lies() {
         assert!(records(&o.stdout).iter().all(|r| r["ok"] != true), "{tool}");
     }
 
-    // A dump one byte short: --dry-run does not plan it.
+    // A dump one byte short: --dry-run does not plan it, and says no.
     let dump = new.join(recs[0]["path"].as_str().unwrap());
     let len = fs::metadata(&dump).unwrap().len();
     fs::OpenOptions::new()
@@ -1625,6 +1625,10 @@ fn a_moved_repository_restores_and_verifies_where_it_lies() {
         .output()
         .unwrap();
     assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let recs = records(&o.stdout);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["ok"], false, "{recs:?}");
+    assert!(recs[0].get("plan").is_none(), "{recs:?}");
     assert!(
         stderr(&o).contains(&format!(
             "{}: {} bytes, the record says {len}",

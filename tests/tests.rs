@@ -4,6 +4,7 @@ mod servers;
 mod util;
 
 mod check_archive;
+mod damage;
 mod encrypt;
 mod fixperms;
 mod incremental;

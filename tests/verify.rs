@@ -37,7 +37,7 @@ fn verify(c: &Cluster, recs: &[Value], args: &[&str]) -> (i32, Vec<Value>, Strin
     (code, out, err)
 }
 
-fn location(a: &Value) -> PathBuf {
+pub(crate) fn location(a: &Value) -> PathBuf {
     Path::new(a["repo"].as_str().unwrap()).join(a["path"].as_str().unwrap())
 }
 
@@ -1023,7 +1023,7 @@ fn plain_backup(c: &Cluster, repo: &Path, name: &str) -> Value {
 }
 
 /// [`plain_backup`] with the manifest's checksums in `algorithm`.
-fn plain_backup_with(c: &Cluster, repo: &Path, name: &str, algorithm: &str) -> Value {
+pub(crate) fn plain_backup_with(c: &Cluster, repo: &Path, name: &str, algorithm: &str) -> Value {
     let rel = format!("main/physical/{name}");
     let dir = repo.join(&rel);
     fs::create_dir_all(dir.parent().unwrap()).unwrap();

@@ -90,7 +90,7 @@ pub fn keypair(dir: &Path, tag: &str) -> (std::path::PathBuf, String) {
 
 /// The exit status `get` gives a real failure: above 125, so PostgreSQL
 /// aborts recovery instead of ending it.
-const FATAL: i32 = 255;
+pub(crate) const FATAL: i32 = 255;
 
 #[test]
 fn push_follows_the_archive_command_contract() {

@@ -29,7 +29,7 @@ complete -c pgb-restore -l target-immediate -d 'Stop as soon as the backup is co
 complete -c pgb-restore -l exclusive -d 'Stop just before the target instead of just after it (recovery_target_inclusive = off); for time, LSN and xid targets'
 complete -c pgb-restore -l standby -d 'Write standby.signal instead of recovery.signal: the server keeps following the archive as a standby'
 complete -c pgb-restore -l force -d 'Physical: empty a non-empty data directory first (never while a postmaster runs there)'
-complete -c pgb-restore -l dry-run -d 'Print the plan as records and change nothing (every file must still be there with its recorded size, as for a restore)'
+complete -c pgb-restore -l dry-run -d 'Print the plan as records and change nothing (every file must still be there with its recorded size, as for a restore: a file of another size gives `ok: false` and exit status 1)'
 complete -c pgb-restore -s C -l create-database -d 'Logical: create the target database first (it must not exist)'
 complete -c pgb-restore -s O -l no-owner -d 'Logical: do not restore ownership (pg_restore --no-owner)'
 complete -c pgb-restore -l no-globals -d 'Logical: skip the globals (roles) even when the set has them'

@@ -197,7 +197,8 @@ pub struct Args {
     pub force: bool,
 
     /// Print the plan as records and change nothing (every file must still
-    /// be there with its recorded size, as for a restore)
+    /// be there with its recorded size, as for a restore: a file of another
+    /// size gives `ok: false` and exit status 1)
     #[arg(long = "dry-run")]
     pub dry_run: bool,
 

@@ -160,16 +160,16 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         return Ok(status);
     }
     // Every file there, as recorded, before anything is written (also for
-    // --dry-run: a plan for files that cannot be read is no plan).
-    // A file of another size than recorded is damage: a plan refuses it
-    // (exit 1); a restore goes on to read it, and its byte checks give the
-    // artifact's verdict (and --select's fallbacks) as for any damage.
+    // --dry-run: a plan for files that cannot be read is no plan). A file
+    // of another size than recorded is a verdict on that artifact (and so
+    // on its set), given below in set order; a file that cannot be read
+    // stops the run.
+    let mut wrong_size: std::collections::BTreeMap<String, String> = Default::default();
     for (a, _) in &picked {
         match present(a) {
             Ok(()) => {}
-            Err(Error::Damaged(_)) if !args.dry_run => {}
-            Err(Error::Damaged(m)) => {
-                return Err(Error::Damaged(format!("{} {}: {m}", a.kind.as_str(), a.id)))
+            Err(Error::Damaged(why)) => {
+                wrong_size.insert(a.id.clone(), why);
             }
             Err(e) => return Err(Error::msg(format!("{} {}: {e}", a.kind.as_str(), a.id))),
         }
@@ -200,6 +200,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
         }
         let started = Instant::now();
         let result = match a.kind {
+            _ if wrong_size.contains_key(&a.id) => Err(Error::Damaged(wrong_size[&a.id].clone())),
             Kind::Globals => crate::logical::globals(&args, a, ids.as_ref()),
             Kind::Logical => crate::logical::database(&args, a, ids.as_ref()),
             Kind::Physical => crate::physical::restore(&args, a, ids.as_ref(), &tgt, goal),
@@ -252,7 +253,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
 }
 
 /// Checks that the artifact's repository is there and holds each of its
-/// files with the recorded size.
+/// files with the recorded size ([`Error::Damaged`] when one differs).
 pub fn present(a: &Artifact) -> Result<()> {
     pgb_common::repo::check_present(a)?;
     let loc = a.location();
