@@ -50,10 +50,6 @@ fn source(major: u32, summarize: bool) -> Source {
     }
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// pgb-snapshot --physical with `args`, which must succeed: the record and
 /// stderr.
 fn snap(s: &Source, args: &[&str]) -> (Value, String) {

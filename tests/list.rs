@@ -12,14 +12,6 @@ use serde_json::Value;
 use crate::check_archive::{archiving_cluster, wait_archived, Archived};
 use crate::util::*;
 
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn list(repo: &Path, args: &[&str]) -> Output {
     Command::new(bin("pgb-list"))
         .arg("--repo")

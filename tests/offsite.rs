@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 use crate::servers::{free_port, Sshd, S3, S3_SECRET};
+use crate::util::{code, stderr};
 use crate::wal::{keypair, segment};
 
 /// The three kinds of archive, running; the SSH one is a directory on this
@@ -107,14 +108,6 @@ impl Archives {
         a.extend(extra.iter().map(|s| s.to_string()));
         (self.wal(&a), out)
     }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Visible file names in `dir`, sorted.

@@ -32,10 +32,6 @@ fn prune(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 // ---------------------------------------------------------------- golden
 
 /// Writes one synthetic artifact (a 1-byte file and its sidecar).

@@ -14,14 +14,6 @@ use serde_json::Value;
 use crate::check_archive::{archiving_cluster, wait_archived, Archived};
 use crate::util::*;
 
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// Runs a tool with `input` on stdin.
 fn piped(mut cmd: Command, input: &[u8]) -> Output {
     let mut child = cmd
@@ -1192,22 +1184,6 @@ pub(crate) fn db_exists(c: &Cluster, db: &str) -> bool {
     ) != "0"
 }
 
-/// pgb-restore's temp directories left by run `pid`.
-fn restore_temps(pid: u32) -> Vec<PathBuf> {
-    let prefix = format!("pgb-restore.{pid}.");
-    fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&prefix)
-        })
-        .collect()
-}
-
 #[test]
 fn damaged_dumps_and_globals_are_refused_naming_the_file() {
     damaged_dumps_refused(&[]);
@@ -1288,7 +1264,10 @@ fn damaged_dumps_refused(compress: &[&str]) {
                 "{case}: {out:?}"
             );
             assert!(!db_exists(&c, &db), "{case}: database {db} left behind");
-            assert!(restore_temps(pid).is_empty(), "{case}: temp left");
+            assert!(
+                temp_dirs("pgb-restore", pid).is_empty(),
+                "{case}: temp left"
+            );
             // Restoring never touches the sidecar.
             assert_eq!(
                 fs::read(format!("{}.pgb.json", file.display())).unwrap(),

@@ -518,9 +518,10 @@ pub fn snapshot_records(c: &Cluster, repo: &Path, args: &[&str]) -> Vec<Value> {
     records(&out.stdout)
 }
 
-/// The temp directories (throwaway clusters) that pgb-verify run `pid` made.
-pub fn verify_temp_dirs(pid: u32) -> Vec<PathBuf> {
-    let prefix = format!("pgb-verify.{pid}.");
+/// The temp directories that run `pid` of `tool` made (named
+/// `TOOL.PID.*` in the temp dir).
+pub fn temp_dirs(tool: &str, pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("{tool}.{pid}.");
     fs::read_dir(std::env::temp_dir())
         .unwrap()
         .flatten()
@@ -532,6 +533,21 @@ pub fn verify_temp_dirs(pid: u32) -> Vec<PathBuf> {
                 .starts_with(&prefix)
         })
         .collect()
+}
+
+/// The temp directories (throwaway clusters) that pgb-verify run `pid` made.
+pub fn verify_temp_dirs(pid: u32) -> Vec<PathBuf> {
+    temp_dirs("pgb-verify", pid)
+}
+
+/// A finished program's exit code (-1 when a signal ended it).
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// A finished program's stderr, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// True while `pid` runs; a zombie does not count (the container's init

@@ -17,14 +17,6 @@ fn wal(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     c.stdin(Stdio::null()).output().unwrap()
 }
 
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// File names in `dir`, sorted, hidden temps included, the lock file
 /// (`.pgb.lock`, held by each push) excluded.
 fn names(dir: &Path) -> Vec<String> {
