@@ -588,6 +588,57 @@ impl Destination {
         Ok(m)
     }
 
+    /// Every file below the directory `dir` (`""`: the root), recursively,
+    /// whose name ends in `suffix`, with hidden names (temp files, locks)
+    /// and hidden directories skipped: its path relative to the root and
+    /// its first `max` bytes, sorted by path. How a remote repository's
+    /// sidecars are read: one session on an SSH host, a listing and reads
+    /// on one connection in S3. A directory that is not there is an error.
+    pub fn read_tree(&self, dir: &str, suffix: &str, max: u64) -> Result<Vec<(String, Vec<u8>)>> {
+        if !dir.is_empty() {
+            check_rel(dir)?;
+        }
+        let mut v = match self {
+            Destination::Dir(root) => {
+                let base = if dir.is_empty() {
+                    root.clone()
+                } else {
+                    root.join(dir)
+                };
+                let mut v = Vec::new();
+                let mut stack = vec![base.clone()];
+                while let Some(d) = stack.pop() {
+                    for e in std::fs::read_dir(&d).ctx("list", &d)? {
+                        let e = e.ctx("list", &d)?;
+                        let name = e.file_name();
+                        let name = name.to_string_lossy();
+                        if name.starts_with('.') {
+                            continue;
+                        }
+                        let p = e.path();
+                        let ft = e.file_type().ctx("stat", &p)?;
+                        if ft.is_dir() {
+                            stack.push(p);
+                        } else if ft.is_file() && name.ends_with(suffix) {
+                            let rel = p
+                                .strip_prefix(root)
+                                .map(|r| r.to_string_lossy().into_owned())
+                                .unwrap_or_default();
+                            if let Some(b) = self.read_small(&rel, max)? {
+                                v.push((rel, b));
+                            }
+                        }
+                    }
+                }
+                v
+            }
+            Destination::Ssh(s) => ssh::read_tree(s, dir, suffix, max)?,
+            Destination::S3(s) => s3::read_tree(s, dir, suffix, max)?,
+        };
+        v.sort();
+        Ok(v)
+    }
+
     /// Writes `bytes` to `rel` atomically, replacing what is there (sidecars).
     pub fn put_bytes_replace(&self, bytes: &[u8], rel: &str) -> Result<()> {
         check_rel(rel)?;

@@ -126,11 +126,12 @@ pub fn parse_record(source: &str, text: &[u8]) -> Result<Artifact> {
 }
 
 /// The record of a local sidecar, `None` when there is no sidecar.
+/// A sidecar in a remote repository (an `s3://` or `ssh://` location, see
+/// [`crate::store`]) is read the same way.
 pub fn read_local(sidecar: &Path) -> Result<Option<Artifact>> {
-    match std::fs::read(sidecar) {
-        Ok(text) => parse_record(&sidecar.display().to_string(), &text).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read", sidecar, e)),
+    match crate::store::read_small(sidecar, 64 << 20)? {
+        Some(text) => parse_record(&sidecar.display().to_string(), &text).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -195,7 +196,12 @@ pub fn add_evidence(a: &mut Artifact) -> Result<bool> {
 fn write_local(a: &mut Artifact, create: bool, same: bool) -> Result<bool> {
     let path = a.sidecar();
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let _lock = lock_dir(dir)?;
+    // A remote sidecar is read, merged and replaced without a lock (S3 and
+    // a remote shell have no flock): the window is the merge's milliseconds.
+    let _lock = match crate::store::is_url(&path) {
+        true => None,
+        false => lock_dir(dir)?,
+    };
     match read_local(&path)? {
         Some(on_disk) => {
             if same {
@@ -206,7 +212,7 @@ fn write_local(a: &mut Artifact, create: bool, same: bool) -> Result<bool> {
         None if !create => return Ok(false),
         None => {}
     }
-    crate::fs::write_atomic(&path, &sidecar_text(a)?, true)?;
+    crate::store::write_replace(&path, &sidecar_text(a)?)?;
     Ok(true)
 }
 

@@ -28,6 +28,7 @@ pub mod prom;
 pub mod record;
 pub mod repo;
 pub mod seal;
+pub mod store;
 pub mod term;
 pub mod unpack;
 pub mod wal;

@@ -6,16 +6,39 @@
 //! repository moved, copied or downloaded elsewhere restores and verifies
 //! there.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde_json::Value;
 
 use crate::error::{Error, IoContext, Result};
 use crate::jsonl::{Input, RecordReader};
 
+/// Sidecars of remote repositories read by [`sidecars`] in one go, waiting
+/// to be taken by [`read_sidecar`] (each once: a later read, after a tool
+/// has added evidence, goes to the storage again).
+static PREFETCHED: Mutex<BTreeMap<PathBuf, Vec<u8>>> = Mutex::new(BTreeMap::new());
+
+/// Largest sidecar read.
+const SIDECAR_MAX: u64 = 64 << 20;
+
 /// Every `*.pgb.json` below `repo`, sorted. Symlinks are not followed and
-/// hidden names (temp files, `.pgb.lock`) are skipped.
+/// hidden names (temp files, `.pgb.lock`) are skipped. Below an `s3://` or
+/// `ssh://` root (see [`crate::store`]) the sidecars are listed and read in
+/// one go (one SSH session, one S3 connection).
 pub fn sidecars(repo: &Path) -> Result<Vec<PathBuf>> {
+    if crate::store::is_url(repo) {
+        let found = crate::store::destination(repo)?.read_tree("", ".pgb.json", SIDECAR_MAX)?;
+        let mut pre = PREFETCHED.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::with_capacity(found.len());
+        for (rel, bytes) in found {
+            let p = repo.join(rel);
+            pre.insert(p.clone(), bytes);
+            out.push(p);
+        }
+        return Ok(out);
+    }
     let mut out = Vec::new();
     let mut stack = vec![repo.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -44,6 +67,17 @@ pub fn sidecars(repo: &Path) -> Result<Vec<PathBuf>> {
 /// at all is an error (exit 2) saying so, never an empty run that exits 0
 /// (a mistyped path would otherwise "verify" nothing and pass).
 pub fn catalog(repo: &Path) -> Result<Vec<PathBuf>> {
+    if crate::store::is_url(repo) {
+        let found = sidecars(repo)?;
+        if found.is_empty() {
+            return Err(Error::msg(format!(
+                "repository {}: nothing there: no backups (no .pgb.json sidecar below it; \
+                 an empty or mistyped repository?)",
+                repo.display()
+            )));
+        }
+        return Ok(found);
+    }
     match std::fs::metadata(repo) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -88,13 +122,25 @@ pub fn parse_sidecar(sidecar: &Path, text: &str) -> Result<Input> {
 
 /// Reads and parses one sidecar.
 pub fn read_sidecar(sidecar: &Path) -> Result<Input> {
-    let text = std::fs::read_to_string(sidecar).ctx("read", sidecar)?;
+    let pre = PREFETCHED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(sidecar);
+    let bytes = match pre {
+        Some(b) => b,
+        None if crate::store::is_url(sidecar) => crate::store::read_small(sidecar, SIDECAR_MAX)?
+            .ok_or_else(|| Error::msg(format!("{}: no such sidecar", sidecar.display())))?,
+        None => std::fs::read(sidecar).ctx("read", sidecar)?,
+    };
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::msg(format!("{}: not UTF-8 text", sidecar.display())))?;
     parse_sidecar(sidecar, &text)
 }
 
-/// `--repo DIR` as the absolute path records carry.
+/// `--repo` as records carry it: a directory made absolute, or an
+/// `s3://`/`ssh://` URL in canonical form (see [`crate::store`]).
 pub fn absolute(repo: &Path) -> Result<PathBuf> {
-    std::path::absolute(repo).ctx("resolve", repo)
+    crate::store::root_of(repo)
 }
 
 /// An input record read from the sidecars of `repo` (absolute): an
@@ -144,6 +190,11 @@ pub fn read_in(repo: &Path, sidecar: &Path) -> Result<Input> {
 /// never was here fails with the path and the way out.
 pub fn check_present(a: &crate::record::Artifact) -> Result<()> {
     let repo = Path::new(&a.repo);
+    if crate::store::is_url(repo) {
+        // Reached when its files are read; a URL that does not parse is
+        // said now.
+        return crate::store::destination(repo).map(|_| ());
+    }
     if !repo.is_absolute() {
         return Err(Error::msg(format!(
             "repository {:?}: not an absolute path",

@@ -77,7 +77,7 @@ pub struct Unpacked {
 /// decompressed. Returns the reader and the name without those suffixes.
 /// Nothing checks the stored bytes; restores use [`open_verified`].
 pub fn open_stored(path: &Path, ids: Option<&Identities>) -> Result<(Box<dyn Read>, String)> {
-    let f = BufReader::with_capacity(1 << 16, File::open(path).ctx("open", path)?);
+    let f = BufReader::with_capacity(1 << 16, crate::store::open(path)?);
     let (r, name) = decode_stored(Box::new(f), path, ids)?;
     Ok((r, name))
 }
@@ -90,7 +90,7 @@ pub struct OpenedVerified {
     pub reader: Box<dyn Read + Send>,
     /// The name without `.age` and `.zst`.
     pub name: String,
-    check: Verification<BufReader<crate::progress::CountingCurrent<File>>>,
+    check: Verification<BufReader<crate::progress::CountingCurrent<Box<dyn Read + Send>>>>,
     check_shown: String,
 }
 
@@ -131,7 +131,7 @@ pub fn open_verified(
 ) -> Result<OpenedVerified> {
     let f = BufReader::with_capacity(
         1 << 16,
-        crate::progress::CountingCurrent(File::open(path).ctx("open", path)?),
+        crate::progress::CountingCurrent(crate::store::open(path)?),
     );
     let shown = path.display().to_string();
     let (raw, check) = verifying(

@@ -426,6 +426,57 @@ pub(super) fn list(t: &Target, dir: &str, start: &str) -> Result<Vec<Listed>> {
     })
 }
 
+/// Every object below `dir` (recursively) whose name ends in `suffix` and
+/// has no hidden (`.`-prefixed) part: its path relative to the root and its
+/// first `max` bytes. One listing, then a GET each on the same connection.
+pub(super) fn read_tree(
+    t: &Target,
+    dir: &str,
+    suffix: &str,
+    max: u64,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let root = if t.prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", t.prefix)
+    };
+    let base = if dir.is_empty() {
+        t.prefix.clone()
+    } else {
+        s3_key(t, dir)
+    };
+    let u = if base.is_empty() {
+        format!("s3://{}", t.bucket)
+    } else {
+        format!("s3://{}/{base}", t.bucket)
+    };
+    let c = connect(t)?;
+    let pre = (!base.is_empty()).then(|| Key::from(base.as_str()));
+    let rels: Vec<String> = c.rt.block_on(async {
+        let mut s = c.store.list(pre.as_ref());
+        let mut v = Vec::new();
+        while let Some(m) = s.next().await {
+            let m = m.map_err(|e| s3_err("list", &u, e))?;
+            let loc = m.location.to_string();
+            let Some(rel) = loc.strip_prefix(&root) else {
+                continue;
+            };
+            if rel.ends_with(suffix) && !rel.split('/').any(|p| p.starts_with('.')) {
+                v.push(rel.to_string());
+            }
+        }
+        Ok::<_, Error>(v)
+    })?;
+    let mut out = Vec::with_capacity(rels.len());
+    for rel in rels {
+        // Gone between the listing and the read (pruned meanwhile): skipped.
+        if let Some(b) = read_small(t, &rel, max)? {
+            out.push((rel, b));
+        }
+    }
+    Ok(out)
+}
+
 pub(super) fn read_small(t: &Target, rel: &str, max: u64) -> Result<Option<Vec<u8>>> {
     let u = url(t, rel);
     let c = connect(t)?;

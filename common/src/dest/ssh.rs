@@ -707,6 +707,51 @@ pub(super) fn open_first(
 
 /// Every regular file directly in the root whose name ends in `suffix`
 /// (first `max` bytes of each), in one session: base64 lines.
+/// Every file below `dir` (recursively, hidden names and directories
+/// skipped) whose name ends in `suffix`: its path relative to the root and
+/// its first `max` bytes, in one session.
+pub(super) fn read_tree(
+    t: &Target,
+    dir: &str,
+    suffix: &str,
+    max: u64,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    use base64::Engine as _;
+    let d = if dir.is_empty() {
+        t.path.clone()
+    } else {
+        join_remote(&t.path, dir)
+    };
+    let u = super::ssh_url(t, &d);
+    if suffix.contains(['*', '?', '[', '/', '\'', '\\']) {
+        return Err(Error::msg(format!("{suffix:?}: not a plain suffix")));
+    }
+    let script = format!(
+        "r={r}; d={d}; if [ ! -d \"$d\" ]; then echo \"$d: no such directory\" >&2; exit 3; fi; \
+         find \"$d\" -mindepth 1 -name '.*' -prune -o -type f -name '*{suffix}' -print | \
+         while IFS= read -r f; do \
+           printf '%s %s\\n' \"$(head -c {max} -- \"$f\" | base64 -w0)\" \"${{f#\"$r\"/}}\"; done",
+        r = q(t.path.trim_end_matches('/')),
+        d = q(&d),
+    );
+    let out = run(t, "read", &u, &script)?;
+    let mut v = Vec::new();
+    for line in out.lines() {
+        let Some((b64, rel)) = line.split_once(' ') else {
+            continue;
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| {
+                Error::msg(format!(
+                    "{u}: unexpected answer from the remote host: {line:?}"
+                ))
+            })?;
+        v.push((rel.to_string(), bytes));
+    }
+    Ok(v)
+}
+
 pub(super) fn read_suffix(
     t: &Target,
     suffix: &str,
