@@ -148,7 +148,8 @@ pub fn stored(name: &str) -> Option<(WalFile, bool, bool)> {
 }
 
 fn read_history(path: &Path, zst: bool) -> Result<String> {
-    let bytes = std::fs::read(path).ctx("read", path)?;
+    let bytes = crate::store::read_small(path, 16 << 20)?
+        .ok_or_else(|| Error::msg(format!("{}: gone while read", path.display())))?;
     let bytes = if zst {
         zstd::stream::decode_all(&bytes[..]).ctx("decompress", path)?
     } else {
@@ -172,19 +173,23 @@ impl Coverage {
         let mut histories: BTreeMap<u32, (PathBuf, bool, bool)> = BTreeMap::new();
         let mut encrypted_example = None;
         for dir in archives {
-            for e in std::fs::read_dir(dir).ctx("read WAL archive", dir)? {
-                let e = e.ctx("read WAL archive", dir)?;
-                let name = e.file_name().to_string_lossy().into_owned();
+            // A directory, or an ssh:// or s3:// archive (pgb-wal get
+            // reads them all).
+            let listed = crate::store::destination(dir)?
+                .list("", "")
+                .map_err(|e| Error::msg(format!("read WAL archive: {e}")))?;
+            for e in listed {
+                let name = e.name;
                 let Some((file, zst, age)) = stored(&name) else {
                     continue;
                 };
                 if age && encrypted_example.is_none() {
-                    encrypted_example = Some(e.path().display().to_string());
+                    encrypted_example = Some(dir.join(&name).display().to_string());
                 }
                 match file {
                     WalFile::Segment { tli, log, seg } => {
                         if let Some(n) = segno_of(log, seg, seg_size) {
-                            let mtime = e.metadata().ok().and_then(|m| m.modified().ok());
+                            let mtime = e.modified;
                             // The first archive holding it is the one
                             // pgb-wal get reads.
                             have.entry(tli).or_default().entry(n).or_insert(Seg {
@@ -194,7 +199,7 @@ impl Coverage {
                         }
                     }
                     WalFile::History { tli } => {
-                        histories.entry(tli).or_insert((e.path(), zst, age));
+                        histories.entry(tli).or_insert((dir.join(&name), zst, age));
                     }
                     _ => {}
                 }
@@ -436,11 +441,11 @@ impl Coverage {
                     (d.join(format!("{name}.zst{age}")), true),
                 ]
                 .into_iter()
-                .find(|(p, _)| p.is_file())
+                .find(|(p, _)| crate::store::size_of(p).ok().flatten().is_some())
             }) else {
                 return Ok(None);
             };
-            let file = std::fs::File::open(&path).ctx("open", &path)?;
+            let file = crate::store::open(&path)?;
             let mut bytes = Vec::new();
             let stream: Box<dyn Read> = match ids {
                 Some(ids) => Box::new(

@@ -50,6 +50,16 @@ use pgb_common::pg::ConnArgs;
 /// Interrupted (Ctrl-C, SIGTERM) while pg_restore writes, it stops
 /// pg_restore and says what is left: a database it created (-C) is
 /// dropped, one that existed is named as half-filled; exit status 2.
+/// A repository and a WAL archive may be remote: `--repo` and
+/// `--wal-archive` take `s3://bucket/prefix` (the AWS variables and files,
+/// as pgb-ship) and `ssh://[user@]host[:port]/path` (the system ssh) as
+/// well as a directory. A physical backup then streams from there into
+/// --pgdata, checked as it comes, with no local copy; a logical dump goes
+/// to a private temp file for pg_restore -j. restore_command reaches a
+/// remote archive with the AWS_ENDPOINT_URL, AWS_REGION, AWS_PROFILE,
+/// AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE and PGB_SSH_OPTIONS this run
+/// has (never a key): the server's user must be able to read the
+/// credentials (its ~/.aws/credentials) or ssh key.
 /// One `restore` record per restored artifact goes to stdout (`ok: false`
 /// with the problems when the checks fail); failures of the run are error
 /// records.
@@ -62,7 +72,8 @@ use pgb_common::pg::ConnArgs;
 )]
 pub struct Args {
     /// Pick the artifact from this repository's sidecars instead of reading
-    /// records on stdin; the records' repo is DIR (a repository moved or copied elsewhere is read where it lies)
+    /// records on stdin; the records' repo is DIR (a repository moved or copied elsewhere is read where it lies).
+    /// DIR may be s3://bucket/prefix or ssh://[user@]host[:port]/path
     #[arg(long = "repo", value_name = "DIR")]
     pub repo: Option<PathBuf>,
 
@@ -109,9 +120,9 @@ pub struct Args {
     #[arg(short = 'D', long = "pgdata", value_name = "DIR")]
     pub pgdata: Option<PathBuf>,
 
-    /// Physical: WAL archive directory restore_command fetches from
-    /// (repeatable, searched in order, as pgb-wal get takes it); checked
-    /// for gaps before anything is written
+    /// Physical: WAL archive restore_command fetches from: a directory,
+    /// s3://... or ssh://... (repeatable, searched in order, as pgb-wal get
+    /// takes it); checked for gaps before anything is written
     #[arg(long = "wal-archive", value_name = "DIR")]
     pub wal_archive: Vec<PathBuf>,
 

@@ -65,6 +65,11 @@ fn plaintext(a: &Artifact, ids: Option<&Identities>) -> Result<(OpenedVerified, 
 /// True when the stored file is a pg_dump archive as pg_dump wrote it (not
 /// encrypted, not compressed by pgb), which pg_restore -j reads directly.
 fn as_stored(a: &Artifact) -> bool {
+    // pg_restore -j reads a local file; a remote dump is streamed into the
+    // private temp file.
+    if pgb_common::store::is_url(&a.location()) {
+        return false;
+    }
     let encrypted = a.encryption.is_some() || a.location().to_string_lossy().ends_with(".age");
     let by_pgb = a
         .compression

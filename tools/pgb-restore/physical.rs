@@ -36,6 +36,18 @@ fn tablespace_map(args: &Args) -> Result<BTreeMap<u32, PathBuf>> {
     Ok(m)
 }
 
+/// The environment restore_command passes on for remote archives: where
+/// and how, never who (no key or secret).
+const REMOTE_SETTINGS: &[&str] = &[
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "PGB_SSH_OPTIONS",
+];
+
 /// restore_command for the archives: pgb-wal get, by absolute path, with
 /// the identity files for encrypted segments. Every word is quoted for the
 /// shell and `%` doubled, as PostgreSQL expands `%f`/`%p`.
@@ -46,9 +58,23 @@ fn restore_command(archives: &[PathBuf], identities: &[PathBuf]) -> Result<Strin
         return Ok("false".into());
     }
     let word = |p: &Path| sh_quote(&p.display().to_string()).replace('%', "%%");
-    let mut cmd = format!("{} get %f %p", word(&pgb_wal()?));
+    // A remote archive is reached by the server's pgb-wal get with the
+    // settings this run has (never a secret: credentials stay in the
+    // server user's ~/.aws/credentials, ssh keys in its ~/.ssh or in
+    // files PGB_SSH_OPTIONS names).
+    let mut cmd = String::new();
+    if archives.iter().any(|a| pgb_common::store::is_url(a)) {
+        for var in REMOTE_SETTINGS {
+            if let Ok(v) = std::env::var(var) {
+                if !v.is_empty() {
+                    cmd.push_str(&format!("{var}={} ", word(Path::new(&v))));
+                }
+            }
+        }
+    }
+    cmd.push_str(&format!("{} get %f %p", word(&pgb_wal()?)));
     for a in archives {
-        let abs = std::path::absolute(a).ctx("resolve", a)?;
+        let abs = pgb_common::store::root_of(a)?;
         cmd.push_str(&format!(" --archive {}", word(&abs)));
     }
     for i in identities {

@@ -263,15 +263,21 @@ pub fn present(a: &Artifact) -> Result<()> {
         } else {
             loc.clone()
         };
-        let md = std::fs::metadata(&p).ctx("open", &p)?;
-        if !md.is_file() {
-            return Err(Error::msg(format!("{}: not a file", p.display())));
-        }
-        if md.len() != f.size {
+        let len = if pgb_common::store::is_url(&p) {
+            pgb_common::store::size_of(&p)?
+                .ok_or_else(|| Error::msg(format!("{}: no such file or object", p.display())))?
+        } else {
+            let md = std::fs::metadata(&p).ctx("open", &p)?;
+            if !md.is_file() {
+                return Err(Error::msg(format!("{}: not a file", p.display())));
+            }
+            md.len()
+        };
+        if len != f.size {
             return Err(Error::Damaged(format!(
                 "{}: {} bytes, the record says {}",
                 p.display(),
-                md.len(),
+                len,
                 f.size
             )));
         }
