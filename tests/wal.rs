@@ -1041,3 +1041,55 @@ fn an_archive_of_unknown_page_magic_is_a_problem_never_a_pass() {
     assert_eq!(code(&o), FATAL, "{}", stderr(&o));
     assert!(stderr(&o).contains("D1FF"), "{}", stderr(&o));
 }
+
+/// With two archives, a damaged copy in the first is passed over for the
+/// good one in the second (exit 0, the bad copy named on stderr, the
+/// right bytes written); damaged in both, get exits 255 naming both and
+/// writes nothing.
+#[test]
+fn get_passes_over_a_damaged_copy_for_a_good_one_in_the_next_archive() {
+    let s = Scratch::new("walnext");
+    let (a, b, src, dest) = (
+        s.path.join("a"),
+        s.path.join("b"),
+        s.path.join("src"),
+        s.path.join("pg_wal"),
+    );
+    for d in [&a, &b, &src, &dest] {
+        fs::create_dir(d).unwrap();
+    }
+    let name = "000000010000000000000009";
+    let bytes = segment(name, 42);
+    let path = src.join(name);
+    fs::write(&path, &bytes).unwrap();
+    let o = wal(&[&"push", &path, &"--archive", &a, &"--archive", &b]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let flip = |dir: &Path| {
+        let p = dir.join(name);
+        let mut x = fs::read(&p).unwrap();
+        x[bytes.len() / 2 + 3] ^= 0x10;
+        fs::write(&p, x).unwrap();
+    };
+    flip(&a);
+    let target = dest.join("RECOVERYXLOG");
+    let o = wal(&[&"get", &name, &target, &"--archive", &a, &"--archive", &b]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(&target).unwrap(), bytes);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&a.join(name).display().to_string()) && err.contains("fetched from"),
+        "{err}"
+    );
+    fs::remove_file(&target).unwrap();
+    flip(&b);
+    let o = wal(&[&"get", &name, &target, &"--archive", &a, &"--archive", &b]);
+    assert_eq!(code(&o), 255, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&a.join(name).display().to_string())
+            && err.contains(&b.join(name).display().to_string()),
+        "{err}"
+    );
+    assert!(!target.exists());
+    assert_eq!(names(&dest), Vec::<String>::new(), "nothing left behind");
+}

@@ -124,7 +124,9 @@ pub struct GetArgs {
     /// NAME.age and NAME.zst.age are looked for in each). An archive that
     /// cannot be asked (a host down, a missing directory) is skipped with a
     /// message; when none holds the file and one was skipped, the exit
-    /// status is 255, since the file may be there
+    /// status is 255, since the file may be there. A copy that fails its
+    /// checks (damaged, undecryptable) is passed over, named on stderr,
+    /// for the next archive's; 255 when no archive holds a good one
     #[arg(long = "archive", value_name = "ARCHIVE", required = true)]
     pub archive: Vec<String>,
 
@@ -209,7 +211,7 @@ The file was fetched, decoded and checked, and renamed into place.
 Every archive answered, and none holds the file (in any of its four forms). This ends recovery normally.
 .TP
 \fB255\fR
-A real failure, named on stderr (PostgreSQL writes it to its log): an archive directory missing or unreadable, a file that cannot be read, decompressed or decrypted (no \-i, wrong key, truncated or altered ciphertext), a file that does not match the NAME.sha256 written when it was pushed (a flipped byte, a truncation, bytes appended, a file swapped for another), a NAME.sha256 that is present but damaged, or a segment that is not the one asked for: zero\-filled, of the wrong size for the segment size its long page header carries, a bad page header, an xlp_pageaddr that does not match its name (a renamed segment), or, when run in a data directory as PostgreSQL runs it, a system identifier other than the one in global/pg_control. An archive that cannot be asked (a directory missing, an SSH host refusing or unreachable, an S3 endpoint down) is skipped with a message and the next one searched; when none of the others holds the file, the status is 255 too, since the file may be in the one that did not answer. A mistyped command line is also 255. Nothing is written to the destination.
+A real failure, named on stderr (PostgreSQL writes it to its log): an archive directory missing or unreadable, a file that cannot be read, decompressed or decrypted (no \-i, wrong key, truncated or altered ciphertext), a file that does not match the NAME.sha256 written when it was pushed (a flipped byte, a truncation, bytes appended, a file swapped for another), a NAME.sha256 that is present but damaged, or a segment that is not the one asked for: zero\-filled, of the wrong size for the segment size its long page header carries, a bad page header, an xlp_pageaddr that does not match its name (a renamed segment), or, when run in a data directory as PostgreSQL runs it, a system identifier other than the one in global/pg_control. An archive that cannot be asked (a directory missing, an SSH host refusing or unreachable, an S3 endpoint down) is skipped with a message and the next one searched; when none of the others holds the file, the status is 255 too, since the file may be in the one that did not answer. A copy that fails any of these checks is named on stderr and the next archive's copy fetched instead; the status is 255 only when no archive holds one that passes. A mistyped command line is also 255. Nothing is written to the destination.
 .TP
 \fB2\fR
 Instead of 255 with \fB\-\-soft\-fail\fR: for a standby that also streams, so that a bad archive makes it stream rather than stop. Never for a point\-in\-time restore.

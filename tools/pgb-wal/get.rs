@@ -50,6 +50,7 @@ pub fn run(args: &GetArgs) -> Result<Outcome> {
         Some(Identities::load(&args.identity)?)
     };
     let mut unasked = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
     for dest in &archives {
         // An archive that cannot answer (an unmounted disk, a host down)
         // is skipped; it must not end recovery as if the archive were
@@ -66,7 +67,10 @@ pub fn run(args: &GetArgs) -> Result<Outcome> {
             }
         };
         if let Some((found, recorded, reader)) = found {
-            fetch(
+            // A copy that is damaged (or cannot be read whole) is passed
+            // over for the next archive's: that is what several archives
+            // are for. Nothing reaches PostgreSQL unless it checked out.
+            match fetch(
                 dest,
                 &found,
                 name,
@@ -74,9 +78,38 @@ pub fn run(args: &GetArgs) -> Result<Outcome> {
                 reader,
                 identities.as_ref(),
                 &args.dest,
-            )?;
-            return Ok(Outcome::Fetched);
+            ) {
+                Ok(()) => {
+                    if !failed.is_empty() {
+                        warn(format!(
+                            "get: {name}: fetched from {} after {} other cop{} failed;                              replace the bad one: {}",
+                            dest.root_url(),
+                            failed.len(),
+                            if failed.len() == 1 { "y" } else { "ies" },
+                            failed.join("; ")
+                        ));
+                    }
+                    return Ok(Outcome::Fetched);
+                }
+                Err(e @ Error::Usage(_)) => return Err(e),
+                Err(e) => {
+                    if archives.len() > 1 {
+                        warn(format!("get: {}: {e}; trying the next archive", dest.root_url()));
+                    }
+                    failed.push(e.to_string());
+                }
+            }
         }
+    }
+    if !failed.is_empty() {
+        return Err(Error::msg(if failed.len() == 1 {
+            failed.remove(0)
+        } else {
+            format!(
+                "get: {name}: no archive holds a good copy: {}",
+                failed.join("; ")
+            )
+        }));
     }
     if !unasked.is_empty() {
         return Err(Error::msg(format!(
