@@ -1,6 +1,6 @@
-//! Real servers for destination tests: an OpenSSH sshd and an S3-compatible
-//! moto_server, each on a free loopback port, with throwaway keys and
-//! credentials, stopped when dropped.
+//! Real servers for destination tests: an OpenSSH sshd and two independent
+//! S3-compatible servers (moto_server and s3s-fs), each on a free loopback
+//! port, with throwaway keys and credentials, stopped when dropped.
 
 #![allow(dead_code)]
 
@@ -173,20 +173,108 @@ impl Drop for Sshd {
     }
 }
 
-/// moto_server (an S3-compatible server) on a loopback port, with one
-/// bucket.
+/// Which S3-compatible server: moto_server (Python, in memory, accepts
+/// unsigned requests) or s3s-fs (Rust, a directory on disk served as S3,
+/// SigV4-signed requests only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum S3Kind {
+    Moto,
+    S3sFs,
+}
+
+/// An S3-compatible server on a loopback port, with one bucket.
 pub struct S3 {
     pub port: u16,
     pub bucket: String,
+    pub kind: S3Kind,
+    /// s3s-fs's root: the bucket is the directory root/BUCKET, an object
+    /// the file root/BUCKET/KEY (its own temp, metadata and multipart files
+    /// live directly in root).
+    root: Option<tempfile::TempDir>,
     child: Option<Child>,
 }
 
 /// The secret key the tests hand the tools: it must never show up in their
 /// output.
 pub const S3_SECRET: &str = "pgbTestSecret0123456789SHOULDnotLEAK";
+const S3_KEY_ID: &str = "pgbtestkeyid";
+
+/// s3s-fs's path: on PATH or where scripts/install-deps caches it.
+fn s3s_fs() -> PathBuf {
+    let cached = Path::new("/var/cache/pgb/s3s-fs/bin/s3s-fs");
+    if cached.is_file() {
+        return cached.to_path_buf();
+    }
+    need(
+        "s3s-fs",
+        "cargo install s3s-fs --version 0.14.1 --features binary --locked --root /var/cache/pgb/s3s-fs",
+    )
+}
 
 impl S3 {
+    /// moto_server.
     pub fn start() -> S3 {
+        S3::start_kind(S3Kind::Moto)
+    }
+
+    /// s3s-fs.
+    pub fn start_s3s() -> S3 {
+        S3::start_kind(S3Kind::S3sFs)
+    }
+
+    pub fn start_kind(kind: S3Kind) -> S3 {
+        match kind {
+            S3Kind::Moto => S3::start_moto(),
+            S3Kind::S3sFs => {
+                let root = tempfile::Builder::new()
+                    .prefix("pgb-s3s.")
+                    .tempdir()
+                    .unwrap();
+                let mut s3 = S3 {
+                    port: free_port(),
+                    bucket: "pgb-test".into(),
+                    kind,
+                    root: Some(root),
+                    child: None,
+                };
+                // A bucket is a directory of the root.
+                fs::create_dir(s3.bucket_dir()).unwrap();
+                s3.spawn_s3s();
+                s3
+            }
+        }
+    }
+
+    fn spawn_s3s(&mut self) {
+        let root = self.root.as_ref().expect("s3s-fs root").path();
+        let mut child = Command::new(s3s_fs())
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", S3_KEY_ID, "--secret-key", S3_SECRET])
+            .arg(root)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start s3s-fs");
+        wait_for_port(self.port, &mut child, "s3s-fs");
+        // Its log is drained, never filling the pipe.
+        if let Some(mut e) = child.stderr.take() {
+            std::thread::spawn(move || std::io::copy(&mut e, &mut std::io::sink()));
+        }
+        self.child = Some(child);
+    }
+
+    /// The directory holding the bucket's objects (s3s-fs only).
+    pub fn bucket_dir(&self) -> PathBuf {
+        self.root
+            .as_ref()
+            .expect("only s3s-fs keeps its objects in a directory")
+            .path()
+            .join(&self.bucket)
+    }
+
+    fn start_moto() -> S3 {
         let moto = need("moto_server", "pip install 'moto[server]'");
         let port = free_port();
         let mut child = Command::new(moto)
@@ -200,6 +288,8 @@ impl S3 {
         let s3 = S3 {
             port,
             bucket: "pgb-test".into(),
+            kind: S3Kind::Moto,
+            root: None,
             child: Some(child),
         };
         let (status, body) = s3.http("PUT", &format!("/{}", s3.bucket), b"");
@@ -233,13 +323,18 @@ impl S3 {
         vec![
             ("AWS_ENDPOINT_URL", self.endpoint()),
             ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ACCESS_KEY_ID", "pgbtestkeyid".into()),
+            ("AWS_ACCESS_KEY_ID", S3_KEY_ID.into()),
             ("AWS_SECRET_ACCESS_KEY", S3_SECRET.into()),
         ]
     }
 
     /// One plain HTTP request (moto accepts unsigned ones); status and body.
     pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        assert_eq!(
+            self.kind,
+            S3Kind::Moto,
+            "s3s-fs takes signed requests only: read its directory"
+        );
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         write!(
             s,
@@ -273,6 +368,14 @@ impl S3 {
 
     /// The object's bytes, or None when absent.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        if self.kind == S3Kind::S3sFs {
+            let p = self.bucket_dir().join(key);
+            return match fs::read(&p) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => panic!("read {}: {e}", p.display()),
+            };
+        }
         let (status, body) = self.http("GET", &format!("/{}/{key}", self.bucket), b"");
         match status {
             200 => Some(body),
@@ -283,12 +386,39 @@ impl S3 {
 
     /// Puts an object directly (to plant a conflicting one).
     pub fn put(&self, key: &str, body: &[u8]) {
+        if self.kind == S3Kind::S3sFs {
+            // As s3s-fs itself writes one: a temp file in its root, renamed.
+            let p = self.bucket_dir().join(key);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let tmp = self.root.as_ref().unwrap().path().join(".pgb-test-plant");
+            fs::write(&tmp, body).unwrap();
+            fs::rename(&tmp, &p).unwrap();
+            return;
+        }
         let (status, b) = self.http("PUT", &format!("/{}/{key}", self.bucket), body);
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
     }
 
-    /// Keys in the bucket (ListObjectsV2, first page).
+    /// Keys in the bucket (ListObjectsV2, first page; every file beneath
+    /// the bucket's directory for s3s-fs).
     pub fn keys(&self) -> Vec<String> {
+        if self.kind == S3Kind::S3sFs {
+            fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+                for e in fs::read_dir(dir).unwrap().flatten() {
+                    let p = e.path();
+                    if e.file_type().unwrap().is_dir() {
+                        walk(&p, base, out);
+                    } else {
+                        let rel = p.strip_prefix(base).unwrap();
+                        out.push(rel.to_string_lossy().into_owned());
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            walk(&self.bucket_dir(), &self.bucket_dir(), &mut out);
+            out.sort();
+            return out;
+        }
         let (status, body) = self.http("GET", &format!("/{}?list-type=2", self.bucket), b"");
         assert_eq!(status, 200);
         let text = String::from_utf8_lossy(&body);
@@ -299,8 +429,19 @@ impl S3 {
             .collect()
     }
 
-    /// Uploads begun but neither completed nor aborted.
+    /// Uploads begun but neither completed nor aborted (s3s-fs keeps one
+    /// `.upload-ID.json` in its root for each).
     pub fn pending_uploads(&self) -> usize {
+        if self.kind == S3Kind::S3sFs {
+            return fs::read_dir(self.root.as_ref().unwrap().path())
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.starts_with(".upload-") && n.ends_with(".json")
+                })
+                .count();
+        }
         let (_, body) = self.http("GET", &format!("/{}?uploads", self.bucket), b"");
         String::from_utf8_lossy(&body).matches("<UploadId>").count()
     }
@@ -321,11 +462,19 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
-impl Drop for S3 {
-    fn drop(&mut self) {
+impl S3 {
+    /// Stops the server (a destination that is down); s3s-fs's objects stay
+    /// on disk for `restart`.
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
