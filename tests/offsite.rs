@@ -884,6 +884,84 @@ fn a_push_killed_at_any_moment_leaves_nothing_partial_remotely(server: S3Kind) {
     );
 }
 
+/// A server that goes away mid-upload, and then answers only errors, fails
+/// the push (exit 2: PostgreSQL keeps the segment and retries) and loses
+/// nothing: under the final name there is nothing or the very file, never
+/// a part of it; once the server is back the retried push completes and
+/// get returns the same bytes. Cut in the first requests, mid-way through
+/// a 16 MiB segment's single PUT, and mid-way through a 32 MiB segment's
+/// multipart upload (16 MiB parts).
+fn a_server_failing_mid_upload_fails_the_push_and_loses_nothing(server: S3Kind) {
+    use crate::servers::Proxy;
+    let s3 = S3::start_kind(server);
+    let proxy = Proxy::start(s3.port);
+    let dir = tempfile::Builder::new()
+        .prefix("pgb-offsite.")
+        .tempdir()
+        .unwrap();
+    let env: Vec<(&str, String)> = s3
+        .env()
+        .into_iter()
+        .map(|(k, v)| match k {
+            "AWS_ENDPOINT_URL" => (k, proxy.endpoint()),
+            _ => (k, v),
+        })
+        .collect();
+    let wal = |args: &[&str]| {
+        let o = Command::new(crate::util::bin("pgb-wal"))
+            .args(args)
+            .envs(env.clone())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!stderr(&o).contains(S3_SECRET), "secret leaked");
+        o
+    };
+    let archive = format!("s3://{}/cut", s3.bucket);
+    for (i, (size, cut)) in [
+        (16usize << 20, 900u64),
+        (16 << 20, 8 << 20),
+        (32 << 20, 24 << 20),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("00000001000000000000001{i}");
+        let src = dir.path().join(&name);
+        let body = crate::wal::segment_sized(&name, SYSID, size);
+        fs::write(&src, &body).unwrap();
+        let src = src.display().to_string();
+        let key = format!("cut/{name}");
+        let what = format!("{size} bytes cut after {cut}");
+
+        proxy.cut_after(cut);
+        let o = wal(&["push", &src, "--archive", &archive]);
+        assert!(proxy.was_cut(), "{what}: {}", stderr(&o));
+        assert_eq!(code(&o), 2, "{what}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&archive), "{what}: {}", stderr(&o));
+        if let Some(b) = s3.get(&key) {
+            assert!(b == body, "{what}: {} bytes under the final name", b.len());
+        }
+
+        // The server back: PostgreSQL's retry completes the push.
+        proxy.heal();
+        let o = wal(&["push", &src, "--archive", &archive]);
+        assert_eq!(code(&o), 0, "{what}: {}", stderr(&o));
+        assert!(s3.get(&key).unwrap() == body, "{what}: not the file");
+        let out = dir.path().join("RECOVERYXLOG");
+        let o = wal(&[
+            "get",
+            &name,
+            &out.display().to_string(),
+            "--archive",
+            &archive,
+        ]);
+        assert_eq!(code(&o), 0, "{what}: {}", stderr(&o));
+        assert!(fs::read(&out).unwrap() == body, "{what}: get");
+        fs::remove_file(&out).unwrap();
+    }
+}
+
 /// The tests of what S3 must do, once against each server.
 macro_rules! on_each_s3_server {
     ($($name:ident),* $(,)?) => {
@@ -908,4 +986,5 @@ on_each_s3_server!(
     check_archive_checks_every_archive_and_counts_copies,
     the_storage_layer_behaves_the_same_in_a_directory_on_ssh_and_in_s3,
     a_push_killed_at_any_moment_leaves_nothing_partial_remotely,
+    a_server_failing_mid_upload_fails_the_push_and_loses_nothing,
 );

@@ -478,3 +478,159 @@ impl Drop for S3 {
         self.stop();
     }
 }
+
+/// A loopback TCP proxy in front of a server, to fail it on demand: it
+/// passes everything until `cut_after(n)` bytes from clients have gone
+/// through, then cuts every open connection mid-stream (the server gone
+/// away) and answers every new request with `503 Service Unavailable` (a
+/// server returning errors) until `heal()`.
+pub struct Proxy {
+    pub port: u16,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    upstream: u16,
+    /// Client bytes allowed through before the cut; u64::MAX for no cut.
+    limit: std::sync::atomic::AtomicU64,
+    sent: std::sync::atomic::AtomicU64,
+    cut: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    conns: std::sync::Mutex<Vec<TcpStream>>,
+}
+
+impl ProxyState {
+    fn cut_all(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Proxy {
+    pub fn start(upstream: u16) -> Proxy {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(ProxyState {
+            upstream,
+            limit: u64::MAX.into(),
+            sent: 0.into(),
+            cut: false.into(),
+            stop: false.into(),
+            conns: Default::default(),
+        });
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.stop.load(SeqCst) {
+                    return;
+                }
+                let Ok(client) = conn else { continue };
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    if st.cut.load(SeqCst) {
+                        answer_503(client);
+                    } else {
+                        forward(client, &st);
+                    }
+                });
+            }
+        });
+        Proxy { port, state }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts once `n` more bytes from clients have gone through.
+    pub fn cut_after(&self, n: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state.sent.store(0, SeqCst);
+        self.state.limit.store(n, SeqCst);
+    }
+
+    /// Whether the cut happened.
+    pub fn was_cut(&self) -> bool {
+        self.state.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Passes everything again.
+    pub fn heal(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state.limit.store(u64::MAX, SeqCst);
+        self.state.cut.store(false, SeqCst);
+    }
+}
+
+/// Reads a request's head and answers 503, closing the connection.
+fn answer_503(mut client: TcpStream) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = client.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    let _ = client.shutdown(std::net::Shutdown::Both);
+}
+
+/// Pumps a connection both ways, counting the client's bytes against the
+/// limit; the byte past it cuts everything.
+fn forward(client: TcpStream, st: &ProxyState) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Ok(server) = TcpStream::connect(("127.0.0.1", st.upstream)) else {
+        return;
+    };
+    {
+        let mut conns = st.conns.lock().unwrap();
+        conns.push(client.try_clone().unwrap());
+        conns.push(server.try_clone().unwrap());
+    }
+    let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let back = std::thread::spawn(move || {
+        let (mut s_in, mut c_out) = (server, client);
+        let _ = std::io::copy(&mut s_in, &mut c_out);
+        let _ = c_out.shutdown(std::net::Shutdown::Write);
+    });
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match c_in.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = s_out.shutdown(std::net::Shutdown::Write);
+                break;
+            }
+            Ok(n) => n as u64,
+        };
+        let before = st.sent.fetch_add(n, SeqCst);
+        let limit = st.limit.load(SeqCst);
+        if before + n > limit {
+            let pass = limit.saturating_sub(before) as usize;
+            let _ = s_out.write_all(&buf[..pass]);
+            st.cut_all();
+            break;
+        }
+        if s_out.write_all(&buf[..n as usize]).is_err() {
+            break;
+        }
+    }
+    let _ = back.join();
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state.cut_all();
+        // Wakes the accepting thread, which then ends.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
