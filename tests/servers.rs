@@ -25,8 +25,12 @@ pub fn free_port() -> u16 {
 fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     let start = Instant::now();
     loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+        // (A connection to itself, which TCP allows when the port asked
+        // for is free and picked as the local one, is nobody listening.)
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            if s.local_addr().ok() != s.peer_addr().ok() {
+                return;
+            }
         }
         if let Ok(Some(st)) = child.try_wait() {
             let mut err = String::new();
