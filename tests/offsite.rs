@@ -1,6 +1,8 @@
 //! WAL offsite: pgb-wal push and get, and pgb-check-archive, with archives
-//! in a directory, on a real sshd and in a real S3-compatible server
-//! (moto_server), some of them down.
+//! in a directory, on a real sshd and in a real S3-compatible server, some
+//! of them down. What S3 must do is checked against two independent
+//! servers, moto_server and s3s-fs: each such test is a function of the
+//! server kind, run by one test in `moto` and one in `s3s_fs` below.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::servers::{free_port, Sshd, S3, S3_SECRET};
+use crate::servers::{free_port, S3Kind, Sshd, S3, S3_SECRET};
 use crate::util::{code, stderr};
 use crate::wal::{keypair, segment};
 
@@ -22,9 +24,13 @@ struct Archives {
 
 impl Archives {
     fn start() -> Archives {
+        Archives::start_with(S3Kind::Moto)
+    }
+
+    fn start_with(kind: S3Kind) -> Archives {
         let (sshd, s3) = std::thread::scope(|s| {
             let a = s.spawn(Sshd::start);
-            let b = s.spawn(S3::start);
+            let b = s.spawn(move || S3::start_kind(kind));
             (a.join().unwrap(), b.join().unwrap())
         });
         let root = tempfile::Builder::new()
@@ -127,9 +133,8 @@ const B: &str = "000000010000000000000004";
 const C: &str = "000000010000000000000005";
 const SYSID: u64 = 7_000_000_000_000_000_001;
 
-#[test]
-fn push_to_a_directory_s3_and_ssh_then_get_from_each_alone() {
-    let t = Archives::start();
+fn push_to_a_directory_s3_and_ssh_then_get_from_each_alone(kind: S3Kind) {
+    let t = Archives::start_with(kind);
     let all = [t.local(), t.s3(), t.ssh()];
     let (id, recipient) = keypair(t.root.path(), "wal");
     let id = id.display().to_string();
@@ -343,9 +348,8 @@ fn an_archive_that_is_down_fails_the_push_and_is_skipped_by_get() {
     assert_eq!(code(&o), 255, "{}", stderr(&o));
 }
 
-#[test]
-fn a_different_file_already_archived_remotely_is_refused_and_kept() {
-    let t = Archives::start();
+fn a_different_file_already_archived_remotely_is_refused_and_kept(kind: S3Kind) {
+    let t = Archives::start_with(kind);
     let (seg, _) = t.segment(A, SYSID);
     let o = t.push(&seg, &[t.s3(), t.ssh()], &[]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -390,9 +394,8 @@ fn records(o: &Output) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn check_archive_checks_every_archive_and_counts_copies() {
-    let t = Archives::start();
+fn check_archive_checks_every_archive_and_counts_copies(kind: S3Kind) {
+    let t = Archives::start_with(kind);
     let all = [t.local(), t.s3(), t.ssh()];
     let names3: Vec<String> = (3..=6)
         .map(|i| format!("0000000100000000000000{i:02X}"))
@@ -617,11 +620,10 @@ fn a_real_cluster_archives_to_s3_and_recovers_from_it() {
 /// reads of present and absent files, streaming reads, a create beside a
 /// checksum file that never replaces (guards, conflicting content kept),
 /// removal, and a root that is not there.
-#[test]
-fn the_storage_layer_behaves_the_same_in_a_directory_on_ssh_and_in_s3() {
+fn the_storage_layer_behaves_the_same_in_a_directory_on_ssh_and_in_s3(kind: S3Kind) {
     use pgb_common::dest::{Created, Destination, Readback};
     use std::io::Read;
-    let t = Archives::start();
+    let t = Archives::start_with(kind);
     // The tools read credentials from the environment; these are the
     // harness's, the same every S3 test hands its children.
     for (k, v) in t.s3.env() {
@@ -810,9 +812,8 @@ fn s3_settings_come_from_aws_profile_too() {
 /// A push killed at any moment leaves, under the final name on the SSH host
 /// and in S3, either nothing or the whole file, never part of it; the next
 /// push (PostgreSQL retrying) completes it or finds it identical.
-#[test]
-fn a_push_killed_at_any_moment_leaves_nothing_partial_remotely() {
-    let t = Archives::start();
+fn a_push_killed_at_any_moment_leaves_nothing_partial_remotely(server: S3Kind) {
+    let t = Archives::start_with(server);
     // 48 MB: several S3 parts (a multipart upload above 16 MB), and long
     // enough on the SSH host for the kills to land mid-transfer.
     let name = "00000001000000000000000A";
@@ -820,17 +821,12 @@ fn a_push_killed_at_any_moment_leaves_nothing_partial_remotely() {
     let body = crate::wal::noise(48 << 20);
     fs::write(&src, &body).unwrap();
     let mut cut_short = std::collections::BTreeMap::new();
-    for (round, (kind, at)) in [
-        ("ssh", 30u64),
-        ("ssh", 150),
-        ("ssh", 400),
-        ("s3", 30),
-        ("s3", 150),
-        ("s3", 400),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    // The SSH rounds once, with moto.
+    let mut rounds = vec![("s3", 30u64), ("s3", 150), ("s3", 400)];
+    if server == S3Kind::Moto {
+        rounds.extend([("ssh", 30), ("ssh", 150), ("ssh", 400)]);
+    }
+    for (round, (kind, at)) in rounds.into_iter().enumerate() {
         // A fresh archive each round, so every kill meets an upload.
         let remote = t.dir("remote").join(format!("k{round}"));
         fs::create_dir(&remote).unwrap();
@@ -883,7 +879,112 @@ fn a_push_killed_at_any_moment_leaves_nothing_partial_remotely() {
     }
     // The kills did land mid-push (not all after it finished).
     assert!(
-        cut_short.contains_key("ssh") && cut_short.contains_key("s3"),
+        cut_short.contains_key("s3") && (server != S3Kind::Moto || cut_short.contains_key("ssh")),
         "{cut_short:?}"
     );
 }
+
+/// A server that goes away mid-upload, and then answers only errors, fails
+/// the push (exit 2: PostgreSQL keeps the segment and retries) and loses
+/// nothing: under the final name there is nothing or the very file, never
+/// a part of it; once the server is back the retried push completes and
+/// get returns the same bytes. Cut in the first requests, mid-way through
+/// a 16 MiB segment's single PUT, and mid-way through a 32 MiB segment's
+/// multipart upload (16 MiB parts).
+fn a_server_failing_mid_upload_fails_the_push_and_loses_nothing(server: S3Kind) {
+    use crate::servers::Proxy;
+    let s3 = S3::start_kind(server);
+    let proxy = Proxy::start(s3.port);
+    let dir = tempfile::Builder::new()
+        .prefix("pgb-offsite.")
+        .tempdir()
+        .unwrap();
+    let env: Vec<(&str, String)> = s3
+        .env()
+        .into_iter()
+        .map(|(k, v)| match k {
+            "AWS_ENDPOINT_URL" => (k, proxy.endpoint()),
+            _ => (k, v),
+        })
+        .collect();
+    let wal = |args: &[&str]| {
+        let o = Command::new(crate::util::bin("pgb-wal"))
+            .args(args)
+            .envs(env.clone())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!stderr(&o).contains(S3_SECRET), "secret leaked");
+        o
+    };
+    let archive = format!("s3://{}/cut", s3.bucket);
+    for (i, (size, cut)) in [
+        (16usize << 20, 900u64),
+        (16 << 20, 8 << 20),
+        (32 << 20, 24 << 20),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("00000001000000000000001{i}");
+        let src = dir.path().join(&name);
+        let body = crate::wal::segment_sized(&name, SYSID, size);
+        fs::write(&src, &body).unwrap();
+        let src = src.display().to_string();
+        let key = format!("cut/{name}");
+        let what = format!("{size} bytes cut after {cut}");
+
+        proxy.cut_after(cut);
+        let o = wal(&["push", &src, "--archive", &archive]);
+        assert!(proxy.was_cut(), "{what}: {}", stderr(&o));
+        assert_eq!(code(&o), 2, "{what}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&archive), "{what}: {}", stderr(&o));
+        if let Some(b) = s3.get(&key) {
+            assert!(b == body, "{what}: {} bytes under the final name", b.len());
+        }
+
+        // The server back: PostgreSQL's retry completes the push.
+        proxy.heal();
+        let o = wal(&["push", &src, "--archive", &archive]);
+        assert_eq!(code(&o), 0, "{what}: {}", stderr(&o));
+        assert!(s3.get(&key).unwrap() == body, "{what}: not the file");
+        let out = dir.path().join("RECOVERYXLOG");
+        let o = wal(&[
+            "get",
+            &name,
+            &out.display().to_string(),
+            "--archive",
+            &archive,
+        ]);
+        assert_eq!(code(&o), 0, "{what}: {}", stderr(&o));
+        assert!(fs::read(&out).unwrap() == body, "{what}: get");
+        fs::remove_file(&out).unwrap();
+    }
+}
+
+/// The tests of what S3 must do, once against each server.
+macro_rules! on_each_s3_server {
+    ($($name:ident),* $(,)?) => {
+        mod moto {
+            $(#[test]
+            fn $name() {
+                super::$name(super::S3Kind::Moto)
+            })*
+        }
+        mod s3s_fs {
+            $(#[test]
+            fn $name() {
+                super::$name(super::S3Kind::S3sFs)
+            })*
+        }
+    };
+}
+
+on_each_s3_server!(
+    push_to_a_directory_s3_and_ssh_then_get_from_each_alone,
+    a_different_file_already_archived_remotely_is_refused_and_kept,
+    check_archive_checks_every_archive_and_counts_copies,
+    the_storage_layer_behaves_the_same_in_a_directory_on_ssh_and_in_s3,
+    a_push_killed_at_any_moment_leaves_nothing_partial_remotely,
+    a_server_failing_mid_upload_fails_the_push_and_loses_nothing,
+);

@@ -1,6 +1,6 @@
-//! Real servers for destination tests: an OpenSSH sshd and an S3-compatible
-//! moto_server, each on a free loopback port, with throwaway keys and
-//! credentials, stopped when dropped.
+//! Real servers for destination tests: an OpenSSH sshd and two independent
+//! S3-compatible servers (moto_server and s3s-fs), each on a free loopback
+//! port, with throwaway keys and credentials, stopped when dropped.
 
 #![allow(dead_code)]
 
@@ -25,8 +25,12 @@ pub fn free_port() -> u16 {
 fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     let start = Instant::now();
     loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+        // (A connection to itself, which TCP allows when the port asked
+        // for is free and picked as the local one, is nobody listening.)
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            if s.local_addr().ok() != s.peer_addr().ok() {
+                return;
+            }
         }
         if let Ok(Some(st)) = child.try_wait() {
             let mut err = String::new();
@@ -173,20 +177,108 @@ impl Drop for Sshd {
     }
 }
 
-/// moto_server (an S3-compatible server) on a loopback port, with one
-/// bucket.
+/// Which S3-compatible server: moto_server (Python, in memory, accepts
+/// unsigned requests) or s3s-fs (Rust, a directory on disk served as S3,
+/// SigV4-signed requests only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum S3Kind {
+    Moto,
+    S3sFs,
+}
+
+/// An S3-compatible server on a loopback port, with one bucket.
 pub struct S3 {
     pub port: u16,
     pub bucket: String,
+    pub kind: S3Kind,
+    /// s3s-fs's root: the bucket is the directory root/BUCKET, an object
+    /// the file root/BUCKET/KEY (its own temp, metadata and multipart files
+    /// live directly in root).
+    root: Option<tempfile::TempDir>,
     child: Option<Child>,
 }
 
 /// The secret key the tests hand the tools: it must never show up in their
 /// output.
 pub const S3_SECRET: &str = "pgbTestSecret0123456789SHOULDnotLEAK";
+const S3_KEY_ID: &str = "pgbtestkeyid";
+
+/// s3s-fs's path: on PATH or where scripts/install-deps caches it.
+fn s3s_fs() -> PathBuf {
+    let cached = Path::new("/var/cache/pgb/s3s-fs/bin/s3s-fs");
+    if cached.is_file() {
+        return cached.to_path_buf();
+    }
+    need(
+        "s3s-fs",
+        "cargo install s3s-fs --version 0.14.1 --features binary --locked --root /var/cache/pgb/s3s-fs",
+    )
+}
 
 impl S3 {
+    /// moto_server.
     pub fn start() -> S3 {
+        S3::start_kind(S3Kind::Moto)
+    }
+
+    /// s3s-fs.
+    pub fn start_s3s() -> S3 {
+        S3::start_kind(S3Kind::S3sFs)
+    }
+
+    pub fn start_kind(kind: S3Kind) -> S3 {
+        match kind {
+            S3Kind::Moto => S3::start_moto(),
+            S3Kind::S3sFs => {
+                let root = tempfile::Builder::new()
+                    .prefix("pgb-s3s.")
+                    .tempdir()
+                    .unwrap();
+                let mut s3 = S3 {
+                    port: free_port(),
+                    bucket: "pgb-test".into(),
+                    kind,
+                    root: Some(root),
+                    child: None,
+                };
+                // A bucket is a directory of the root.
+                fs::create_dir(s3.bucket_dir()).unwrap();
+                s3.spawn_s3s();
+                s3
+            }
+        }
+    }
+
+    fn spawn_s3s(&mut self) {
+        let root = self.root.as_ref().expect("s3s-fs root").path();
+        let mut child = Command::new(s3s_fs())
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", S3_KEY_ID, "--secret-key", S3_SECRET])
+            .arg(root)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start s3s-fs");
+        wait_for_port(self.port, &mut child, "s3s-fs");
+        // Its log is drained, never filling the pipe.
+        if let Some(mut e) = child.stderr.take() {
+            std::thread::spawn(move || std::io::copy(&mut e, &mut std::io::sink()));
+        }
+        self.child = Some(child);
+    }
+
+    /// The directory holding the bucket's objects (s3s-fs only).
+    pub fn bucket_dir(&self) -> PathBuf {
+        self.root
+            .as_ref()
+            .expect("only s3s-fs keeps its objects in a directory")
+            .path()
+            .join(&self.bucket)
+    }
+
+    fn start_moto() -> S3 {
         let moto = need("moto_server", "pip install 'moto[server]'");
         let port = free_port();
         let mut child = Command::new(moto)
@@ -200,6 +292,8 @@ impl S3 {
         let s3 = S3 {
             port,
             bucket: "pgb-test".into(),
+            kind: S3Kind::Moto,
+            root: None,
             child: Some(child),
         };
         let (status, body) = s3.http("PUT", &format!("/{}", s3.bucket), b"");
@@ -233,13 +327,18 @@ impl S3 {
         vec![
             ("AWS_ENDPOINT_URL", self.endpoint()),
             ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ACCESS_KEY_ID", "pgbtestkeyid".into()),
+            ("AWS_ACCESS_KEY_ID", S3_KEY_ID.into()),
             ("AWS_SECRET_ACCESS_KEY", S3_SECRET.into()),
         ]
     }
 
     /// One plain HTTP request (moto accepts unsigned ones); status and body.
     pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        assert_eq!(
+            self.kind,
+            S3Kind::Moto,
+            "s3s-fs takes signed requests only: read its directory"
+        );
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         write!(
             s,
@@ -273,6 +372,14 @@ impl S3 {
 
     /// The object's bytes, or None when absent.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        if self.kind == S3Kind::S3sFs {
+            let p = self.bucket_dir().join(key);
+            return match fs::read(&p) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => panic!("read {}: {e}", p.display()),
+            };
+        }
         let (status, body) = self.http("GET", &format!("/{}/{key}", self.bucket), b"");
         match status {
             200 => Some(body),
@@ -283,12 +390,39 @@ impl S3 {
 
     /// Puts an object directly (to plant a conflicting one).
     pub fn put(&self, key: &str, body: &[u8]) {
+        if self.kind == S3Kind::S3sFs {
+            // As s3s-fs itself writes one: a temp file in its root, renamed.
+            let p = self.bucket_dir().join(key);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let tmp = self.root.as_ref().unwrap().path().join(".pgb-test-plant");
+            fs::write(&tmp, body).unwrap();
+            fs::rename(&tmp, &p).unwrap();
+            return;
+        }
         let (status, b) = self.http("PUT", &format!("/{}/{key}", self.bucket), body);
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
     }
 
-    /// Keys in the bucket (ListObjectsV2, first page).
+    /// Keys in the bucket (ListObjectsV2, first page; every file beneath
+    /// the bucket's directory for s3s-fs).
     pub fn keys(&self) -> Vec<String> {
+        if self.kind == S3Kind::S3sFs {
+            fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+                for e in fs::read_dir(dir).unwrap().flatten() {
+                    let p = e.path();
+                    if e.file_type().unwrap().is_dir() {
+                        walk(&p, base, out);
+                    } else {
+                        let rel = p.strip_prefix(base).unwrap();
+                        out.push(rel.to_string_lossy().into_owned());
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            walk(&self.bucket_dir(), &self.bucket_dir(), &mut out);
+            out.sort();
+            return out;
+        }
         let (status, body) = self.http("GET", &format!("/{}?list-type=2", self.bucket), b"");
         assert_eq!(status, 200);
         let text = String::from_utf8_lossy(&body);
@@ -299,8 +433,19 @@ impl S3 {
             .collect()
     }
 
-    /// Uploads begun but neither completed nor aborted.
+    /// Uploads begun but neither completed nor aborted (s3s-fs keeps one
+    /// `.upload-ID.json` in its root for each).
     pub fn pending_uploads(&self) -> usize {
+        if self.kind == S3Kind::S3sFs {
+            return fs::read_dir(self.root.as_ref().unwrap().path())
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.starts_with(".upload-") && n.ends_with(".json")
+                })
+                .count();
+        }
         let (_, body) = self.http("GET", &format!("/{}?uploads", self.bucket), b"");
         String::from_utf8_lossy(&body).matches("<UploadId>").count()
     }
@@ -321,11 +466,175 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
-impl Drop for S3 {
-    fn drop(&mut self) {
+impl S3 {
+    /// Stops the server (a destination that is down); s3s-fs's objects stay
+    /// on disk for `restart`.
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A loopback TCP proxy in front of a server, to fail it on demand: it
+/// passes everything until `cut_after(n)` bytes from clients have gone
+/// through, then cuts every open connection mid-stream (the server gone
+/// away) and answers every new request with `503 Service Unavailable` (a
+/// server returning errors) until `heal()`.
+pub struct Proxy {
+    pub port: u16,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    upstream: u16,
+    /// Client bytes allowed through before the cut; u64::MAX for no cut.
+    limit: std::sync::atomic::AtomicU64,
+    sent: std::sync::atomic::AtomicU64,
+    cut: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    conns: std::sync::Mutex<Vec<TcpStream>>,
+}
+
+impl ProxyState {
+    fn cut_all(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Proxy {
+    pub fn start(upstream: u16) -> Proxy {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(ProxyState {
+            upstream,
+            limit: u64::MAX.into(),
+            sent: 0.into(),
+            cut: false.into(),
+            stop: false.into(),
+            conns: Default::default(),
+        });
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.stop.load(SeqCst) {
+                    return;
+                }
+                let Ok(client) = conn else { continue };
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    if st.cut.load(SeqCst) {
+                        answer_503(client);
+                    } else {
+                        forward(client, &st);
+                    }
+                });
+            }
+        });
+        Proxy { port, state }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts once `n` more bytes from clients have gone through.
+    pub fn cut_after(&self, n: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state.sent.store(0, SeqCst);
+        self.state.limit.store(n, SeqCst);
+    }
+
+    /// Whether the cut happened.
+    pub fn was_cut(&self) -> bool {
+        self.state.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Passes everything again.
+    pub fn heal(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state.limit.store(u64::MAX, SeqCst);
+        self.state.cut.store(false, SeqCst);
+    }
+}
+
+/// Reads a request's head and answers 503, closing the connection.
+fn answer_503(mut client: TcpStream) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = client.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    let _ = client.shutdown(std::net::Shutdown::Both);
+}
+
+/// Pumps a connection both ways, counting the client's bytes against the
+/// limit; the byte past it cuts everything.
+fn forward(client: TcpStream, st: &ProxyState) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Ok(server) = TcpStream::connect(("127.0.0.1", st.upstream)) else {
+        return;
+    };
+    {
+        let mut conns = st.conns.lock().unwrap();
+        conns.push(client.try_clone().unwrap());
+        conns.push(server.try_clone().unwrap());
+    }
+    let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let back = std::thread::spawn(move || {
+        let (mut s_in, mut c_out) = (server, client);
+        let _ = std::io::copy(&mut s_in, &mut c_out);
+        let _ = c_out.shutdown(std::net::Shutdown::Write);
+    });
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match c_in.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = s_out.shutdown(std::net::Shutdown::Write);
+                break;
+            }
+            Ok(n) => n as u64,
+        };
+        let before = st.sent.fetch_add(n, SeqCst);
+        let limit = st.limit.load(SeqCst);
+        if before + n > limit {
+            let pass = limit.saturating_sub(before) as usize;
+            let _ = s_out.write_all(&buf[..pass]);
+            st.cut_all();
+            break;
+        }
+        if s_out.write_all(&buf[..n as usize]).is_err() {
+            break;
+        }
+    }
+    let _ = back.join();
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state.cut_all();
+        // Wakes the accepting thread, which then ends.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }

@@ -49,16 +49,22 @@ const SEG_SIZE: usize = 1 << 20;
 /// A 1 MB WAL segment named `name` (timeline 1): a real long page header
 /// (PostgreSQL 15's magic, xlp_pageaddr matching the name), then noise.
 pub fn segment(name: &str, sysid: u64) -> Vec<u8> {
-    let segno = u64::from_str_radix(&name[8..16], 16).unwrap() * 4096
+    segment_sized(name, sysid, SEG_SIZE)
+}
+
+/// A WAL segment of `size` bytes (a power of two from 1 MB to 1 GB), as
+/// `segment` makes them.
+pub fn segment_sized(name: &str, sysid: u64, size: usize) -> Vec<u8> {
+    let segno = u64::from_str_radix(&name[8..16], 16).unwrap() * (0x1_0000_0000 / size as u64)
         + u64::from_str_radix(&name[16..], 16).unwrap();
-    let mut p = noise(SEG_SIZE);
+    let mut p = noise(size);
     p[..40].fill(0);
     p[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
     p[2..4].copy_from_slice(&0x0006u16.to_le_bytes()); // long header, removable
     p[4..8].copy_from_slice(&1u32.to_le_bytes());
-    p[8..16].copy_from_slice(&(segno * SEG_SIZE as u64).to_le_bytes());
+    p[8..16].copy_from_slice(&(segno * size as u64).to_le_bytes());
     p[24..32].copy_from_slice(&sysid.to_le_bytes());
-    p[32..36].copy_from_slice(&(SEG_SIZE as u32).to_le_bytes());
+    p[32..36].copy_from_slice(&(size as u32).to_le_bytes());
     p[36..40].copy_from_slice(&8192u32.to_le_bytes());
     p
 }
