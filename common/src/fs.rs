@@ -198,6 +198,17 @@ impl AtomicFile {
         fsync_dir(parent_of(&self.target))
     }
 
+    /// Rename over the target, without fsync: for a file whose reader
+    /// makes it durable itself. restore_command's file is one: PostgreSQL
+    /// reads it, and what it keeps it moves into pg_wal with its own
+    /// durable_rename (fsync of file and directory); after a crash it asks
+    /// again. The rename still means the name never holds a partial file.
+    pub fn commit_replace_unsynced(mut self) -> Result<()> {
+        fs::rename(&self.temp, &self.target).ctx("rename", &self.target)?;
+        self.temp = PathBuf::new();
+        Ok(())
+    }
+
     /// fsync, rename over the target (for sidecars, which hold the latest
     /// record), fsync the directory.
     pub fn commit_replace(mut self) -> Result<()> {

@@ -94,7 +94,10 @@ pub fn run(args: &GetArgs) -> Result<Outcome> {
                 Err(e @ Error::Usage(_)) => return Err(e),
                 Err(e) => {
                     if archives.len() > 1 {
-                        warn(format!("get: {}: {e}; trying the next archive", dest.root_url()));
+                        warn(format!(
+                            "get: {}: {e}; trying the next archive",
+                            dest.root_url()
+                        ));
                     }
                     failed.push(e.to_string());
                 }
@@ -295,7 +298,10 @@ fn fetch(
         }
     }
     out.flush().ctx("write", &temp)?;
-    out.commit_replace()
+    // PostgreSQL fsyncs what it keeps of a restored file (durable_rename
+    // into pg_wal) and fetches again after a crash: a second fsync here
+    // would only slow recovery down.
+    out.commit_replace_unsynced()
 }
 
 enum CopyError {
