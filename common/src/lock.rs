@@ -207,4 +207,28 @@ mod tests {
         drop(first);
         RepoLock::acquire(d.path(), None).unwrap();
     }
+
+    #[test]
+    fn a_lock_object_is_created_only_when_absent_and_removed_when_dropped() {
+        // The remote lock through the storage layer, on its directory kind.
+        let d = tempfile::tempdir().unwrap();
+        let dest = crate::dest::Destination::Dir(d.path().to_path_buf());
+        let first = RemoteLock::acquire(&dest, None).unwrap();
+        let body = std::fs::read_to_string(d.path().join(LOCK_FILE)).unwrap();
+        assert!(body.starts_with("host=") && body.contains(&format!("pid={}", std::process::id())));
+        let e = RemoteLock::acquire(&dest, None).err().unwrap();
+        assert!(matches!(e, Error::Locked(_)), "{e}");
+        let hint = RemoteLock::stale_hint(&dest);
+        assert!(
+            hint.contains(body.trim()) && hint.contains("stale"),
+            "{hint}"
+        );
+        drop(first);
+        assert!(!d.path().join(LOCK_FILE).exists());
+        // A lock removed by hand and taken by another is not removed.
+        let mine = RemoteLock::acquire(&dest, None).unwrap();
+        std::fs::write(d.path().join(LOCK_FILE), "host=other pid=1\n").unwrap();
+        drop(mine);
+        assert!(d.path().join(LOCK_FILE).exists());
+    }
 }
