@@ -639,6 +639,38 @@ impl Destination {
         Ok(v)
     }
 
+    /// Creates `rel` holding `bytes` only when nothing is there: `true` when
+    /// created, `false` when something already was (it is left as it is).
+    /// Atomic against a concurrent creator: `O_EXCL` in a directory, the
+    /// shell's noclobber (`set -C`, an `O_EXCL` open) on an SSH host, a PUT
+    /// with `If-None-Match: *` in S3. How the remote repository lock is taken.
+    pub fn create_new(&self, bytes: &[u8], rel: &str) -> Result<bool> {
+        check_rel(rel)?;
+        match self {
+            Destination::Dir(root) => {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let p = root.join(rel);
+                let mut f = match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&p)
+                {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+                    Err(e) => return Err(Error::io("create", &p, e)),
+                };
+                f.write_all(bytes).ctx("write", &p)?;
+                f.sync_all().ctx("fsync", &p)?;
+                crate::fs::fsync_dir(p.parent().unwrap_or(root))?;
+                Ok(true)
+            }
+            Destination::Ssh(s) => ssh::create_new(s, bytes, rel),
+            Destination::S3(s) => s3::create_new(s, bytes, rel),
+        }
+    }
+
     /// Writes `bytes` to `rel` atomically, replacing what is there (sidecars).
     pub fn put_bytes_replace(&self, bytes: &[u8], rel: &str) -> Result<()> {
         check_rel(rel)?;

@@ -44,5 +44,5 @@ pub use error::{Error, IoContext, Result};
 pub use exit::ExitStatus;
 pub use fs::{fsync_dir, rename_noreplace, set_umask, AtomicFile};
 pub use jsonl::{human_wanted, Input, RecordReader, RecordWriter};
-pub use lock::RepoLock;
+pub use lock::{RemoteLock, RepoLock};
 pub use record::{Artifact, FileEntry, Kind, SCHEMA};

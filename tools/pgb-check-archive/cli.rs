@@ -103,8 +103,11 @@ pub struct Args {
     /// sidecars) as --backups does for stdin; their records, with
     /// `archive_check`, go to stdout and the sidecars are left unchanged;
     /// the records' repo is DIR (a repository moved or copied elsewhere is
-    /// read where it lies)
-    #[arg(long = "repo", value_name = "DIR")]
+    /// read where it lies). A directory, ssh://[user@]host[:port]/path or
+    /// s3://bucket/prefix (a repository pgb-ship copied to): its sidecars are
+    /// read in one go (one SSH session, one S3 listing), nothing of the
+    /// backups' files is read
+    #[arg(long = "repo", value_name = "DIR|URL")]
     pub repo: Option<PathBuf>,
 
     /// Read only each segment's size and first page, as before checksums

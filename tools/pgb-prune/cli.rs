@@ -58,13 +58,40 @@ use clap::Parser;
 /// descriptor, never through a symlink or across a mount point), then its
 /// sidecar, then fsyncs the directory. A deletion that fails turns the
 /// record into an error record and the exit status into 2.
+///
+/// A repository may be remote: --repo ssh://[user@]host[:port]/path or
+/// s3://bucket/prefix (the root pgb-ship copied to), read from its sidecars
+/// (all read in one go: one SSH session, one S3 listing), and so may
+/// --wal-archive. The plan is the same; an artifact counts when each of its
+/// files is at its place with its recorded size (one listing per
+/// directory). Paths are checked before anything is read or removed: a
+/// sidecar whose path is absolute or has a `.` or `..` part stops the run
+/// with exit status 2 and nothing deleted. --apply deletes through the
+/// storage layer in the same order as in a directory: the artifact's files,
+/// then what is left below a physical backup's directory (its prefix in
+/// S3), then its sidecar last, so a prune stopped half-way never leaves
+/// files without the record saying they are to go, and a second run
+/// finishes the job. WAL expiry of a remote archive lists it and removes
+/// the planned files one by one, oldest first.
+///
+/// The lock of a remote repository is the file or object `.pgb.lock` at
+/// its root, created only when absent (in S3 a PUT with If-None-Match: *;
+/// on an SSH host the shell's noclobber, an O_EXCL open) and holding
+/// `host=H pid=P time=T` of the run that took it; it is removed when the
+/// run ends, also on an error. While it exists another pgb-prune exits 3
+/// (or waits with --lock-wait), naming the lock, its holder, and how to
+/// remove a stale one left by a run that was killed (`aws s3 rm
+/// s3://bucket/prefix/.pgb.lock`, `ssh host rm /path/.pgb.lock`) once that
+/// run is surely gone. Other tools do not take it: run pgb-ship to a
+/// remote repository and pgb-prune on it at different times.
 #[derive(Parser, Debug)]
 #[command(name = "pgb-prune", version, disable_help_flag = true)]
 pub struct Args {
     /// Prune the artifacts of this repository (their .pgb.json sidecars)
     /// instead of reading records on stdin; every record must sit where its
-    /// sidecar is; the records' repo is DIR (a repository moved or copied elsewhere is read where it lies)
-    #[arg(long = "repo", value_name = "DIR")]
+    /// sidecar is; the records' repo is DIR (a repository moved or copied elsewhere is read where it lies).
+    /// A directory, ssh://[user@]host[:port]/path or s3://bucket/prefix
+    #[arg(long = "repo", value_name = "DIR|URL")]
     pub repo: Option<PathBuf>,
 
     /// Keep the N newest artifacts (N or `unlimited`)
@@ -129,8 +156,8 @@ pub struct Args {
     /// other timelines). .history files are always kept. Nothing is removed
     /// when no physical backup is kept. The plan lists the ranges as
     /// `wal-expiry` records. With stdin input, the input must hold every
-    /// physical backup of the cluster
-    #[arg(long = "wal-archive", value_name = "DIR")]
+    /// physical backup of the cluster. A directory, ssh://... or s3://...
+    #[arg(long = "wal-archive", value_name = "DIR|URL")]
     pub wal_archive: Option<PathBuf>,
 
     /// Take this as the current time (RFC 3339, e.g.

@@ -4,6 +4,7 @@ mod apply;
 mod cli;
 mod plan;
 mod policy;
+mod remote;
 mod run;
 mod summary;
 mod wal;

@@ -13,13 +13,14 @@ use pgb_common::jsonl::Input;
 use pgb_common::record::{error_record, Artifact, Kind, SCHEMA};
 use pgb_common::repo::catalog;
 use pgb_common::term::warn;
-use pgb_common::{ExitStatus, RecordReader, RecordWriter, RepoLock};
+use pgb_common::{ExitStatus, RecordReader, RecordWriter, RemoteLock, RepoLock};
 use serde_json::{json, Map, Value};
 
-use crate::apply::{self, Refused, Root};
+use crate::apply::{self, Refused};
 use crate::cli::Args;
 use crate::plan::{self, Candidate, Decision, Options, Plan};
 use crate::policy::{Policy, Span};
+use crate::remote::Place;
 use crate::wal;
 
 /// One artifact read and checked.
@@ -151,11 +152,22 @@ fn try_run(args: &Args) -> Result<ExitStatus> {
         )
         .collect();
     let mut _locks = Vec::new();
+    let mut _remote_locks = Vec::new();
+    let wait = args.lock_wait.map(Duration::from_secs);
     for r in &roots {
-        _locks.push(RepoLock::acquire(
-            r,
-            args.lock_wait.map(Duration::from_secs),
-        )?);
+        if pgb_common::store::is_url(r) {
+            let dest = pgb_common::store::destination(r)?;
+            match RemoteLock::acquire(&dest, wait) {
+                Ok(l) => _remote_locks.push(l),
+                Err(e @ Error::Locked(_)) => {
+                    warn(RemoteLock::stale_hint(&dest));
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            _locks.push(RepoLock::acquire(r, wait)?);
+        }
     }
     let recs2 = load(args, stdin_records.as_deref())?;
     let mut second = make_plan(&recs2, &opts);
@@ -181,7 +193,7 @@ fn try_run(args: &Args) -> Result<ExitStatus> {
         }
     }
     let mut results: HashMap<usize, std::result::Result<(), String>> = HashMap::new();
-    let mut opened: HashMap<PathBuf, Root> = HashMap::new();
+    let mut opened: HashMap<PathBuf, Place> = HashMap::new();
     for (n, (r, d)) in recs2.iter().zip(&second.decisions).enumerate() {
         let Rec::Artifact(i) = r else { continue };
         if !d.delete {
@@ -204,7 +216,7 @@ fn try_run(args: &Args) -> Result<ExitStatus> {
     Ok(status.worst(w))
 }
 
-fn delete_one(args: &Args, i: &Item, opened: &mut HashMap<PathBuf, Root>) -> Result<()> {
+fn delete_one(args: &Args, i: &Item, opened: &mut HashMap<PathBuf, Place>) -> Result<()> {
     let a = &i.artifact;
     if args.copies {
         for copy in &a.copies {
@@ -221,11 +233,9 @@ fn delete_one(args: &Args, i: &Item, opened: &mut HashMap<PathBuf, Root>) -> Res
         }
     }
     if !opened.contains_key(&i.root) {
-        opened.insert(i.root.clone(), Root::open(&i.root)?);
+        opened.insert(i.root.clone(), Place::open(&i.root)?);
     }
-    let root = &opened[&i.root];
-    apply::delete(root, a)?;
-    Ok(())
+    opened[&i.root].delete(a)
 }
 
 fn read_stdin() -> Result<Vec<Input>> {
@@ -233,6 +243,21 @@ fn read_stdin() -> Result<Vec<Input>> {
 }
 
 fn read_sidecar(path: &Path) -> Result<Input> {
+    if pgb_common::store::is_url(path) {
+        // Read with the others in one go by the catalog, or fetched now.
+        return match pgb_common::repo::read_sidecar(path)? {
+            Input::Artifact { artifact, .. } => Ok(Input::Artifact {
+                line: 1,
+                raw: String::new(),
+                artifact,
+            }),
+            _ => Err(Error::Input {
+                source: path.display().to_string(),
+                line: 1,
+                msg: "a sidecar holds an artifact record; this is not one".into(),
+            }),
+        };
+    }
     let mut text = String::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_string(&mut text))
@@ -305,7 +330,7 @@ fn load(args: &Args, stdin: Option<&[Input]>) -> Result<Vec<Rec>> {
     }
     let mut seen: HashMap<(PathBuf, String), String> = HashMap::new();
     let mut ids: HashMap<(String, String), String> = HashMap::new();
-    let mut roots: HashMap<PathBuf, Root> = HashMap::new();
+    let mut roots: HashMap<PathBuf, Place> = HashMap::new();
     for (source, input, sidecar) in inputs {
         let artifact = match input {
             Input::Artifact { artifact, .. } => *artifact,
@@ -326,9 +351,9 @@ fn load(args: &Args, stdin: Option<&[Input]>) -> Result<Vec<Rec>> {
             ))
         };
         let root = PathBuf::from(&artifact.repo);
-        if !root.is_absolute() {
+        if !root.is_absolute() && !pgb_common::store::is_url(&root) {
             return Err(refuse(format!(
-                "repository {:?} is not an absolute path",
+                "repository {:?} is neither an absolute path nor an s3:// or ssh:// URL",
                 artifact.repo
             )));
         }
@@ -354,21 +379,21 @@ fn load(args: &Args, stdin: Option<&[Input]>) -> Result<Vec<Rec>> {
         }
         if !roots.contains_key(&root) {
             pgb_common::repo::check_present(&artifact).map_err(|e| refuse(e.to_string()))?;
-            let r = Root::open(&root).map_err(|e| refuse(e.to_string()))?;
+            let r = Place::open(&root).map_err(|e| refuse(e.to_string()))?;
             roots.insert(root.clone(), r);
         }
         let r = &roots[&root];
-        let mut incomplete = apply::inspect(r, &artifact)?.map_err(|Refused(x)| refuse(x))?;
+        let mut incomplete = r.inspect(&artifact)?.map_err(|Refused(x)| refuse(x))?;
         let mut hands_off = None;
         if sidecar.is_none() {
             // A record from a stream must match the sidecar in the
             // repository: anything else is not a pgb artifact there.
             let side = root.join(apply::sidecar_rel(&artifact));
             match r
-                .entry(&apply::sidecar_rel(&artifact))?
+                .has_file(&apply::sidecar_rel(&artifact))?
                 .map_err(|Refused(x)| refuse(x))?
             {
-                apply::Entry::File(_) => {
+                true => {
                     let on_disk = match read_sidecar(&side)? {
                         Input::Artifact { artifact: a, .. } => a,
                         _ => {
@@ -386,7 +411,7 @@ fn load(args: &Args, stdin: Option<&[Input]>) -> Result<Vec<Rec>> {
                         )));
                     }
                 }
-                _ => {
+                false => {
                     hands_off = Some(format!(
                         "no sidecar at {}: not an artifact of the repository, left alone",
                         side.display()
@@ -517,6 +542,7 @@ fn wal_expiry_inner(
     apply: bool,
     out: &mut RecordWriter<std::io::Stdout>,
 ) -> Result<ExitStatus> {
+    let dir = &wal::Archive::of(dir)?;
     let names = wal::list(dir)?;
     let identity = wal::archive_identity(dir, &names);
     let mut kept = Vec::new();
@@ -566,7 +592,7 @@ fn wal_expiry_inner(
     if identity.is_none() && sysids.len() > 1 {
         return Err(Error::msg(format!(
             "no segment of {} could be read to tell its cluster, and the kept physical backups come from several ({}); the archive is left alone",
-            dir.display(),
+            dir.name(),
             sysids.into_iter().collect::<Vec<_>>().join(", ")
         )));
     }
@@ -580,7 +606,7 @@ fn wal_expiry_inner(
     let seg_size = seg_size.or(identity.map(|i| i.1)).unwrap_or(16 << 20);
     let anc = wal::ancestors(dir, &names)?;
     let p = wal::plan(&names, &kept, &anc, seg_size);
-    let archive = dir.display().to_string();
+    let archive = dir.name();
     let mut status = ExitStatus::Ok;
     for r in &p.ranges {
         let mut rec = json!({

@@ -16,10 +16,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::unistd::{fsync, unlinkat, UnlinkatFlags};
+use pgb_common::dest::Destination;
 use pgb_common::error::{Error, IoContext, Result};
 use pgb_common::wal::segment_name_for_segno;
 use pgb_common::walhdr::{classify, parse_history, segno_of, PageHeader, WalFile};
@@ -186,8 +187,42 @@ pub fn plan(
     WalPlan { ranges, nothing }
 }
 
+/// A WAL archive: a directory, or an `ssh://` or `s3://` archive reached
+/// through the storage layer.
+pub enum Archive {
+    Local(PathBuf),
+    Remote(Destination),
+}
+
+impl Archive {
+    pub fn of(dir: &Path) -> Result<Archive> {
+        if pgb_common::store::is_url(dir) {
+            let url = dir.to_str().unwrap_or_default();
+            Ok(Archive::Remote(Destination::parse_url(url)?))
+        } else {
+            Ok(Archive::Local(dir.to_path_buf()))
+        }
+    }
+
+    /// The archive as records name it.
+    pub fn name(&self) -> String {
+        match self {
+            Archive::Local(d) => d.display().to_string(),
+            Archive::Remote(d) => d.root_url(),
+        }
+    }
+}
+
 /// The archive's file names (regular files only, sorted).
-pub fn list(dir: &Path) -> Result<Vec<String>> {
+pub fn list(archive: &Archive) -> Result<Vec<String>> {
+    let dir = match archive {
+        Archive::Local(d) => d,
+        Archive::Remote(d) => {
+            let mut out: Vec<String> = d.list("", "")?.into_iter().map(|l| l.name).collect();
+            out.sort();
+            return Ok(out);
+        }
+    };
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).ctx("read directory", dir)? {
         let e = e.ctx("read directory", dir)?;
@@ -203,7 +238,7 @@ pub fn list(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// Ancestors of each timeline with a readable plain history file.
-pub fn ancestors(dir: &Path, names: &[String]) -> Result<HashMap<u32, Vec<u32>>> {
+pub fn ancestors(archive: &Archive, names: &[String]) -> Result<HashMap<u32, Vec<u32>>> {
     let mut out = HashMap::new();
     for n in names {
         let Some(h) = n.strip_suffix(".history") else {
@@ -212,10 +247,25 @@ pub fn ancestors(dir: &Path, names: &[String]) -> Result<HashMap<u32, Vec<u32>>>
         let Ok(tli) = u32::from_str_radix(h, 16) else {
             continue;
         };
-        let p = dir.join(n);
-        let text = std::fs::read_to_string(&p).ctx("read", &p)?;
-        let entries =
-            parse_history(&text).map_err(|e| Error::msg(format!("{}: {e}", p.display())))?;
+        let (text, p) = match archive {
+            Archive::Local(dir) => {
+                let p = dir.join(n);
+                (
+                    std::fs::read_to_string(&p).ctx("read", &p)?,
+                    p.display().to_string(),
+                )
+            }
+            Archive::Remote(d) => {
+                let u = d.url_of(n);
+                let b = d
+                    .read_small(n, 1 << 20)?
+                    .ok_or_else(|| Error::msg(format!("{u}: gone while being read")))?;
+                let t =
+                    String::from_utf8(b).map_err(|_| Error::msg(format!("{u}: not UTF-8 text")))?;
+                (t, u)
+            }
+        };
+        let entries = parse_history(&text).map_err(|e| Error::msg(format!("{p}: {e}")))?;
         out.insert(tli, entries.iter().map(|e| e.parent_tli).collect());
     }
     Ok(out)
@@ -223,7 +273,7 @@ pub fn ancestors(dir: &Path, names: &[String]) -> Result<HashMap<u32, Vec<u32>>>
 
 /// The system identifier and segment size in the long header of the
 /// newest readable segment (plain or `.zst`), if any.
-pub fn archive_identity(dir: &Path, names: &[String]) -> Option<(u64, u64)> {
+pub fn archive_identity(archive: &Archive, names: &[String]) -> Option<(u64, u64)> {
     for n in names.iter().rev() {
         let (kind, zst) = match classify(n) {
             Some(k) => k,
@@ -232,7 +282,15 @@ pub fn archive_identity(dir: &Path, names: &[String]) -> Option<(u64, u64)> {
         if !matches!(kind, WalFile::Segment { .. }) {
             continue;
         }
-        let Ok(f) = std::fs::File::open(dir.join(n)) else {
+        let opened: std::io::Result<Box<dyn Read + Send>> = match archive {
+            Archive::Local(dir) => {
+                std::fs::File::open(dir.join(n)).map(|f| Box::new(f) as Box<dyn Read + Send>)
+            }
+            Archive::Remote(d) => d
+                .open_read(n)
+                .map_err(|e| std::io::Error::other(e.to_string())),
+        };
+        let Ok(f) = opened else {
             continue;
         };
         let mut head = [0u8; 40];
@@ -255,8 +313,18 @@ pub fn archive_identity(dir: &Path, names: &[String]) -> Option<(u64, u64)> {
 }
 
 /// Removes the planned files, oldest first, by name in the archive
-/// directory (never through a symlink); fsyncs the directory.
-pub fn remove(dir: &Path, files: &[&String]) -> Result<usize> {
+/// directory (never through a symlink; fsyncs the directory), or through
+/// the storage layer in a remote archive.
+pub fn remove(archive: &Archive, files: &[&String]) -> Result<usize> {
+    let dir = match archive {
+        Archive::Local(d) => d,
+        Archive::Remote(d) => {
+            for f in files {
+                d.remove(f)?;
+            }
+            return Ok(files.len());
+        }
+    };
     let d = std::fs::File::open(dir).ctx("open", dir)?;
     let fd = d.as_raw_fd();
     let mut n = 0;

@@ -509,6 +509,18 @@ pub(super) fn put_bytes_replace(t: &Target, bytes: &[u8], rel: &str) -> Result<(
     Ok(())
 }
 
+/// Creates the object `rel` with `bytes` unless one is there (a PUT with
+/// `If-None-Match: *`, the answer checked with a HEAD). `true` when created.
+pub(super) fn create_new(t: &Target, bytes: &[u8], rel: &str) -> Result<bool> {
+    let u = url(t, rel);
+    let c = connect(t)?;
+    let k = key(t, rel);
+    if head_size(&c, &k, &u)?.is_some() {
+        return Ok(false);
+    }
+    Ok(put_new(&c, &k, &u, bytes.to_vec())?.is_none())
+}
+
 pub(super) fn verify(t: &Target, rel: &str, expect: &Digests) -> Result<&'static str> {
     let u = url(t, rel);
     let c = connect(t)?;

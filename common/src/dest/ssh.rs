@@ -335,6 +335,34 @@ pub(super) fn put_bytes_replace(t: &Target, bytes: &[u8], rel: &str) -> Result<(
     run(t, "write", &u, &publish).map(|_| ())
 }
 
+/// Creates `rel` with `bytes` (small text) unless something is there,
+/// with the shell's noclobber: `set -C` makes `>` an `O_EXCL` open, so of
+/// two creators one fails. `true` when created.
+pub(super) fn create_new(t: &Target, bytes: &[u8], rel: &str) -> Result<bool> {
+    let u = url(t, rel);
+    let p = join_remote(&t.path, rel);
+    let text = String::from_utf8_lossy(bytes);
+    let out = run(
+        t,
+        "create",
+        &u,
+        &format!(
+            "f={}; if (set -C; printf '%s' {} > \"$f\") 2>/dev/null; then \
+             {{ sync \"$f\" 2>/dev/null || sync; }}; echo created; \
+             elif [ -e \"$f\" ]; then echo exists; else echo \"$f: cannot create\" >&2; exit 3; fi",
+            q(&p),
+            q(&text)
+        ),
+    )?;
+    match out.trim() {
+        "created" => Ok(true),
+        "exists" => Ok(false),
+        other => Err(Error::msg(format!(
+            "{u}: unexpected answer from the remote host: {other:?}"
+        ))),
+    }
+}
+
 pub(super) fn verify(t: &Target, rel: &str, expect: &Digests) -> Result<&'static str> {
     let u = url(t, rel);
     let out = run(t, "verify", &u, &stat_script(&join_remote(&t.path, rel)))?;
