@@ -13,6 +13,7 @@ mod man;
 mod offsite;
 mod ops;
 mod prune;
+mod remote_verify;
 mod restore;
 mod ship;
 mod snapshot;

@@ -3,7 +3,6 @@
 //! the record. Encrypted artifacts are compared as stored: the ciphertext
 //! against `files`.
 
-use std::fs::File;
 use std::io::Read;
 
 use pgb_common::dest::{file_rel, Destination};
@@ -68,12 +67,24 @@ pub fn local(a: &Artifact, copies: usize) -> (Vec<String>, u64) {
     for f in &a.files {
         let path = file_path(a, f);
         let shown = path.display().to_string();
-        match File::open(&path).and_then(|f| hash_reader_parallel(CountingCurrent(f))) {
+        // A local file or an object of a remote repository, streamed.
+        let read = pgb_common::store::open(&path).and_then(|r| {
+            hash_reader_parallel(CountingCurrent(r))
+                .map_err(|e| pgb_common::Error::msg(pgb_common::error::io_cause(&e)))
+        });
+        match read {
             Ok(d) => {
                 bytes += d.size;
                 problems.extend(compare(&shown, &d, f));
             }
-            Err(e) => problems.push(format!("{shown}: {}", pgb_common::error::io_cause(&e))),
+            Err(pgb_common::Error::Io { source, .. }) => {
+                problems.push(format!("{shown}: {}", pgb_common::error::io_cause(&source)))
+            }
+            Err(e) => problems.push(if e.to_string().contains(&shown) {
+                e.to_string()
+            } else {
+                format!("{shown}: {e}")
+            }),
         }
     }
     (problems, bytes)
