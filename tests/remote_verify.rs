@@ -98,12 +98,15 @@ fn a_repository_in_s3_or_on_ssh_is_verified_and_test_restored_where_it_lies() {
         serde_json::from_slice(&fs::read(ssh_sidecar_path(a)).unwrap()).unwrap()
     };
 
-    // Checksums and real test restores, read from each remote copy alone.
+    // Every check, real test restores too, read from each remote copy alone.
     for (repo, sidecar) in [
         (&s3_repo, &s3_sidecar as &dyn Fn(&Value) -> Value),
         (&ssh_repo, &ssh_sidecar),
     ] {
-        let o = verify(repo, &["--checksums", "--restore"]);
+        let o = verify(
+            repo,
+            &["--checksums", "--structure", "--manifest", "--restore"],
+        );
         assert_eq!(code(&o), 0, "{repo}: {}", stderr(&o));
         let out = records(&o.stdout);
         assert_eq!(out.len(), 3, "{repo}: {out:?}");
@@ -113,7 +116,16 @@ fn a_repository_in_s3_or_on_ssh_is_verified_and_test_restored_where_it_lies() {
             assert_eq!(sums["ok"], true, "{repo}: {got}");
             assert_eq!(got["copies"].as_array().unwrap().len(), 2, "{repo}: {got}");
         }
+        for (a, method) in [(&logical, "structure"), (&globals, "structure")] {
+            let got = sidecar(a);
+            let v = latest(&got, method).unwrap_or_else(|| panic!("{repo}: {got}"));
+            assert_eq!(v["ok"], true, "{repo}: {v}");
+        }
         let p = sidecar(&physical);
+        let m = latest(&p, "manifest").unwrap_or_else(|| panic!("{repo}: {p}"));
+        assert_eq!(m["ok"], true, "{repo}: {m}");
+        assert!(m["files_checked"].as_u64().unwrap() > 100, "{m}");
+        assert!(m["wal_pages_checked"].as_u64().unwrap() > 0, "{m}");
         let r = latest(&p, "restore").unwrap_or_else(|| panic!("{repo}: {p}"));
         assert_eq!(r["ok"], true, "{repo}: {r}");
         assert_eq!(r["manifest_checked"], true, "{repo}: {r}");
@@ -180,7 +192,21 @@ fn a_repository_in_s3_or_on_ssh_is_verified_and_test_restored_where_it_lies() {
     let dump = remote.path.join(logical["path"].as_str().unwrap());
     let good = fs::read(&dump).unwrap();
     fs::write(&dump, flip(good.clone())).unwrap();
-    let o = verify(&ssh_repo, &["--checksums", "--no-copies"]);
+    // The ssh settings given as --ssh-option this time.
+    let d = sshd.dir.path().display();
+    let o = c
+        .tool("pgb-verify")
+        .args(["--repo", &ssh_repo, "--json", "--checksums", "--no-copies"])
+        .args(["--ssh-option", &format!("IdentityFile={d}/client_key")])
+        .args(["--ssh-option", "IdentitiesOnly=yes"])
+        .args([
+            "--ssh-option",
+            &format!("UserKnownHostsFile={d}/known_hosts"),
+        ])
+        .args(["--ssh-option", "StrictHostKeyChecking=yes"])
+        .env_remove("PGB_SSH_OPTIONS")
+        .output()
+        .unwrap();
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     let url = sshd.url(&dump);
     assert!(stderr(&o).contains(&url), "{}", stderr(&o));
