@@ -114,6 +114,10 @@ fn a_repository_in_s3_or_on_ssh_is_verified_and_test_restored_where_it_lies() {
             let got = sidecar(a);
             let sums = latest(&got, "checksums").unwrap_or_else(|| panic!("{repo}: {got}"));
             assert_eq!(sums["ok"], true, "{repo}: {got}");
+            // Both copies read back (the one read as --repo among them).
+            let copies = sums["copies"].as_array().unwrap();
+            assert_eq!(copies.len(), 2, "{repo}: {sums}");
+            assert!(copies.iter().all(|c| c["ok"] == true), "{repo}: {sums}");
             assert_eq!(got["copies"].as_array().unwrap().len(), 2, "{repo}: {got}");
         }
         for (a, method) in [(&logical, "structure"), (&globals, "structure")] {

@@ -37,13 +37,21 @@ pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
     let copies = if ctx.args.no_copies {
         0
     } else {
-        a.copies.len()
+        a.copies.iter().filter(|c| !is_the_repository(a, c)).count()
     };
     let (problems, bytes) = local(a, copies);
+    let repo_ok = problems.is_empty();
     let mut v = Verdict::new(problems).with("bytes", bytes.into());
     if !ctx.args.no_copies && !a.copies.is_empty() {
         let mut results = Vec::new();
         for copy in &a.copies {
+            if is_the_repository(a, copy) {
+                // A remote repository read as --repo is one of the copies:
+                // its files were just read, not downloaded twice.
+                let url = copy["url"].as_str().or(copy["to"].as_str()).unwrap_or("?");
+                results.push(json!({"url": url, "ok": repo_ok, "bytes": bytes}));
+                continue;
+            }
             let (entry, problems) = check_copy(ctx, a, copy);
             v.problems.extend(problems);
             results.push(entry);
@@ -51,6 +59,13 @@ pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
         v = v.with("copies", Value::Array(results));
     }
     v
+}
+
+/// True when `copy` is the remote repository the artifact was read from.
+fn is_the_repository(a: &Artifact, copy: &Value) -> bool {
+    let repo = std::path::Path::new(&a.repo);
+    pgb_common::store::is_url(repo)
+        && Destination::from_copy(copy).is_ok_and(|d| d.root_url() == repo.to_string_lossy())
 }
 
 /// The artifact's files in its repository compared with the record: the

@@ -44,7 +44,8 @@ pub struct Args {
     /// that can be reached (directories, SSH hosts, S3), computing sha256 and
     /// blake3 in one pass, and compare sizes and sums with the record (the
     /// ciphertext, for an encrypted artifact). A copy that differs fails,
-    /// naming its URL and file. An incremental physical backup (pgb-snapshot
+    /// naming its URL and file; the copy a remote --repo names is read once,
+    /// as the repository. An incremental physical backup (pgb-snapshot
     /// --incremental) also gets a `chain` verdict: its parent links followed
     /// through the repository's records and checked (system identifier,
     /// depth, INCREMENTAL FROM LSN at the parent's start), and every
