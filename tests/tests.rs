@@ -14,6 +14,7 @@ mod offsite;
 mod ops;
 mod prune;
 mod remote_prune;
+mod remote_verify;
 mod restore;
 mod ship;
 mod snapshot;

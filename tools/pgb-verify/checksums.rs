@@ -3,7 +3,6 @@
 //! the record. Encrypted artifacts are compared as stored: the ciphertext
 //! against `files`.
 
-use std::fs::File;
 use std::io::Read;
 
 use pgb_common::dest::{file_rel, Destination};
@@ -38,13 +37,21 @@ pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
     let copies = if ctx.args.no_copies {
         0
     } else {
-        a.copies.len()
+        a.copies.iter().filter(|c| !is_the_repository(a, c)).count()
     };
     let (problems, bytes) = local(a, copies);
+    let repo_ok = problems.is_empty();
     let mut v = Verdict::new(problems).with("bytes", bytes.into());
     if !ctx.args.no_copies && !a.copies.is_empty() {
         let mut results = Vec::new();
         for copy in &a.copies {
+            if is_the_repository(a, copy) {
+                // A remote repository read as --repo is one of the copies:
+                // its files were just read, not downloaded twice.
+                let url = copy["url"].as_str().or(copy["to"].as_str()).unwrap_or("?");
+                results.push(json!({"url": url, "ok": repo_ok, "bytes": bytes}));
+                continue;
+            }
             let (entry, problems) = check_copy(ctx, a, copy);
             v.problems.extend(problems);
             results.push(entry);
@@ -52,6 +59,13 @@ pub fn check(ctx: &Ctx, a: &Artifact) -> Verdict {
         v = v.with("copies", Value::Array(results));
     }
     v
+}
+
+/// True when `copy` is the remote repository the artifact was read from.
+fn is_the_repository(a: &Artifact, copy: &Value) -> bool {
+    let repo = std::path::Path::new(&a.repo);
+    pgb_common::store::is_url(repo)
+        && Destination::from_copy(copy).is_ok_and(|d| d.root_url() == repo.to_string_lossy())
 }
 
 /// The artifact's files in its repository compared with the record: the
@@ -68,12 +82,24 @@ pub fn local(a: &Artifact, copies: usize) -> (Vec<String>, u64) {
     for f in &a.files {
         let path = file_path(a, f);
         let shown = path.display().to_string();
-        match File::open(&path).and_then(|f| hash_reader_parallel(CountingCurrent(f))) {
+        // A local file or an object of a remote repository, streamed.
+        let read = pgb_common::store::open(&path).and_then(|r| {
+            hash_reader_parallel(CountingCurrent(r))
+                .map_err(|e| pgb_common::Error::msg(pgb_common::error::io_cause(&e)))
+        });
+        match read {
             Ok(d) => {
                 bytes += d.size;
                 problems.extend(compare(&shown, &d, f));
             }
-            Err(e) => problems.push(format!("{shown}: {}", pgb_common::error::io_cause(&e))),
+            Err(pgb_common::Error::Io { source, .. }) => {
+                problems.push(format!("{shown}: {}", pgb_common::error::io_cause(&source)))
+            }
+            Err(e) => problems.push(if e.to_string().contains(&shown) {
+                e.to_string()
+            } else {
+                format!("{shown}: {e}")
+            }),
         }
     }
     (problems, bytes)

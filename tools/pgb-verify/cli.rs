@@ -20,11 +20,23 @@ use clap::Parser;
 /// is an error naming it. Records it does not act on, and error records,
 /// pass through untouched. Without a level flag the cheap levels run:
 /// --checksums, --structure and --manifest.
+///
+/// A repository may be remote: --repo takes `s3://bucket/prefix` (the AWS
+/// variables and files, as pgb-ship) and `ssh://[user@]host[:port]/path`
+/// (the system ssh, PGB_SSH_OPTIONS and --ssh-option) as well as a
+/// directory, and every check runs on the copy where it lies, with no local
+/// original: files are streamed from there and hashed as they come, a
+/// physical test restore unpacks straight from the stream, and a logical
+/// one streams the dump into a private temp file for pg_restore -j. The
+/// verdict is merged into the sidecar beside that copy. A damaged object
+/// fails the check naming its URL (exit 1); a server that does not answer
+/// (down, unreachable) is an error that records no verdict (exit 2).
 #[derive(Parser, Debug)]
 #[command(name = "pgb-verify", version, disable_help_flag = true)]
 pub struct Args {
     /// Verify the artifacts of this repository (their .pgb.json sidecars)
-    /// instead of reading records on stdin; the records' repo is DIR (a repository moved or copied elsewhere is read where it lies)
+    /// instead of reading records on stdin; the records' repo is DIR (a repository moved or copied elsewhere is read where it lies).
+    /// DIR may be s3://bucket/prefix or ssh://[user@]host[:port]/path
     #[arg(long = "repo", value_name = "DIR")]
     pub repo: Option<PathBuf>,
 
@@ -32,7 +44,8 @@ pub struct Args {
     /// that can be reached (directories, SSH hosts, S3), computing sha256 and
     /// blake3 in one pass, and compare sizes and sums with the record (the
     /// ciphertext, for an encrypted artifact). A copy that differs fails,
-    /// naming its URL and file. An incremental physical backup (pgb-snapshot
+    /// naming its URL and file; the copy a remote --repo names is read once,
+    /// as the repository. An incremental physical backup (pgb-snapshot
     /// --incremental) also gets a `chain` verdict: its parent links followed
     /// through the repository's records and checked (system identifier,
     /// depth, INCREMENTAL FROM LSN at the parent's start), and every
@@ -110,8 +123,9 @@ pub struct Args {
     #[arg(long = "copies-required")]
     pub copies_required: bool,
 
-    /// Option for ssh when reading copies on SSH hosts, as `ssh -o` takes it
-    /// (repeatable), e.g. `IdentityFile=/etc/pgb/ship_key`
+    /// Option for ssh when reading copies on SSH hosts, and an ssh://
+    /// --repo, as `ssh -o` takes it (repeatable), e.g.
+    /// `IdentityFile=/etc/pgb/ship_key`
     #[arg(long = "ssh-option", value_name = "OPTION")]
     pub ssh_option: Vec<String>,
 
@@ -175,6 +189,15 @@ metrics for alerting on the age of the last good verification:
 .RS 4
 pgb\-verify \-\-repo /srv/backups/pg \-i /etc/pgb/identity.txt \\
   \-\-prom /var/lib/node_exporter/textfile/pgb_verify.prom
+.RE
+.fi
+.PP
+Check and test-restore the offsite copy in S3 where it lies, recording the
+verdict beside it:
+.PP
+.nf
+.RS 4
+pgb\-verify \-\-repo s3://bk/pg \-\-checksums \-\-restore
 .RE
 .fi
 .PP

@@ -87,7 +87,10 @@ pub fn is_plain(a: &Artifact) -> bool {
         let n = stored::plain_name(&f.name);
         n.ends_with(".tar") || n.ends_with(".tar.zst") || n.ends_with(".tar.gz")
     });
-    !tars && a.location().join("PG_VERSION").is_file()
+    // A remote repository holds tars (pgb-ship copies files, not data
+    // directories).
+    let loc = a.location();
+    !tars && !pgb_common::store::is_url(&loc) && loc.join("PG_VERSION").is_file()
 }
 
 /// Reads the manifest, decrypting `backup_manifest.age` when the artifact
@@ -98,7 +101,8 @@ fn read_manifest(
     problems: &mut Vec<String>,
 ) -> Option<(Vec<u8>, String)> {
     let enc = dir.join("backup_manifest.age");
-    let path = if stored::is_encrypted(a) && enc.exists() {
+    let enc_there = || pgb_common::store::size_of(&enc).ok().flatten().is_some();
+    let path = if stored::is_encrypted(a) && enc_there() {
         enc
     } else {
         dir.join("backup_manifest")
@@ -303,6 +307,11 @@ fn walk_dir(root: &Path, dir: &Path, shown: &str, w: &mut Walk) -> std::io::Resu
 /// "message"}`, or `{"ok": null, "message"}` when it could not run.
 fn pg_verifybackup(ctx: &Ctx, a: &Artifact, plain: bool) -> Value {
     let dir = a.location();
+    if pgb_common::store::is_url(&dir) {
+        // pg_verifybackup reads a local directory; pgb's own check read
+        // the remote tars.
+        return Value::Null;
+    }
     // Its own major: pg_control and the manifest change between majors
     // (pg_verifybackup 18 calls a 17 backup's pg_control corrupt).
     // The record's major, else the one a plain backup names (PG_VERSION,

@@ -43,13 +43,20 @@ fn stored_problem(a: &Artifact, f: &pgb_common::record::FileEntry) -> Option<Str
         sha256: f.sha256.clone(),
         blake3: f.blake3.clone(),
     };
-    match std::fs::File::open(&path).and_then(pgb_common::digest::hash_reader_parallel) {
+    // A local file or an object of a remote repository, streamed.
+    let read = pgb_common::store::open(&path).and_then(|r| {
+        pgb_common::digest::hash_reader_parallel(r)
+            .map_err(|e| Error::msg(pgb_common::error::io_cause(&e)))
+    });
+    match read {
         Ok(d) => want.mismatch(&d),
-        Err(e) => Some(format!(
+        Err(Error::Io { source, .. }) => Some(format!(
             "{}: {}",
             path.display(),
-            pgb_common::error::io_cause(&e)
+            pgb_common::error::io_cause(&source)
         )),
+        Err(e) if e.to_string().contains(&want.shown) => Some(e.to_string()),
+        Err(e) => Some(format!("{}: {e}", path.display())),
     }
 }
 
@@ -59,14 +66,18 @@ fn answers(admin: &Conn) -> Result<()> {
     pg::query(admin, "SELECT 1", "reach the server").map(|_| ())
 }
 
-/// The newest globals artifact of the same cluster in the same repository.
+/// The newest globals artifact of the same cluster in the same repository
+/// (a directory or a remote one), as the repository's sidecars say.
 fn globals_for(a: &Artifact) -> Option<(PathBuf, Artifact)> {
-    let dir = Path::new(&a.repo).join(&a.cluster).join("globals");
-    let mut found: Vec<Artifact> = std::fs::read_dir(&dir)
+    let repo = Path::new(&a.repo);
+    let dir = repo.join(&a.cluster).join("globals");
+    let mut found: Vec<Artifact> = pgb_common::repo::sidecars(&dir)
         .ok()?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".pgb.json"))
-        .filter_map(|e| serde_json::from_slice::<Artifact>(&std::fs::read(e.path()).ok()?).ok())
+        .into_iter()
+        .filter_map(|p| match pgb_common::repo::read_in(repo, &p).ok()? {
+            pgb_common::jsonl::Input::Artifact { artifact, .. } => Some(*artifact),
+            _ => None,
+        })
         .filter(|g| g.kind == Kind::Globals)
         .collect();
     found.sort_by_key(|g| g.created);
@@ -224,8 +235,8 @@ fn restore_and_compare(
         }
     }
 
-    // pg_restore -j needs a seekable plaintext file: a dump pgb compressed
-    // or any encrypted one (whatever its compression: pg_dump's own gzip is
+    // pg_restore -j needs a seekable plaintext file: a dump pgb compressed,
+    // one in a remote repository, or any encrypted one (whatever its compression: pg_dump's own gzip is
     // read by pg_restore after decryption) is written out in the clear next
     // to the cluster, or to a private temp file for --target.
     let f = a
@@ -239,7 +250,9 @@ fn restore_and_compare(
         .is_some_and(|c| c.algorithm == "zstd" && c.by == "pgb");
     let mut temp = None;
     let mut cleanup = Cleanup(None);
-    let plain = if pgb_zstd || crate::stored::is_encrypted(a) {
+    // A dump in a remote repository is streamed into that file too.
+    let remote = pgb_common::store::is_url(&src);
+    let plain = if pgb_zstd || remote || crate::stored::is_encrypted(a) {
         let dst = match cluster {
             Some(tc) => {
                 cleanup = Cleanup(Some(tc.scratch("dump")));

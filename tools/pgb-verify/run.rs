@@ -10,6 +10,7 @@ use pgb_common::error::{Error, Result};
 use pgb_common::jsonl::Input;
 use pgb_common::record::{error_record, Artifact, FileEntry, Kind};
 use pgb_common::repo::catalog;
+use pgb_common::store;
 use pgb_common::term::warn;
 use pgb_common::{ExitStatus, RecordReader, RecordWriter};
 use serde_json::{json, Map, Value};
@@ -61,14 +62,35 @@ impl Verdict {
     }
 }
 
-/// Where one of an artifact's files is on disk.
+/// Where one of an artifact's files is: on disk, or an `s3://`/`ssh://`
+/// URL when the repository is remote (a physical backup is a directory of
+/// files there too; any other artifact is its one file).
 pub fn file_path(a: &Artifact, f: &FileEntry) -> PathBuf {
     let loc = a.location();
-    if loc.is_dir() {
+    let dir = if store::is_url(&loc) {
+        a.kind == Kind::Physical
+    } else {
+        loc.is_dir()
+    };
+    if dir {
         loc.join(&f.name)
     } else {
         loc
     }
+}
+
+/// For an artifact in a remote repository, whether its storage still
+/// answers (its sidecar is there to be asked about): when it does not, a
+/// check that found problems says nothing about the backup (the server
+/// went down, the network went away) and records no verdict.
+fn storage_answers(a: &Artifact) -> Result<()> {
+    let repo = Path::new(&a.repo);
+    if !store::is_url(repo) {
+        return Ok(());
+    }
+    store::size_of(&a.sidecar())
+        .map(|_| ())
+        .map_err(|e| Error::msg(format!("repository {} does not answer: {e}", a.repo)))
 }
 
 pub struct Ctx {
@@ -87,6 +109,7 @@ pub fn run(args: Args) -> ExitStatus {
 }
 
 fn try_run(args: Args) -> Result<ExitStatus> {
+    pass_ssh_options(&args)?;
     let any = args.checksums || args.structure || args.manifest || args.restore;
     let rto = args.rto.as_deref().map(parse_duration).transpose()?;
     crate::stored::set_identities(&args.identity)?;
@@ -204,6 +227,31 @@ fn try_run(args: Args) -> Result<ExitStatus> {
     Ok(status)
 }
 
+/// `--ssh-option` reaches an `ssh://` repository too: the storage layer
+/// reads its ssh arguments from PGB_SSH_OPTIONS (split at whitespace), so
+/// they are added there before anything is read.
+fn pass_ssh_options(args: &Args) -> Result<()> {
+    let ssh_repo = args
+        .repo
+        .as_deref()
+        .and_then(Path::to_str)
+        .is_some_and(|r| r.starts_with("ssh://"));
+    if !ssh_repo || args.ssh_option.is_empty() {
+        return Ok(());
+    }
+    let mut opts = std::env::var("PGB_SSH_OPTIONS").unwrap_or_default();
+    for o in &args.ssh_option {
+        if o.contains(char::is_whitespace) {
+            return Err(Error::Usage(format!(
+                "--ssh-option {o:?}: an option for an ssh:// repository cannot contain spaces"
+            )));
+        }
+        opts.push_str(&format!(" -o {o}"));
+    }
+    std::env::set_var("PGB_SSH_OPTIONS", opts.trim_start());
+    Ok(())
+}
+
 /// Runs the checks; appends one `verified` entry per check that applies.
 /// Returns false when any failed, and the error that stopped a check from
 /// reaching a verdict (a server down, a program missing, a full disk): that
@@ -279,6 +327,13 @@ fn verify(ctx: &Ctx, a: &mut Artifact) -> (bool, Option<String>) {
             continue;
         }
         let ok = v.problems.is_empty();
+        if !ok {
+            if let Err(e) = storage_answers(a) {
+                let m = format!("{} {}: {method}: not checked: {e}", a.kind.as_str(), a.id);
+                warn(&m);
+                return (all_ok, Some(m));
+            }
+        }
         for p in &v.problems {
             warn(format!("{} {}: {method}: {p}", a.kind.as_str(), a.id));
         }
@@ -319,17 +374,29 @@ fn update_copies(ctx: &Ctx, a: &Artifact) -> bool {
         .iter()
         .flat_map(|o| ["-o".to_string(), o.clone()])
         .collect();
-    let here = Path::new(&a.repo).canonicalize().ok();
+    // The repository as a storage root: a directory (canonical, so that
+    // another spelling of it is recognised) or a URL.
+    let repo = Path::new(&a.repo);
+    let here = if store::is_url(repo) {
+        store::destination(repo)
+            .ok()
+            .map(|d| PathBuf::from(d.root_url()))
+    } else {
+        repo.canonicalize().ok()
+    };
     let mut all = true;
     for copy in &a.copies {
         let url = copy["url"].as_str().or(copy["to"].as_str()).unwrap_or("?");
         let done = Destination::from_copy(copy).and_then(|mut dest| {
             dest.add_ssh_options(&ssh);
-            if let Destination::Dir(root) = &dest {
-                // The copy read as the repository itself (--repo COPY).
-                if root.canonicalize().ok() == here {
-                    return Ok(());
-                }
+            // The copy read as the repository itself (--repo COPY): its
+            // sidecar is the one add_evidence wrote.
+            let there = match &dest {
+                Destination::Dir(root) => root.canonicalize().ok(),
+                remote => Some(PathBuf::from(remote.root_url())),
+            };
+            if there.is_some() && there == here {
+                return Ok(());
             }
             if copy.get("url").and_then(Value::as_str) != Some(&dest.url_of(&a.path)) {
                 // A copy of the artifact as it was under another path (a

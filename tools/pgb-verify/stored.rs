@@ -3,7 +3,6 @@
 //! with the identities given by `-i`, and the decrypted bytes hashed on the
 //! way so they can be compared with `encryption.plaintext`.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -132,7 +131,8 @@ pub fn open(a: &Artifact, path: &Path) -> Result<(Stored, PlainCheck)> {
         .unwrap_or_default();
     let f = BufReader::with_capacity(
         1 << 16,
-        pgb_common::progress::CountingCurrent(File::open(path).ctx("open", path)?),
+        // A local file or an object of a remote repository, streamed.
+        pgb_common::progress::CountingCurrent(pgb_common::store::open(path)?),
     );
     let shown = path.display().to_string();
     if a.encryption.is_none() || !name.ends_with(crypt::SUFFIX) {
