@@ -370,6 +370,8 @@ fn recover(o: &Offsite, store: &Store, h: &History) {
         "{s}: a point-in-time recovery takes {commands} commands"
     );
     let mut outputs = Vec::new();
+    // The restored server, stopped and removed when dropped.
+    let mut server: Option<Cluster> = None;
     for argv in pitr.iter().chain([&logical]) {
         let t0 = Instant::now();
         let out = command(store, argv).output().unwrap();
@@ -393,7 +395,7 @@ fn recover(o: &Offsite, store: &Store, h: &History) {
         outputs.push(out);
         if argv[0] == "pg_ctl" {
             // (3) the server recovers to the target and promotes.
-            let r = Cluster {
+            let r = server.insert(Cluster {
                 scratch: Scratch {
                     path: new.path.clone(),
                 },
@@ -402,7 +404,7 @@ fn recover(o: &Offsite, store: &Store, h: &History) {
                 port: 5432,
                 archive: None,
                 bindir: bindir_of(15),
-            };
+            });
             r.wait_for("SELECT pg_is_in_recovery()", "f");
             assert_eq!(
                 r.sql("appdb", "SELECT count(*), min(i), max(i) FROM t"),
@@ -413,7 +415,6 @@ fn recover(o: &Offsite, store: &Store, h: &History) {
                 r.sql("appdb", "SELECT count(*) FROM t WHERE note = 'after T'"),
                 "0"
             );
-            std::mem::forget(r);
         }
     }
 
@@ -447,17 +448,12 @@ fn recover(o: &Offsite, store: &Store, h: &History) {
     let restored = records(&outputs[1].stdout);
     assert_eq!(restored.len(), 1, "{s}: {restored:?}");
     assert_eq!(restored[0]["ok"], true, "{s}: {}", restored[0]);
+    // restore_command reaches the store with where and how, never a key.
+    let conf = fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(conf.contains(&store.wal), "{s}: {conf}");
+    assert!(!conf.contains(S3_SECRET), "{s}: a secret in {conf}");
     // (4) the dump's rows, as they were at the backup.
-    let r = Cluster {
-        scratch: Scratch {
-            path: new.path.clone(),
-        },
-        data: pgdata.clone(),
-        socket: socket.clone(),
-        port: 5432,
-        archive: None,
-        bindir: bindir_of(15),
-    };
+    let r = server.expect("the server started");
     assert_eq!(
         r.sql("appdb_from_dump", "SELECT count(*), min(i), max(i) FROM t"),
         h.at_backup,
