@@ -4,10 +4,10 @@
 //!
 //! A copy streams into a temp name beside the final one; the remote script
 //! checks the byte count (a client killed mid-copy leaves a short file,
-//! which the script removes), fsyncs it with `sync FILE`, and prints its
-//! sha256, which is compared with the record before the temp is hard-linked
-//! to the final name (`ln` fails when that exists: never overwritten) and the
-//! directory fsynced.
+//! which the script removes), fsyncs it with `sync FILE`, prints its
+//! sha256 and, only when that is the record's, hard-links the temp to the
+//! final name (`ln` fails when that exists: never overwritten) and fsyncs
+//! the directory, all in one session.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
