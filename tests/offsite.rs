@@ -757,6 +757,89 @@ fn the_storage_layer_behaves_the_same_in_a_directory_on_ssh_and_in_s3(kind: S3Ki
     assert!(s3_other.list("", "").unwrap().is_empty());
 }
 
+/// How a remote repository's sidecars are read: every file below a root
+/// (or one of its directories) ending in the suffix, recursively, with
+/// hidden names and hidden directories skipped, each with its first bytes,
+/// the same in a directory, on an SSH host and in S3; a root that is not
+/// there is an error except for an S3 prefix.
+#[test]
+fn read_tree_finds_the_same_sidecars_in_a_directory_on_ssh_and_in_s3() {
+    use pgb_common::dest::Destination;
+    let t = Archives::start();
+    for (k, v) in t.s3.env() {
+        if k != "AWS_ENDPOINT_URL" {
+            std::env::set_var(k, v);
+        }
+    }
+    let opts: Vec<String> = t
+        .sshd
+        .client_options()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let kinds = [t.local(), t.ssh(), format!("s3://{}/tree", t.s3.bucket)];
+    let files = [
+        ("main/physical/b1/base.tar.zst", "tar"),
+        ("main/physical/b1.pgb.json", "{\"b\":1}"),
+        (
+            "main/logical/app db/app.dump.age.pgb.json",
+            "{\"d\":\"a long sidecar\"}",
+        ),
+        ("main/logical/app db/.app.dump.pgb.json.pgb-tmp.7", "{}"),
+        ("main/.hidden/x.pgb.json", "{}"),
+        ("top.pgb.json", "{}"),
+        ("top.pgb.json.old", "{}"),
+    ];
+    for url in &kinds {
+        let mut d = Destination::parse_url(url).unwrap();
+        d.add_ssh_options(&opts);
+        d.set_s3_endpoint(Some(&t.s3.endpoint()));
+        if let Destination::Dir(root) = &d {
+            for (rel, _) in files {
+                fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
+            }
+        }
+        if url.starts_with("ssh://") {
+            for (rel, _) in files {
+                fs::create_dir_all(t.dir("remote").join(rel).parent().unwrap()).unwrap();
+            }
+        }
+        for (rel, body) in files {
+            d.put_bytes_replace(body.as_bytes(), rel).unwrap();
+        }
+        let got = d.read_tree("", ".pgb.json", 8).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "main/logical/app db/app.dump.age.pgb.json".to_string(),
+                    b"{\"d\":\"a ".to_vec()
+                ),
+                (
+                    "main/physical/b1.pgb.json".to_string(),
+                    b"{\"b\":1}".to_vec()
+                ),
+                ("top.pgb.json".to_string(), b"{}".to_vec()),
+            ],
+            "{url}"
+        );
+        let below: Vec<String> = d
+            .read_tree("main/physical", ".pgb.json", 100)
+            .unwrap()
+            .into_iter()
+            .map(|(rel, _)| rel)
+            .collect();
+        assert_eq!(below, ["main/physical/b1.pgb.json"], "{url}");
+        assert!(d.read_tree("..", ".pgb.json", 100).is_err(), "{url}");
+        let none = d.read_tree("nowhere", ".pgb.json", 100);
+        if url.starts_with("s3://") {
+            assert!(none.unwrap().is_empty(), "{url}");
+        } else {
+            assert!(none.is_err(), "{url}: a directory that is not there");
+        }
+    }
+}
+
 /// S3 settings from the shared AWS files of AWS_PROFILE, no key in the
 /// environment, as an operator's ~/.aws holds them.
 #[test]

@@ -5,6 +5,7 @@ mod util;
 
 mod check_archive;
 mod damage;
+mod drill;
 mod encrypt;
 mod fixperms;
 mod incremental;

@@ -46,13 +46,19 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "pgb-list", version, disable_help_flag = true)]
 pub struct Args {
-    /// The repository to list (its .pgb.json sidecars). An empty directory,
-    /// or one holding no sidecar, is an error
+    /// The repository to list (its .pgb.json sidecars): a directory,
+    /// s3://bucket/prefix (the AWS variables and files, as pgb-ship) or
+    /// ssh://[user@]host[:port]/path (the system ssh, PGB_SSH_OPTIONS), e.g.
+    /// a copy pgb-ship made; the listings' repo is DIR, wherever the
+    /// records were written. An empty directory, or one holding no sidecar,
+    /// is an error
     #[arg(long = "repo", value_name = "DIR", required = true)]
     pub repo: PathBuf,
 
-    /// A WAL archive directory as pgb-wal push writes it (repeatable, as
-    /// pgb-restore takes them): adds each cluster's recovery window. The
+    /// A WAL archive as pgb-wal push writes it: a directory, s3://... or
+    /// ssh://... (repeatable, as pgb-restore takes them): adds each
+    /// cluster's recovery window; an archive that cannot be read is an
+    /// error. The
     /// archives must belong to the listed cluster; with physical backups of
     /// several clusters in the repository, name one with --cluster
     #[arg(long = "wal-archive", value_name = "DIR")]

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use pgb_common::error::{Error, Result};
 use pgb_common::jsonl::Input;
 use pgb_common::record::{error_record, Artifact, Kind};
-use pgb_common::repo::{read_sidecar, sidecars};
+use pgb_common::repo::{absolute, read_in, sidecars};
 use pgb_common::term::warn;
 use pgb_common::when::{parse_duration, parse_time};
 use pgb_common::{ExitStatus, RecordWriter};
@@ -40,13 +40,15 @@ fn since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
 /// Sidecars that could not be read as an artifact record: (path, why).
 type Unreadable = Vec<(String, String)>;
 
-/// Every artifact of the repository, and the sidecars that could not be
-/// read as one.
+/// Every artifact of the repository, located in it (their `repo` is the
+/// directory or URL they were read from, wherever they were written), and
+/// the sidecars that could not be read as one.
 fn load(repo: &Path) -> Result<(Vec<Artifact>, Unreadable)> {
+    let repo = absolute(repo)?;
     let mut arts = Vec::new();
     let mut bad = Vec::new();
-    for p in sidecars(repo)? {
-        match read_sidecar(&p) {
+    for p in sidecars(&repo)? {
+        match read_in(&repo, &p) {
             Ok(Input::Artifact { artifact, .. }) => arts.push(*artifact),
             Ok(_) => bad.push((
                 p.display().to_string(),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, DurationRound, Utc};
 use pgb_common::crypt::Identities;
-use pgb_common::error::{Error, IoContext, Result};
+use pgb_common::error::{Error, Result};
 use pgb_common::record::{Artifact, Kind, SCHEMA};
 use pgb_common::walcov::{Coverage, TimelineGoal};
 use serde_json::{json, Value};
@@ -129,16 +129,26 @@ impl Window {
 }
 
 /// The window of `cluster` from its physical backups among `all` and the
-/// archives (each must be a readable directory).
+/// archives (each a directory, `s3://` or `ssh://` URL that must answer: an
+/// archive that cannot be read is an error, not an empty window).
 pub fn window(
     cluster: &str,
     all: &[&Artifact],
     archives: &[PathBuf],
     ids: Option<&Identities>,
 ) -> Result<Window> {
+    let mut roots = Vec::with_capacity(archives.len());
     for dir in archives {
-        std::fs::read_dir(dir).ctx("read WAL archive", dir)?;
+        let root = pgb_common::store::root_of(dir)?;
+        // A listing of names no archive holds: cheap, and it fails as the
+        // real listing would (a missing directory, an unreachable host, a
+        // refused key or bucket).
+        pgb_common::store::destination(&root)?
+            .list("", "X")
+            .map_err(|e| Error::msg(format!("read WAL archive: {e}")))?;
+        roots.push(root);
     }
+    let archives = &roots[..];
     let mut w = Window {
         cluster: cluster.to_string(),
         archives: archives.to_vec(),

@@ -4,10 +4,10 @@
 //!
 //! A copy streams into a temp name beside the final one; the remote script
 //! checks the byte count (a client killed mid-copy leaves a short file,
-//! which the script removes), fsyncs it with `sync FILE`, and prints its
-//! sha256, which is compared with the record before the temp is hard-linked
-//! to the final name (`ln` fails when that exists: never overwritten) and the
-//! directory fsynced.
+//! which the script removes), fsyncs it with `sync FILE`, prints its
+//! sha256 and, only when that is the record's, hard-links the temp to the
+//! final name (`ln` fails when that exists: never overwritten) and fsyncs
+//! the directory, all in one session.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -148,8 +148,14 @@ const STALE_MINUTES: u32 = 60;
 /// What the upload script prints on stderr for each leftover it removed.
 const LEFTOVER: &str = "pgb-removed-leftover";
 
-/// Streams `src` into a fresh temp beside `final_path`, checks its size,
-/// fsyncs it; returns the temp's name and the sha256 the host computed.
+/// Streams `src` into a fresh temp (`$t` in the script) beside
+/// `final_path`, checks its size, fsyncs it and has the host compute its
+/// sha256; when that is `want`, runs `publish` in the same session (one
+/// connection per file: an SSH login costs more than a small file). The
+/// temp is removed unless `publish` took it over. Returns the sha256 the
+/// host computed and what `publish` printed (`None`: the sha256 differed,
+/// nothing was published).
+#[allow(clippy::too_many_arguments)]
 fn upload(
     t: &Target,
     u: &str,
@@ -158,7 +164,9 @@ fn upload(
     size: u64,
     final_path: &str,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<(String, String)> {
+    want: &str,
+    publish: &str,
+) -> Result<(String, Option<String>)> {
     let tmp = temp_for(final_path);
     // Temps of runs killed between upload and publish are removed once they
     // have not changed for an hour (an upload in progress writes to its temp
@@ -170,17 +178,22 @@ fn upload(
          trap 'rm -f -- \"$t\"' EXIT; \
          cat > \"$t\"; n=$(wc -c < \"$t\"); \
          if [ \"$n\" != {size} ]; then echo \"got $n bytes of {size}: input cut short\" >&2; exit 3; fi; \
-         sync \"$t\" 2>/dev/null || sync; sha256sum < \"$t\"; trap - EXIT",
+         sync \"$t\" 2>/dev/null || sync; s=$(sha256sum < \"$t\"); s=${{s%% *}}; \
+         echo \"sha256 $s\"; [ \"$s\" = {want} ] || exit 0; trap - EXIT; {publish}",
         t = q(&tmp),
         d = q(parent(final_path)),
+        want = q(want),
     );
     let out = stream_script(t, u, &script, src, src_name, size, progress)?;
-    let sha = String::from_utf8_lossy(&out)
-        .split_whitespace()
-        .next()
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let (first, rest) = out.split_once('\n').unwrap_or((&out, ""));
+    let sha = first
+        .strip_prefix("sha256 ")
         .unwrap_or("")
+        .trim()
         .to_string();
-    Ok((tmp, sha))
+    let published = (sha == want).then(|| rest.to_string());
+    Ok((sha, published))
 }
 
 /// Runs `script` on the host with `src` (`size` bytes) on its stdin; its
@@ -272,23 +285,31 @@ pub(super) fn put_file(
     }
     let final_path = join_remote(&t.path, rel);
     let mut f = std::fs::File::open(src).ctx("open", src)?;
-    let (tmp, sha) = upload(t, &u, &mut f, src, expect.size, &final_path, progress)?;
-    if sha != expect.sha256 {
-        let _ = run(t, "remove temp", &u, &format!("rm -f -- {}", q(&tmp)));
+    // Published by a hard link, which never replaces a file there.
+    let publish = format!(
+        "f={}; if ln -- \"$t\" \"$f\" 2>/dev/null; then rm -f -- \"$t\"; \
+         sync {} 2>/dev/null || sync; echo published; \
+         else rm -f -- \"$t\"; if [ -e \"$f\" ]; then echo exists; else echo \"cannot link $t to $f\" >&2; exit 3; fi; fi",
+        q(&final_path),
+        q(parent(&final_path))
+    );
+    let (sha, published) = upload(
+        t,
+        &u,
+        &mut f,
+        src,
+        expect.size,
+        &final_path,
+        progress,
+        &expect.sha256,
+        &publish,
+    )?;
+    let Some(out) = published else {
         return Err(Error::msg(format!(
             "verify: {u}: sha256 {sha} on the host where {} was copied",
             expect.sha256
         )));
-    }
-    let script = format!(
-        "t={}; f={}; if ln -- \"$t\" \"$f\" 2>/dev/null; then rm -f -- \"$t\"; \
-         sync {} 2>/dev/null || sync; echo published; \
-         else rm -f -- \"$t\"; if [ -e \"$f\" ]; then echo exists; else echo \"cannot link $t to $f\" >&2; exit 3; fi; fi",
-        q(&tmp),
-        q(&final_path),
-        q(parent(&final_path))
-    );
-    let out = run(t, "publish", &u, &script)?;
+    };
     if out.trim() == "exists" {
         // Published by someone else meanwhile: the same rule as before.
         return match existing(t, rel, expect)? {
@@ -305,7 +326,17 @@ pub(super) fn put_file(
 pub(super) fn put_bytes_replace(t: &Target, bytes: &[u8], rel: &str) -> Result<()> {
     let u = url(t, rel);
     let final_path = join_remote(&t.path, rel);
-    let (tmp, sha) = upload(
+    let want = {
+        let mut h = crate::digest::Hasher::new();
+        h.update(bytes);
+        h.finish().sha256
+    };
+    let publish = format!(
+        "mv -f -- \"$t\" {} && {{ sync {} 2>/dev/null || sync; }}",
+        q(&final_path),
+        q(parent(&final_path))
+    );
+    let (_, published) = upload(
         t,
         &u,
         &mut &bytes[..],
@@ -313,26 +344,15 @@ pub(super) fn put_bytes_replace(t: &Target, bytes: &[u8], rel: &str) -> Result<(
         bytes.len() as u64,
         &final_path,
         &|_| {},
+        &want,
+        &publish,
     )?;
-    let want = {
-        let mut h = crate::digest::Hasher::new();
-        h.update(bytes);
-        h.finish().sha256
-    };
-    let publish = if sha == want {
-        format!(
-            "mv -f -- {} {} && {{ sync {} 2>/dev/null || sync; }}",
-            q(&tmp),
-            q(&final_path),
-            q(parent(&final_path))
-        )
-    } else {
-        format!(
-            "rm -f -- {}; echo 'sha256 differs after upload' >&2; exit 3",
-            q(&tmp)
-        )
-    };
-    run(t, "write", &u, &publish).map(|_| ())
+    match published {
+        Some(_) => Ok(()),
+        None => Err(Error::msg(format!(
+            "write: {u}: sha256 differs after upload"
+        ))),
+    }
 }
 
 /// Creates `rel` with `bytes` (small text) unless something is there,
