@@ -217,9 +217,10 @@ fn push_to_a_directory_s3_and_ssh_then_get_from_each_alone(kind: S3Kind) {
         assert_eq!(code(&o), 255, "{archive}: {}", stderr(&o));
     }
 
-    // A flipped byte in an S3 copy is damage: 255, named, nothing written,
-    // even with good copies later in the list. (Planted under another
-    // prefix: moto lets the harness create objects, not replace them.)
+    // A flipped byte in an S3 copy is damage: named, and passed over for a
+    // good copy later in the list; alone, 255 with nothing written.
+    // (Planted under another prefix: moto lets the harness create objects,
+    // not replace them.)
     let mut bad = bytes_b.clone();
     bad[700_000] ^= 1;
     t.s3.put(&format!("bad/{B}"), &bad);
@@ -228,7 +229,12 @@ fn push_to_a_directory_s3_and_ssh_then_get_from_each_alone(kind: S3Kind) {
         &fs::read(t.dir("local").join(format!("{B}.sha256"))).unwrap(),
     );
     let damaged = format!("s3://{}/bad", t.s3.bucket);
-    let (o, out) = t.get(B, &[damaged, t.local()], &[]);
+    let (o, out) = t.get(B, &[damaged.clone(), t.local()], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(&out).unwrap(), bytes_b);
+    assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("s3://{}/bad/{B}", t.s3.bucket)));
+    let (o, out) = t.get(B, &[damaged], &[]);
     assert_eq!(code(&o), 255, "{}", stderr(&o));
     assert!(stderr(&o).contains("does not match"), "{}", stderr(&o));
     assert!(stderr(&o).contains(&format!("s3://{}/bad/{B}", t.s3.bucket)));

@@ -82,7 +82,7 @@ pub fn run(args: &GetArgs) -> Result<Outcome> {
                 Ok(()) => {
                     if !failed.is_empty() {
                         warn(format!(
-                            "get: {name}: fetched from {} after {} other cop{} failed;                              replace the bad one: {}",
+                            "get: {name}: fetched from {} after {} other cop{} failed; replace the bad one: {}",
                             dest.root_url(),
                             failed.len(),
                             if failed.len() == 1 { "y" } else { "ies" },
