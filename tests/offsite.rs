@@ -1052,6 +1052,123 @@ fn a_server_failing_mid_upload_fails_the_push_and_loses_nothing(server: S3Kind) 
 }
 
 /// The tests of what S3 must do, once against each server.
+/// A repository in S3, on each server implementation: two logical dumps
+/// shipped there and the local repository deleted; then pgb-list lists
+/// them located in the bucket, pgb-verify checks and test-restores the
+/// newest where it lies (its verdict lands in the sidecar in the bucket),
+/// pgb-restore restores it into a new database with its row counts, and
+/// pgb-prune --keep-last 1 --apply deletes the older one's objects and
+/// sidecar and keeps the newest.
+fn a_repository_in_s3_is_listed_verified_restored_and_pruned(kind: S3Kind) {
+    use crate::util::{bin, pipe, snapshot_records, Cluster, Options, Scratch};
+    let c = Cluster::with(Options {
+        major: Some(15),
+        ..Default::default()
+    });
+    c.sql("postgres", "CREATE DATABASE appdb");
+    c.sql(
+        "appdb",
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 300)",
+    );
+    let s3 = S3::start_kind(kind);
+    let env = s3.env();
+    let repo_url = format!("s3://{}/pg", s3.bucket);
+    let local = Scratch::new("s3repo-local");
+    let mut shipped = Vec::new();
+    for _ in 0..2 {
+        let recs = snapshot_records(&c, &local.path, &["-d", "appdb"]);
+        let (status, out, err) = pipe(
+            Command::new(bin("pgb-ship"))
+                .args(["--to", &repo_url])
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+            &recs,
+        );
+        assert_eq!(status, 0, "{err}");
+        shipped.extend(out);
+        // Distinct ids: they carry the second.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    fs::remove_dir_all(&local.path).unwrap();
+    let (old, new) = (&shipped[0], &shipped[1]);
+    let run = |tool: &str, args: &[&str]| -> Output {
+        let o = c
+            .tool(tool)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(!stderr(&o).contains(S3_SECRET), "secret leaked");
+        o
+    };
+
+    let o = run("pgb-list", &["--repo", &repo_url, "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let listed = records(&o);
+    let ids: Vec<&Value> = listed.iter().map(|r| &r["id"]).collect();
+    assert!(
+        ids.contains(&&old["id"]) && ids.contains(&&new["id"]),
+        "{listed:?}"
+    );
+    assert!(
+        listed.iter().all(|r| r["repo"] == repo_url.as_str()),
+        "{listed:?}"
+    );
+
+    let o = run(
+        "pgb-verify",
+        &["--repo", &repo_url, "--checksums", "--restore", "--json"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let sidecar: Value = serde_json::from_slice(
+        &s3.get(&format!("pg/{}.pgb.json", new["path"].as_str().unwrap()))
+            .expect("sidecar in the bucket"),
+    )
+    .unwrap();
+    let methods: Vec<&str> = sidecar["verified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["ok"] == true)
+        .filter_map(|v| v["method"].as_str())
+        .collect();
+    assert!(
+        methods.contains(&"checksums") && methods.contains(&"restore"),
+        "{sidecar}"
+    );
+
+    let o = run(
+        "pgb-restore",
+        &[
+            "--repo",
+            &repo_url,
+            "--database",
+            "appdb",
+            "-d",
+            "copy",
+            "-C",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(c.sql("copy", "SELECT count(*) FROM t").trim(), "300");
+
+    let o = run(
+        "pgb-prune",
+        &["--repo", &repo_url, "--keep-last", "1", "--apply", "--json"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let left: Vec<String> = s3
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("pg/"))
+        .collect();
+    let old_path = format!("pg/{}", old["path"].as_str().unwrap());
+    let new_path = format!("pg/{}", new["path"].as_str().unwrap());
+    assert!(!left.iter().any(|k| k.starts_with(&old_path)), "{left:?}");
+    assert!(left.contains(&new_path), "{left:?}");
+    assert!(left.contains(&format!("{new_path}.pgb.json")), "{left:?}");
+}
+
 macro_rules! on_each_s3_server {
     ($($name:ident),* $(,)?) => {
         mod moto {
@@ -1076,4 +1193,5 @@ on_each_s3_server!(
     the_storage_layer_behaves_the_same_in_a_directory_on_ssh_and_in_s3,
     a_push_killed_at_any_moment_leaves_nothing_partial_remotely,
     a_server_failing_mid_upload_fails_the_push_and_loses_nothing,
+    a_repository_in_s3_is_listed_verified_restored_and_pruned,
 );
