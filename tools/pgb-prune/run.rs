@@ -226,10 +226,9 @@ fn delete_one(args: &Args, i: &Item, opened: &mut HashMap<PathBuf, Place>) -> Re
                 rels.push(a.path.clone());
             }
             rels.push(apply::sidecar_rel(a));
-            for rel in rels {
-                d.remove(&rel)
-                    .map_err(|e| Error::msg(format!("copy at {}: {e}", d.url_of(&rel))))?;
-            }
+            let rels: Vec<&str> = rels.iter().map(String::as_str).collect();
+            d.remove_many(&rels)
+                .map_err(|e| Error::msg(format!("copy at {}: {e}", d.url_of(&a.path))))?;
         }
     }
     if !opened.contains_key(&i.root) {
