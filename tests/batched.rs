@@ -9,10 +9,15 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use pgb_common::dest::Destination;
+use serde_json::{json, Value};
 
+use crate::check_archive::{archiving_cluster, make_segments, segment_names};
 use crate::servers::{S3Kind, Sshd, S3};
+use crate::util::*;
 
 /// A destination of each kind, empty: a directory, the same kind of
 /// directory reached through sshd, and a prefix in S3.
@@ -205,10 +210,12 @@ macro_rules! on_each_s3_server {
 
 on_each_s3_server!(batched_calls_behave_the_same_in_a_directory_on_ssh_and_in_s3);
 
-/// An `ssh` first on PATH that notes each invocation (the remote command's
-/// first words) in `log` and runs the real client: sessions are counted,
-/// the real sshd does the work.
-pub fn counting_ssh(dir: &Path, log: &Path) -> String {
+/// An `ssh` first on PATH that notes each invocation (the remote command,
+/// on one line) in `log` and runs the real client: sessions are counted,
+/// the real sshd does the work. When `PGB_TEST_VANISH` names a file, it is
+/// removed as a session that streams files starts: a prune running
+/// meanwhile, between the listing and the reads.
+fn counting_ssh(dir: &Path, log: &Path) -> String {
     let real = ["/usr/bin/ssh", "/bin/ssh", "/usr/local/bin/ssh"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -217,7 +224,8 @@ pub fn counting_ssh(dir: &Path, log: &Path) -> String {
     fs::create_dir_all(&bin).unwrap();
     let script = format!(
         "#!/bin/sh\nfor a; do last=$a; done\n\
-         printf '%s\\n' \"$(printf '%s' \"$last\" | tr '\\n' ' ' | cut -c1-60)\" >> '{log}'\n\
+         printf '%s\\n' \"$(printf '%s' \"$last\" | tr '\\n' ' ')\" >> '{log}'\n\
+         case $last in *'exec tar'*) [ -n \"$PGB_TEST_VANISH\" ] && rm -f -- \"$PGB_TEST_VANISH\";; esac\n\
          exec {real} \"$@\"\n",
         log = log.display()
     );
@@ -233,8 +241,293 @@ pub fn counting_ssh(dir: &Path, log: &Path) -> String {
 }
 
 /// The sessions noted in `log` since it was last taken (emptied).
-pub fn take_sessions(log: &Path) -> Vec<String> {
+fn take_sessions(log: &Path) -> Vec<String> {
     let s = fs::read_to_string(log).unwrap_or_default();
     let _ = fs::remove_file(log);
     s.lines().map(str::to_string).collect()
+}
+
+/// Sessions whose remote command contains `what`.
+fn count(sessions: &[String], what: &str) -> usize {
+    sessions.iter().filter(|s| s.contains(what)).count()
+}
+
+/// What a check found, without where and when: the summary's counts and
+/// each problem as (problem, file).
+fn verdict(recs: &[Value]) -> (Value, Vec<(String, String)>) {
+    let mut summary = recs
+        .iter()
+        .find(|r| r["type"] == "archive-summary")
+        .unwrap_or_else(|| panic!("no summary in {recs:?}"))
+        .clone();
+    for k in ["archive", "checked_at", "age_seconds", "newest_mtime"] {
+        summary.as_object_mut().unwrap().remove(k);
+    }
+    let mut problems: Vec<(String, String)> = recs
+        .iter()
+        .filter(|r| r["type"] == "archive-problem")
+        .map(|r| {
+            (
+                r["problem"].as_str().unwrap().to_string(),
+                r["file"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    problems.sort();
+    (summary, problems)
+}
+
+/// A real cluster's WAL archive and physical backups on an SSH host:
+/// pgb-check-archive reads the whole archive in three sessions (listing,
+/// checksum files, one tar stream; --headers-only: listing and the first
+/// pages) and finds exactly what it finds in the same directory read
+/// locally, damage and a file pruned meanwhile included; pgb-restore sizes
+/// a physical backup's files from one listing; pgb-prune removes an
+/// expired backup and the WAL it no longer needs in one session each.
+#[test]
+fn whole_archive_work_on_an_ssh_host_takes_a_few_sessions_not_one_per_file() {
+    let a = archiving_cluster("--compress zstd");
+    make_segments(&a.cluster, &a.dir, 3);
+    let repo = Scratch::new("batched-repo");
+    let old = snapshot_records(&a.cluster, &repo.path, &["--physical"]);
+    make_segments(&a.cluster, &a.dir, 3);
+    // Names carry the UTC second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let new = snapshot_records(&a.cluster, &repo.path, &["--physical"]);
+    make_segments(&a.cluster, &a.dir, 3);
+    let sshd = Sshd::start();
+    let remote = Scratch::new("batched-remote");
+    let (rrepo, rwal) = (remote.path.join("repo"), remote.path.join("wal"));
+    fs::create_dir(&rrepo).unwrap();
+    fs::create_dir(&rwal).unwrap();
+    for e in fs::read_dir(&a.dir).unwrap().flatten() {
+        fs::copy(e.path(), rwal.join(e.file_name())).unwrap();
+    }
+    // A later timeline's history, branching off in the last segment.
+    let last = segment_names(&rwal).pop().unwrap();
+    let segno = u64::from_str_radix(&last[8..16], 16).unwrap() * 4096
+        + u64::from_str_radix(&last[16..], 16).unwrap();
+    fs::write(
+        rwal.join("00000002.history"),
+        format!(
+            "1\t0/{:X}\tno recovery target specified\n",
+            (segno << 20) + 0x80000
+        ),
+    )
+    .unwrap();
+    let ssh_repo = sshd.url(&rrepo);
+    let ssh_wal = sshd.url(&rwal);
+    let opts = sshd.client_options();
+    let (shipped_code, shipped, err) = pipe(
+        Command::new(bin("pgb-ship"))
+            .args(["--to", &ssh_repo])
+            .env("PGB_SSH_OPTIONS", &opts),
+        &[old.clone(), new.clone()].concat(),
+    );
+    assert_eq!(shipped_code, 0, "{err}");
+    assert_eq!(shipped.len(), 2);
+
+    let log = remote.path.join("sessions.log");
+    let path = counting_ssh(&remote.path, &log);
+    let run = |tool: &str, args: &[&str], vanish: Option<&Path>| -> Output {
+        let mut c = Command::new(bin(tool));
+        c.args(args)
+            .env("PGB_SSH_OPTIONS", &opts)
+            .env("PATH", &path)
+            .env("PGB_PG_BINDIR", all_bindirs())
+            .stdin(Stdio::null());
+        if let Some(v) = vanish {
+            c.env("PGB_TEST_VANISH", v);
+        }
+        c.output().unwrap()
+    };
+    let local_wal = rwal.to_str().unwrap();
+    let segments = segment_names(&rwal).len();
+    assert!(segments >= 9, "{segments}");
+
+    // The whole archive, read in full: the same verdict as locally.
+    let here = run("pgb-check-archive", &[local_wal, "--json"], None);
+    assert_eq!(
+        code(&here),
+        0,
+        "{}\n{}",
+        stderr(&here),
+        String::from_utf8_lossy(&here.stdout)
+    );
+    take_sessions(&log);
+    let there = run("pgb-check-archive", &[&ssh_wal, "--json"], None);
+    assert_eq!(code(&there), 0, "{}", stderr(&there));
+    let sessions = take_sessions(&log);
+    assert_eq!(sessions.len(), 3, "{sessions:#?}");
+    assert_eq!(count(&sessions, "exec tar -cf"), 1, "{sessions:#?}");
+    let (summary, problems) = verdict(&records(&there.stdout));
+    assert_eq!((summary.clone(), problems), verdict(&records(&here.stdout)));
+    assert_eq!(
+        summary["checksum_verified_segments"],
+        json!(segments),
+        "{summary}"
+    );
+    assert_eq!(summary["history_files"], json!(1), "{summary}");
+
+    let heads = run(
+        "pgb-check-archive",
+        &[&ssh_wal, "--json", "--headers-only"],
+        None,
+    );
+    assert_eq!(code(&heads), 0, "{}", stderr(&heads));
+    let sessions = take_sessions(&log);
+    // The listing, the first pages, the history file (with no checksum
+    // file, none read).
+    assert_eq!(sessions.len(), 3, "{sessions:#?}");
+    assert_eq!(count(&sessions, "head -c"), 1, "{sessions:#?}");
+    let local_heads = run(
+        "pgb-check-archive",
+        &[local_wal, "--json", "--headers-only"],
+        None,
+    );
+    assert_eq!(
+        verdict(&records(&heads.stdout)),
+        verdict(&records(&local_heads.stdout))
+    );
+
+    // A flipped byte in one segment, a truncated other: found over SSH as
+    // they are found locally.
+    let mut zst: Vec<PathBuf> = fs::read_dir(&rwal)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_str().unwrap().ends_with(".zst"))
+        .collect();
+    zst.sort();
+    let mut b = fs::read(&zst[2]).unwrap();
+    let i = b.len() / 2;
+    b[i] ^= 0x20;
+    fs::write(&zst[2], &b).unwrap();
+    let b = fs::read(&zst[4]).unwrap();
+    fs::write(&zst[4], &b[..b.len() - 100]).unwrap();
+    let here = run("pgb-check-archive", &[local_wal, "--json"], None);
+    assert_eq!(code(&here), 1, "{}", stderr(&here));
+    let there = run("pgb-check-archive", &[&ssh_wal, "--json"], None);
+    assert_eq!(code(&there), 1, "{}", stderr(&there));
+    let (_, problems) = verdict(&records(&there.stdout));
+    assert_eq!(problems, verdict(&records(&here.stdout)).1);
+    let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
+    let named: Vec<&String> = problems.iter().map(|(_, f)| f).collect();
+    assert!(
+        named.contains(&&name(&zst[2])) && named.contains(&&name(&zst[4])),
+        "{problems:?}"
+    );
+    fs::remove_file(&zst[2]).unwrap();
+    fs::remove_file(&zst[4]).unwrap();
+    fs::remove_file(rwal.join(format!("{}.sha256", name(&zst[2]).trim_end_matches(".zst")))).ok();
+    fs::remove_file(rwal.join(format!("{}.sha256", name(&zst[4]).trim_end_matches(".zst")))).ok();
+
+    // A segment pruned between the listing and the reads: unreadable,
+    // named, and the rest still checked.
+    take_sessions(&log);
+    let gone = &zst[6];
+    let there = run("pgb-check-archive", &[&ssh_wal, "--json"], Some(gone));
+    assert_eq!(code(&there), 1, "{}", stderr(&there));
+    assert!(!gone.exists());
+    assert_eq!(take_sessions(&log).len(), 3);
+    let recs = records(&there.stdout);
+    let unreadable: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["type"] == "archive-problem" && r["problem"] == "unreadable")
+        .collect();
+    assert_eq!(unreadable.len(), 1, "{recs:?}");
+    assert_eq!(unreadable[0]["file"], json!(name(gone)));
+    assert!(
+        unreadable[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("removed since"),
+        "{recs:?}"
+    );
+    let (summary, _) = verdict(&recs);
+    assert_eq!(
+        summary["checksum_verified_segments"],
+        json!(segment_names(&rwal).len()),
+        "{summary}"
+    );
+
+    // pgb-restore: the backup's sizes from one listing, then its files.
+    let dest = remote.path.join("restored");
+    let o = run(
+        "pgb-restore",
+        &[
+            "--repo",
+            &ssh_repo,
+            "--target-immediate",
+            "-D",
+            dest.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(dest.join("global/pg_control").is_file());
+    let sessions = take_sessions(&log);
+    let files = new[0]["files"].as_array().unwrap().len();
+    assert!(files >= 2, "{new:?}");
+    assert_eq!(
+        count(&sessions, "wc -c <"),
+        0,
+        "no size asked file by file: {sessions:#?}"
+    );
+    assert!(sessions.len() <= files + 3, "{sessions:#?}");
+
+    // pgb-prune: the older backup (all its files, its directory, its
+    // sidecar) in one session, the WAL before the kept backup in another.
+    let wal_before = segment_names(&rwal);
+    let start_new = new[0]["wal"]["start_segment"].as_str().unwrap().to_string();
+    let expired = wal_before.iter().filter(|s| **s < start_new).count();
+    assert!(expired >= 3, "{wal_before:?} {start_new}");
+    let o = run(
+        "pgb-prune",
+        &[
+            "--repo",
+            &ssh_repo,
+            "--keep-last",
+            "1",
+            "--wal-archive",
+            &ssh_wal,
+            "--apply",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let sessions = take_sessions(&log);
+    // The lock's release is the third.
+    let removals: Vec<&String> = sessions
+        .iter()
+        .filter(|s| s.contains("read -r rel"))
+        .collect();
+    assert_eq!(removals.len(), 3, "{sessions:#?}");
+    assert_eq!(
+        count(&sessions, &format!("r='{}'", rwal.display())),
+        1,
+        "{sessions:#?}"
+    );
+    // The history files in one read, no stat of each planned file.
+    assert_eq!(count(&sessions, ".history"), 1, "{sessions:#?}");
+    let recs = records(&o.stdout);
+    assert!(
+        recs.iter()
+            .any(|r| r["type"] == "wal-expiry" && r["deleted"] == true),
+        "{recs:?}"
+    );
+    let kept: Vec<String> = wal_before
+        .iter()
+        .filter(|s| **s >= start_new)
+        .cloned()
+        .collect();
+    assert_eq!(segment_names(&rwal), kept);
+    assert!(rwal.join("00000002.history").exists());
+    let old_path = old[0]["path"].as_str().unwrap();
+    let new_path = new[0]["path"].as_str().unwrap();
+    assert!(!rrepo.join(old_path).exists());
+    assert!(!rrepo.join(format!("{old_path}.pgb.json")).exists());
+    assert!(rrepo.join(new_path).is_dir());
+    assert!(rrepo.join(format!("{new_path}.pgb.json")).exists());
 }
