@@ -531,3 +531,88 @@ fn whole_archive_work_on_an_ssh_host_takes_a_few_sessions_not_one_per_file() {
     assert!(rrepo.join(new_path).is_dir());
     assert!(rrepo.join(format!("{new_path}.pgb.json")).exists());
 }
+
+/// A mixed archive (plain, zstd, age, zstd+age segments of poorly
+/// compressible bytes, with their checksum files, and a history file) on
+/// an SSH host checks exactly as the same directory checked locally, in
+/// every mode (full, --headers-only, each with and without -i), in at most
+/// four sessions each.
+#[test]
+fn a_mixed_archive_on_ssh_checks_as_it_does_locally_in_every_mode() {
+    let sshd = Sshd::start();
+    let root = Scratch::new("batched-mixed");
+    let (wal, src) = (root.path.join("wal"), root.path.join("src"));
+    fs::create_dir(&wal).unwrap();
+    fs::create_dir(&src).unwrap();
+    let (id, recipient) = crate::wal::keypair(&root.path, "mixed");
+    const SYSID: u64 = 7_000_000_000_000_000_002;
+    for (n, extra) in [
+        (&[][..], 1),
+        (&["-Z", "zstd"][..], 2),
+        (&["-r", &recipient][..], 3),
+        (&["-Z", "zstd", "-r", &recipient][..], 4),
+        (&["-Z", "zstd"][..], 5),
+    ]
+    .iter()
+    .map(|(a, n)| (*n, *a))
+    {
+        let name = format!("0000000100000000000000{n:02X}");
+        let p = src.join(&name);
+        fs::write(&p, crate::wal::segment(&name, SYSID)).unwrap();
+        let o = Command::new(bin("pgb-wal"))
+            .arg("push")
+            .arg(&p)
+            .arg("--archive")
+            .arg(&wal)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    fs::write(
+        wal.join("00000002.history"),
+        b"1\t0/580000\tno recovery target specified\n",
+    )
+    .unwrap();
+    let log = root.path.join("sessions.log");
+    let path = counting_ssh(&root.path, &log);
+    let url = sshd.url(&wal);
+    let id = id.to_str().unwrap();
+    for mode in [
+        &[][..],
+        &["--headers-only"][..],
+        &["-i", id][..],
+        &["-i", id, "--headers-only"][..],
+    ] {
+        let run = |archive: &str| {
+            Command::new(bin("pgb-check-archive"))
+                .arg(archive)
+                .arg("--json")
+                .args(mode)
+                .env("PGB_SSH_OPTIONS", sshd.client_options())
+                .env("PATH", &path)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        };
+        let here = run(wal.to_str().unwrap());
+        take_sessions(&log);
+        let there = run(&url);
+        let sessions = take_sessions(&log);
+        assert!(sessions.len() <= 4, "{mode:?}: {sessions:#?}");
+        assert_eq!(code(&there), code(&here), "{mode:?}: {}", stderr(&there));
+        let (summary, problems) = verdict(&records(&there.stdout));
+        assert_eq!(
+            (summary.clone(), problems),
+            verdict(&records(&here.stdout)),
+            "{mode:?}"
+        );
+        assert_eq!(summary["segments"], json!(5), "{mode:?}: {summary}");
+        if mode.len() == 2 {
+            assert_eq!(summary["unchecked_segments"], json!(0), "{mode:?}");
+        }
+        if mode.is_empty() || mode == ["-i", id] {
+            assert_eq!(summary["ok"], json!(true), "{mode:?}: {summary}");
+        }
+    }
+}

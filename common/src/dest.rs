@@ -156,6 +156,10 @@ pub struct Listed {
     pub modified: Option<std::time::SystemTime>,
 }
 
+/// One file as [`Destination::read_heads`] found it: its size and first
+/// bytes, `None` when it is not there.
+pub type Head = Option<(u64, Vec<u8>)>;
+
 /// What [`Destination::create_beside`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
@@ -529,7 +533,7 @@ impl Destination {
     /// first `max` bytes, in the order asked. On an SSH host one session
     /// answers for all (the names on its input; `head -c` and `base64` on
     /// the host); elsewhere a listing per directory and reads.
-    pub fn read_heads(&self, items: &[(&str, u64)]) -> Result<Vec<Option<(u64, Vec<u8>)>>> {
+    pub fn read_heads(&self, items: &[(&str, u64)]) -> Result<Vec<Head>> {
         for (r, _) in items {
             check_rel(r)?;
             check_line(r)?;

@@ -500,7 +500,7 @@ pub(super) fn remove_many(t: &Target, rels: &[&str]) -> Result<()> {
 /// [`super::Destination::read_heads`] on an SSH host: one session, a
 /// `MAX NAME` line each on its input, an answer line each: `F SIZE BASE64`
 /// or `A` (absent or not a regular file).
-pub(super) fn read_heads(t: &Target, items: &[(&str, u64)]) -> Result<Vec<Option<(u64, Vec<u8>)>>> {
+pub(super) fn read_heads(t: &Target, items: &[(&str, u64)]) -> Result<Vec<super::Head>> {
     use base64::Engine as _;
     let u = super::ssh_url(t, &t.path);
     let script = format!(
@@ -637,7 +637,10 @@ pub(super) fn read_each<T>(
         }
     }
     let tar_status = status.code();
-    if !status.success() && !(matches!(tar_status, Some(1) | Some(2)) && said > 0) {
+    // tar's 1 (a file changed) and 2 (one could not be read) are answers
+    // about the files it named.
+    let answered = status.success() || (matches!(tar_status, Some(1) | Some(2)) && said > 0);
+    if !answered {
         return Err(child_error("read", &u, status, &err));
     }
     if let Some(e) = stream_err {
