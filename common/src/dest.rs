@@ -10,7 +10,10 @@
 //! `pgb-check-archive`): [`Destination::list`], [`Destination::open_read`],
 //! [`Destination::put_file`] (durable, never a partial object under the
 //! final name, never replacing a different one) and
-//! [`Destination::remove`] are the storage layer every kind implements.
+//! [`Destination::remove`] are the storage layer every kind implements;
+//! [`Destination::remove_many`], [`Destination::read_heads`] and
+//! [`Destination::read_each`] do the same for many files at once, in one
+//! session on an SSH host.
 //!
 //! Spec syntax for `--to`: `DEST[#LABELS]` where DEST is a directory,
 //! `ssh://[user@]host[:port]/path` or `s3://bucket[/prefix]`, and LABELS is

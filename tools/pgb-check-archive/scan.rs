@@ -1,6 +1,7 @@
 //! Lists an archive directory and reads what each file needs checking:
 //! the size and the first page of segments, the text of history files.
-//! Segments are read on several threads. A segment is read in full when it
+//! Segments are read on several threads; an SSH archive is read in a few
+//! sessions, not one per file (see [`streamed`]). A segment is read in full when it
 //! can be: `.zst` decoded to the end (its real size, not the one its frame
 //! header declares), `.age` decrypted to the end when identities are given,
 //! and any segment with a checksum file (`NAME.sha256`, written by
@@ -165,7 +166,7 @@ pub fn scan(dest: &Destination, identities: &[PathBuf], headers_only: bool) -> R
         } else {
             Some(Identities::load(identities)?)
         };
-        let mut entries = streamed(src, &listed, &todo, ids.as_ref(), headers_only)?;
+        let mut entries = streamed(src, &listed, &todo, identities, ids.as_ref(), headers_only)?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         others.sort();
         return Ok(Listing {
@@ -212,6 +213,10 @@ pub fn scan(dest: &Destination, identities: &[PathBuf], headers_only: bool) -> R
     })
 }
 
+/// Files of up to this size are taken whole from an SSH stream and
+/// checked on another thread.
+const BUFFERED: u64 = 32 << 20;
+
 /// Compressed bytes enough for a zstd frame header and its first block
 /// (at most 128 KiB), so its first page decodes.
 const ZST_HEAD: u64 = 128 * 1024 + 64;
@@ -227,6 +232,7 @@ fn streamed(
     src: Src,
     listed: &HashMap<String, Listed>,
     todo: &[(String, WalFile, bool, bool)],
+    identities: &[PathBuf],
     ids: Option<&Identities>,
     headers_only: bool,
 ) -> Result<Vec<Entry>> {
@@ -285,7 +291,7 @@ fn streamed(
     let names: Vec<&str> = whole.iter().map(|(n, ..)| n.as_str()).collect();
     let by_name: HashMap<&str, &(String, WalFile, bool, bool)> =
         whole.iter().map(|w| (w.0.as_str(), *w)).collect();
-    let read = dest.read_each(&names, |name, size, r| {
+    let checked = |name: &str, size: u64, r: &mut dyn Read, ids: Option<&Identities>| {
         let (_, kind, zst, age) = by_name[name];
         let mut e = new_entry(name, *kind, *zst, *age);
         let recorded = recorded_for(src, name, *kind, headers_only);
@@ -293,8 +299,76 @@ fn streamed(
             e.data = Err(pgb_common::error::io_cause(&x));
         }
         e
+    };
+    // The stream arrives in one session; files of up to BUFFERED bytes are
+    // taken whole from it and checked on other threads (decoding and
+    // hashing keep pace with the network), larger ones as they stream.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let mut done: HashMap<String, Entry> = HashMap::new();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(String, u64, Vec<u8>)>(threads);
+    let rx = std::sync::Mutex::new(rx);
+    let read = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (rx, checked) = (&rx, &checked);
+                s.spawn(move || {
+                    // Each thread its own copy of the keys.
+                    let ids = if identities.is_empty() {
+                        None
+                    } else {
+                        Identities::load(identities).ok()
+                    };
+                    let mut out = Vec::new();
+                    loop {
+                        let job = rx.lock().expect("queue").recv();
+                        let Ok((name, size, bytes)) = job else { break };
+                        out.push(checked(
+                            &name,
+                            size,
+                            &mut io::Cursor::new(bytes),
+                            ids.as_ref(),
+                        ));
+                    }
+                    out
+                })
+            })
+            .collect();
+        let read = dest.read_each(&names, |name, size, r| {
+            if size > BUFFERED {
+                return Some(checked(name, size, r, ids));
+            }
+            let mut v = Vec::with_capacity(size as usize);
+            match r.read_to_end(&mut v) {
+                Ok(_) => {
+                    // A worker that died leaves the file unchecked here.
+                    let _ = tx.send((name.to_string(), size, v));
+                    None
+                }
+                Err(x) => {
+                    let (_, kind, zst, age) = by_name[name];
+                    let mut e = new_entry(name, *kind, *zst, *age);
+                    e.data = Err(pgb_common::error::io_cause(&x));
+                    Some(e)
+                }
+            }
+        });
+        drop(tx);
+        for w in workers {
+            for e in w.join().expect("check thread") {
+                done.insert(e.name.clone(), e);
+            }
+        }
+        read
     })?;
     for ((name, kind, zst, age), got) in whole.iter().zip(read) {
+        let got = match got {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => done.remove(name).ok_or_else(|| "not checked".to_string()),
+            Err(why) => Err(why),
+        };
         let mut e = got.unwrap_or_else(|why| {
             let mut e = new_entry(name, *kind, *zst, *age);
             e.data = Err(if why.contains("No such file") {

@@ -1,6 +1,10 @@
 //! Copies to an SSH host through the system `ssh` (key authentication,
 //! `BatchMode=yes`, so it never waits for a password). The remote side needs
-//! a POSIX shell and coreutils (`cat`, `wc`, `sha256sum`, `ln`, `sync`).
+//! a POSIX shell and coreutils (`cat`, `wc`, `sha256sum`, `ln`, `sync`,
+//! `head`, `base64`), GNU find, and `tar` (GNU tar or bsdtar) for reading
+//! many files in one session. Each call is one session (a connection and a
+//! login, a tenth of a second or more): work on many files is batched, the
+//! names sent on the session's input.
 //!
 //! A copy streams into a temp name beside the final one; the remote script
 //! checks the byte count (a client killed mid-copy leaves a short file,
