@@ -3,6 +3,7 @@
 mod servers;
 mod util;
 
+mod batched;
 mod check_archive;
 mod damage;
 mod drill;

@@ -10,7 +10,10 @@
 //! `pgb-check-archive`): [`Destination::list`], [`Destination::open_read`],
 //! [`Destination::put_file`] (durable, never a partial object under the
 //! final name, never replacing a different one) and
-//! [`Destination::remove`] are the storage layer every kind implements.
+//! [`Destination::remove`] are the storage layer every kind implements;
+//! [`Destination::remove_many`], [`Destination::read_heads`] and
+//! [`Destination::read_each`] do the same for many files at once, in one
+//! session on an SSH host.
 //!
 //! Spec syntax for `--to`: `DEST[#LABELS]` where DEST is a directory,
 //! `ssh://[user@]host[:port]/path` or `s3://bucket[/prefix]`, and LABELS is
@@ -156,6 +159,10 @@ pub struct Listed {
     pub modified: Option<std::time::SystemTime>,
 }
 
+/// One file as [`Destination::read_heads`] found it: its size and first
+/// bytes, `None` when it is not there.
+pub type Head = Option<(u64, Vec<u8>)>;
+
 /// What [`Destination::create_beside`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
@@ -188,6 +195,14 @@ pub fn check_rel(rel: &str) -> Result<()> {
         return Err(Error::msg(format!(
             "{rel:?}: not a plain relative path (no leading /, no . or .. parts)"
         )));
+    }
+    Ok(())
+}
+
+/// Names sent to a host one a line must hold no newline (nor NUL).
+fn check_line(rel: &str) -> Result<()> {
+    if rel.contains(['\n', '\r', '\0']) {
+        return Err(Error::msg(format!("{rel:?}: a name with a line break")));
     }
     Ok(())
 }
@@ -431,25 +446,163 @@ impl Destination {
         }
     }
 
-    /// Removes `rel` (a file or object); removing what is absent is Ok.
+    /// Removes `rel` (a file or object, or a directory with what it holds);
+    /// removing what is absent is Ok. See [`Destination::remove_many`].
     pub fn remove(&self, rel: &str) -> Result<()> {
-        check_rel(rel)?;
+        self.remove_many(&[rel])
+    }
+
+    /// Removes each of `rels`, in order (a checksum file listed after its
+    /// WAL file goes after it): a file, a symlink (the link, never what it
+    /// points to) or a directory with what it holds (never descending into
+    /// a symlink inside). What is absent is fine. A path through a symlink
+    /// or a non-directory below the root is refused: an error, and nothing
+    /// from that path on is removed. On an SSH host it all happens in one
+    /// session, the names sent on its input; in S3 on one connection.
+    pub fn remove_many(&self, rels: &[&str]) -> Result<()> {
+        for r in rels {
+            check_rel(r)?;
+            check_line(r)?;
+        }
+        if rels.is_empty() {
+            return Ok(());
+        }
         match self {
             Destination::Dir(root) => {
-                let p = root.join(rel);
-                let r = match std::fs::symlink_metadata(&p) {
-                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
-                    Ok(_) => std::fs::remove_file(&p),
-                    Err(e) => Err(e),
-                };
-                match r {
-                    Ok(()) => crate::fs::fsync_dir(p.parent().unwrap_or(root)),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(Error::io("remove", &p, e)),
+                let mut parents: Vec<PathBuf> = Vec::new();
+                for rel in rels {
+                    let p = root.join(rel);
+                    let mut at = root.clone();
+                    let mut gone = false;
+                    let comps: Vec<&str> = rel.split('/').collect();
+                    for c in &comps[..comps.len() - 1] {
+                        at.push(c);
+                        match std::fs::symlink_metadata(&at) {
+                            Ok(m) if m.file_type().is_symlink() => {
+                                return Err(Error::msg(format!(
+                                    "refused: {} is a symlink: refusing a path through it",
+                                    at.display()
+                                )))
+                            }
+                            Ok(m) if m.is_dir() => {}
+                            Ok(_) => {
+                                return Err(Error::msg(format!(
+                                    "refused: {} is not a directory",
+                                    at.display()
+                                )))
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                gone = true;
+                                break;
+                            }
+                            Err(e) => return Err(Error::io("stat", &at, e)),
+                        }
+                    }
+                    if gone {
+                        continue;
+                    }
+                    let r = match std::fs::symlink_metadata(&p) {
+                        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+                        Ok(_) => std::fs::remove_file(&p),
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(()) => {
+                            let parent = p.parent().unwrap_or(root).to_path_buf();
+                            if !parents.contains(&parent) {
+                                parents.push(parent);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io("remove", &p, e)),
+                    }
                 }
+                // Each directory that held what was removed (unless it
+                // went too).
+                for d in parents {
+                    if d.is_dir() {
+                        crate::fs::fsync_dir(&d)?;
+                    }
+                }
+                Ok(())
             }
-            Destination::Ssh(s) => ssh::remove(s, rel),
-            Destination::S3(s) => s3::remove(s, rel),
+            Destination::Ssh(s) => ssh::remove_many(s, rels),
+            Destination::S3(s) => s3::remove_many(s, rels),
+        }
+    }
+
+    /// The size and first bytes of each `(rel, max)`: `None` for one that
+    /// is not there (or not a regular file), otherwise its size and its
+    /// first `max` bytes, in the order asked. On an SSH host one session
+    /// answers for all (the names on its input; `head -c` and `base64` on
+    /// the host); elsewhere a listing per directory and reads.
+    pub fn read_heads(&self, items: &[(&str, u64)]) -> Result<Vec<Head>> {
+        for (r, _) in items {
+            check_rel(r)?;
+            check_line(r)?;
+        }
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Destination::Ssh(s) => ssh::read_heads(s, items),
+            _ => items
+                .iter()
+                .map(|(rel, max)| {
+                    let Some(size) = self.size_of(rel)? else {
+                        return Ok(None);
+                    };
+                    Ok(self.read_small(rel, *max)?.map(|b| (size, b)))
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads each of `rels` whole, in one go: `f` is called with each
+    /// file's name, size and bytes as they arrive (what it leaves unread is
+    /// skipped). The answer, in the order asked, is what `f` returned, or
+    /// why that file could not be read (removed since it was listed, not a
+    /// regular file, changed while being read: then whatever `f` made of
+    /// it is dropped). An error when the storage could not be read at all.
+    /// On an SSH host it is one session: `tar` on the host (GNU tar or
+    /// bsdtar) sends the files as one stream, their names on its input.
+    pub fn read_each<T>(
+        &self,
+        rels: &[&str],
+        mut f: impl FnMut(&str, u64, &mut dyn Read) -> T,
+    ) -> Result<Vec<std::result::Result<T, String>>> {
+        for r in rels {
+            check_rel(r)?;
+            check_line(r)?;
+        }
+        if rels.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Destination::Ssh(s) => ssh::read_each(s, rels, &mut f),
+            Destination::Dir(root) => Ok(rels
+                .iter()
+                .map(|rel| {
+                    let p = root.join(rel);
+                    let mut file =
+                        std::fs::File::open(&p).map_err(|e| crate::error::io_cause(&e))?;
+                    let md = file.metadata().map_err(|e| crate::error::io_cause(&e))?;
+                    if !md.is_file() {
+                        return Err("not a regular file".to_string());
+                    }
+                    Ok(f(rel, md.len(), &mut file))
+                })
+                .collect()),
+            Destination::S3(_) => rels
+                .iter()
+                .map(|rel| {
+                    let Some(size) = self.size_of(rel)? else {
+                        return Ok(Err("No such file or directory".to_string()));
+                    };
+                    let mut r = self.open_read(rel)?;
+                    Ok(Ok(f(rel, size, &mut r)))
+                })
+                .collect(),
         }
     }
 

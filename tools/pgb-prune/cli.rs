@@ -71,8 +71,12 @@ use clap::Parser;
 /// then what is left below a physical backup's directory (its prefix in
 /// S3), then its sidecar last, so a prune stopped half-way never leaves
 /// files without the record saying they are to go, and a second run
-/// finishes the job. WAL expiry of a remote archive lists it and removes
-/// the planned files one by one, oldest first.
+/// finishes the job. Each artifact goes in one batch (one session on an
+/// SSH host, the paths on its input, each component checked first: a path
+/// through a symlink is refused, as in a directory, and a symlink is
+/// removed as the link it is). WAL expiry of a remote archive lists it,
+/// reads its history files in one go and removes all the planned files in
+/// one batch, oldest first per timeline.
 ///
 /// The lock of a remote repository is the file or object `.pgb.lock` at
 /// its root, created only when absent (in S3 a PUT with If-None-Match: *;

@@ -112,21 +112,21 @@ impl Place {
     }
 
     /// Deletes the artifact: its files, then (a physical backup) what is
-    /// left of its directory, then its sidecar. What is gone already is
-    /// fine.
+    /// left of its directory, then its sidecar, in one batch. What is gone
+    /// already is fine; a path through a symlink is refused.
     pub fn delete(&self, a: &Artifact) -> Result<()> {
         let r = match self {
             Place::Local(root) => return apply::delete(root, a).map(|_| ()),
             Place::Remote(r) => r,
         };
         let refused = |x: Refused| pgb_common::error::Error::msg(format!("refused: {}", x.0));
-        let rels = apply::file_rels(a).map_err(refused)?;
-        for rel in &rels {
-            r.dest.remove(rel)?;
-        }
+        let mut rels = apply::file_rels(a).map_err(refused)?;
         if a.kind == Kind::Physical {
-            r.dest.remove(&a.path)?;
+            rels.push(a.path.clone());
         }
-        r.dest.remove(&apply::sidecar_rel(a))
+        rels.push(apply::sidecar_rel(a));
+        // One batch, in this order (one session on an SSH host).
+        let rels: Vec<&str> = rels.iter().map(String::as_str).collect();
+        r.dest.remove_many(&rels)
     }
 }

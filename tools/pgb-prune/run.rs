@@ -226,10 +226,9 @@ fn delete_one(args: &Args, i: &Item, opened: &mut HashMap<PathBuf, Place>) -> Re
                 rels.push(a.path.clone());
             }
             rels.push(apply::sidecar_rel(a));
-            for rel in rels {
-                d.remove(&rel)
-                    .map_err(|e| Error::msg(format!("copy at {}: {e}", d.url_of(&rel))))?;
-            }
+            let rels: Vec<&str> = rels.iter().map(String::as_str).collect();
+            d.remove_many(&rels)
+                .map_err(|e| Error::msg(format!("copy at {}: {e}", d.url_of(&a.path))))?;
         }
     }
     if !opened.contains_key(&i.root) {
@@ -607,26 +606,28 @@ fn wal_expiry_inner(
     let anc = wal::ancestors(dir, &names)?;
     let p = wal::plan(&names, &kept, &anc, seg_size);
     let archive = dir.name();
-    let mut status = ExitStatus::Ok;
+    // Every range's files in one batch, oldest first per timeline (one
+    // session on an SSH host).
+    let removed = if apply && !p.ranges.is_empty() {
+        let files: Vec<&String> = p.ranges.iter().flat_map(|r| r.files.iter()).collect();
+        Some(wal::remove(dir, &files))
+    } else {
+        None
+    };
+    if let Some(Err(e)) = &removed {
+        warn(format!("WAL expiry: {e}"));
+        let rec = error_record("pgb-prune", &format!("WAL expiry: {e}"), None, Map::new());
+        out.write(&rec)?;
+        return Ok(ExitStatus::Error);
+    }
     for r in &p.ranges {
         let mut rec = json!({
             "schema": SCHEMA, "type": "wal-expiry", "archive": archive,
             "timeline": r.timeline, "first": r.first, "last": r.last,
             "files": r.files.len(), "action": "delete", "reason": r.reason,
         });
-        if apply {
-            let files: Vec<&String> = r.files.iter().collect();
-            match wal::remove(dir, &files) {
-                Ok(_) => rec["deleted"] = true.into(),
-                Err(e) => {
-                    warn(format!("WAL expiry: {e}"));
-                    status = ExitStatus::Error;
-                    let rec =
-                        error_record("pgb-prune", &format!("WAL expiry: {e}"), None, Map::new());
-                    out.write(&rec)?;
-                    continue;
-                }
-            }
+        if removed.is_some() {
+            rec["deleted"] = true.into();
         }
         out.write(&rec)?;
     }
@@ -636,5 +637,5 @@ fn wal_expiry_inner(
             "files": 0, "action": "keep", "reason": why,
         }))?;
     }
-    Ok(status)
+    Ok(ExitStatus::Ok)
 }

@@ -240,6 +240,14 @@ pub fn list(archive: &Archive) -> Result<Vec<String>> {
 /// Ancestors of each timeline with a readable plain history file.
 pub fn ancestors(archive: &Archive, names: &[String]) -> Result<HashMap<u32, Vec<u32>>> {
     let mut out = HashMap::new();
+    // A remote archive's history files are read together (one session on
+    // an SSH host).
+    let remote = match archive {
+        Archive::Remote(d) if names.iter().any(|n| n.ends_with(".history")) => {
+            Some(d.read_suffix(".history", 1 << 20)?)
+        }
+        _ => None,
+    };
     for n in names {
         let Some(h) = n.strip_suffix(".history") else {
             continue;
@@ -257,8 +265,9 @@ pub fn ancestors(archive: &Archive, names: &[String]) -> Result<HashMap<u32, Vec
             }
             Archive::Remote(d) => {
                 let u = d.url_of(n);
-                let b = d
-                    .read_small(n, 1 << 20)?
+                let b = remote
+                    .as_ref()
+                    .and_then(|m| m.get(n).cloned())
                     .ok_or_else(|| Error::msg(format!("{u}: gone while being read")))?;
                 let t =
                     String::from_utf8(b).map_err(|_| Error::msg(format!("{u}: not UTF-8 text")))?;
@@ -319,9 +328,9 @@ pub fn remove(archive: &Archive, files: &[&String]) -> Result<usize> {
     let dir = match archive {
         Archive::Local(d) => d,
         Archive::Remote(d) => {
-            for f in files {
-                d.remove(f)?;
-            }
+            // One batch (one session on an SSH host), in order.
+            let rels: Vec<&str> = files.iter().map(|f| f.as_str()).collect();
+            d.remove_many(&rels)?;
             return Ok(files.len());
         }
     };

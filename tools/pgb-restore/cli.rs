@@ -54,7 +54,8 @@ use pgb_common::pg::ConnArgs;
 /// `--wal-archive` take `s3://bucket/prefix` (the AWS variables and files,
 /// as pgb-ship) and `ssh://[user@]host[:port]/path` (the system ssh) as
 /// well as a directory. A physical backup then streams from there into
-/// --pgdata, checked as it comes, with no local copy; a logical dump goes
+/// --pgdata, checked as it comes, with no local copy (its files' sizes are
+/// checked first against one listing of its directory); a logical dump goes
 /// to a private temp file for pg_restore -j. restore_command reaches a
 /// remote archive with the AWS_ENDPOINT_URL, AWS_REGION, AWS_PROFILE,
 /// AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE and PGB_SSH_OPTIONS this run

@@ -257,13 +257,31 @@ fn try_run(args: Args) -> Result<ExitStatus> {
 pub fn present(a: &Artifact) -> Result<()> {
     pgb_common::repo::check_present(a)?;
     let loc = a.location();
+    // A remote physical backup's sizes come from one listing of its
+    // directory (one session on an SSH host), not one question per file.
+    let listed: Option<std::collections::HashMap<String, u64>> =
+        if a.kind == Kind::Physical && pgb_common::store::is_url(&loc) {
+            let d = pgb_common::store::destination(&loc)?;
+            Some(
+                d.list("", "")?
+                    .into_iter()
+                    .map(|l| (l.name, l.size))
+                    .collect(),
+            )
+        } else {
+            None
+        };
     for f in &a.files {
         let p = if a.kind == Kind::Physical {
             loc.join(&f.name)
         } else {
             loc.clone()
         };
-        let len = if pgb_common::store::is_url(&p) {
+        let len = if let Some(listed) = listed.as_ref().filter(|_| !f.name.contains('/')) {
+            *listed
+                .get(&f.name)
+                .ok_or_else(|| Error::msg(format!("{}: no such file or object", p.display())))?
+        } else if pgb_common::store::is_url(&p) {
             pgb_common::store::size_of(&p)?
                 .ok_or_else(|| Error::msg(format!("{}: no such file or object", p.display())))?
         } else {

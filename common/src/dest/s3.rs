@@ -537,20 +537,30 @@ pub(super) fn size_of(t: &Target, rel: &str) -> Result<Option<u64>> {
 
 /// Deletes the object `rel` and every object beneath `rel/` (a physical
 /// artifact's files).
-pub(super) fn remove(t: &Target, rel: &str) -> Result<()> {
-    let u = url(t, rel);
+/// Removes each object (and what is below it as a prefix) on one
+/// connection, in order.
+pub(super) fn remove_many(t: &Target, rels: &[&str]) -> Result<()> {
     let c = connect(t)?;
-    let k = key(t, rel);
     c.rt.block_on(async {
-        let mut keys = vec![k.clone()];
-        let mut list = c.store.list(Some(&k));
-        while let Some(m) = list.next().await {
-            keys.push(m.map_err(|e| s3_err("list", &u, e))?.location);
-        }
-        for k in keys {
-            match c.store.delete(&k).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(s3_err("remove", &u, e)),
+        for rel in rels {
+            let u = url(t, rel);
+            let k = key(t, rel);
+            // What lies below it as a prefix (a directory's files), or
+            // else the object itself (a directory's own name is no object;
+            // servers that keep objects as files refuse to delete it).
+            let mut keys = Vec::new();
+            let mut list = c.store.list(Some(&k));
+            while let Some(m) = list.next().await {
+                keys.push(m.map_err(|e| s3_err("list", &u, e))?.location);
+            }
+            if keys.is_empty() {
+                keys.push(k.clone());
+            }
+            for k in keys {
+                match c.store.delete(&k).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(s3_err("remove", &u, e)),
+                }
             }
         }
         Ok(())

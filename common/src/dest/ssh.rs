@@ -1,6 +1,10 @@
 //! Copies to an SSH host through the system `ssh` (key authentication,
 //! `BatchMode=yes`, so it never waits for a password). The remote side needs
-//! a POSIX shell and coreutils (`cat`, `wc`, `sha256sum`, `ln`, `sync`).
+//! a POSIX shell and coreutils (`cat`, `wc`, `sha256sum`, `ln`, `sync`,
+//! `head`, `base64`), GNU find, and `tar` (GNU tar or bsdtar) for reading
+//! many files in one session. Each call is one session (a connection and a
+//! login, a tenth of a second or more): work on many files is batched, the
+//! names sent on the session's input.
 //!
 //! A copy streams into a temp name beside the final one; the remote script
 //! checks the byte count (a client killed mid-copy leaves a short file,
@@ -426,20 +430,255 @@ pub(super) fn size_of(t: &Target, rel: &str) -> Result<Option<u64>> {
     }
 }
 
-pub(super) fn remove(t: &Target, rel: &str) -> Result<()> {
-    let u = url(t, rel);
-    let p = join_remote(&t.path, rel);
-    run(
-        t,
-        "remove",
-        &u,
-        &format!(
-            "rm -rf -- {} && {{ sync {} 2>/dev/null || sync; }}",
-            q(&p),
-            q(parent(&p))
-        ),
-    )
-    .map(|_| ())
+/// Runs `script` with `input` on its stdin (written from a thread, so a
+/// host answering while it reads never stalls on a full pipe); its stdout
+/// once it succeeded.
+fn run_with_input(
+    t: &Target,
+    op: &str,
+    url: &str,
+    script: &str,
+    input: Vec<u8>,
+) -> Result<Vec<u8>> {
+    let mut child = command(t, script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ctx("run ssh for", url)?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let stderr = drain(child.stderr.take().expect("piped"));
+    let stdout = drain(child.stdout.take().expect("piped"));
+    let status = child.wait().ctx("wait for ssh for", url)?;
+    let _ = writer.join();
+    let err = stderr.join().unwrap_or_default();
+    let out = stdout.join().unwrap_or_default();
+    if !status.success() {
+        return Err(child_error(op, url, status, &err));
+    }
+    Ok(out)
+}
+
+/// Each name on a line of its own (checked to hold no line break).
+fn lines_of<'a>(names: impl Iterator<Item = &'a str>, prefix: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    for n in names {
+        v.extend_from_slice(prefix.as_bytes());
+        v.extend_from_slice(n.as_bytes());
+        v.push(b'\n');
+    }
+    v
+}
+
+/// [`super::Destination::remove_many`] on an SSH host: one session, the
+/// paths on its input. Each component of a path below the root is looked
+/// at first (`[ -L ]`, `[ -d ]`): a symlink or a file there is refused
+/// (exit 4), a missing one means nothing to remove. The last component is
+/// removed with `rm -f` unless it is a directory that is no symlink, with
+/// `rm -rf` then (which unlinks symlinks inside, never follows them). The
+/// directories that held what was removed are synced at the end.
+pub(super) fn remove_many(t: &Target, rels: &[&str]) -> Result<()> {
+    let root_url = super::ssh_url(t, &t.path);
+    let u = match rels {
+        [one] => url(t, one),
+        _ => root_url,
+    };
+    let mut parents: Vec<String> = Vec::new();
+    for r in rels {
+        let p = parent(&join_remote(&t.path, r)).to_string();
+        if !parents.contains(&p) {
+            parents.push(p);
+        }
+    }
+    let sync = if parents.len() <= 64 {
+        let qs: Vec<String> = parents.iter().map(|p| q(p)).collect();
+        format!("sync -- {} 2>/dev/null || sync", qs.join(" "))
+    } else {
+        "sync".to_string()
+    };
+    let script = format!(
+        "r={r}; \
+         while IFS= read -r rel; do \
+           p=$r; rest=$rel; gone=; \
+           while :; do \
+             case $rest in */*) ;; *) break;; esac; \
+             p=$p/${{rest%%/*}}; rest=${{rest#*/}}; \
+             if [ -L \"$p\" ]; then echo \"refused: $p is a symlink: refusing a path through it\" >&2; exit 4; fi; \
+             if [ ! -e \"$p\" ]; then gone=1; break; fi; \
+             if [ ! -d \"$p\" ]; then echo \"refused: $p is not a directory\" >&2; exit 4; fi; \
+           done; \
+           [ -n \"$gone\" ] && continue; \
+           p=$p/$rest; \
+           if [ -d \"$p\" ] && [ ! -L \"$p\" ]; then rm -rf -- \"$p\" || exit 3; \
+           else rm -f -- \"$p\" || exit 3; fi; \
+         done; \
+         {{ {sync}; }}",
+        r = q(t.path.trim_end_matches('/')),
+    );
+    run_with_input(t, "remove", &u, &script, lines_of(rels.iter().copied(), "")).map(|_| ())
+}
+
+/// [`super::Destination::read_heads`] on an SSH host: one session, a
+/// `MAX NAME` line each on its input, an answer line each: `F SIZE BASE64`
+/// or `A` (absent or not a regular file).
+pub(super) fn read_heads(t: &Target, items: &[(&str, u64)]) -> Result<Vec<super::Head>> {
+    use base64::Engine as _;
+    let u = super::ssh_url(t, &t.path);
+    let script = format!(
+        "cd -- {d} || exit 3; \
+         while IFS= read -r l; do m=${{l%% *}}; f=./${{l#* }}; \
+           if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then \
+             printf 'F %s %s\\n' \"$(wc -c < \"$f\" | tr -d ' ')\" \"$(head -c \"$m\" -- \"$f\" | base64 -w0)\"; \
+           else echo A; fi; done",
+        d = q(&t.path),
+    );
+    let mut input = Vec::new();
+    for (rel, max) in items {
+        input.extend_from_slice(format!("{max} {rel}\n").as_bytes());
+    }
+    let out = run_with_input(t, "read", &u, &script, input)?;
+    let out = String::from_utf8_lossy(&out);
+    let bad = |line: &str| {
+        Error::msg(format!(
+            "{u}: unexpected answer from the remote host: {line:?}"
+        ))
+    };
+    let mut v = Vec::with_capacity(items.len());
+    for line in out.lines() {
+        let mut it = line.split(' ');
+        match (it.next(), it.next(), it.next()) {
+            (Some("A"), None, None) => v.push(None),
+            (Some("F"), Some(size), b64) => {
+                let size = size.parse().map_err(|_| bad(line))?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64.unwrap_or(""))
+                    .map_err(|_| bad(line))?;
+                v.push(Some((size, bytes)));
+            }
+            _ => return Err(bad(line)),
+        }
+    }
+    if v.len() != items.len() {
+        return Err(Error::msg(format!(
+            "{u}: the remote host answered for {} of {} files",
+            v.len(),
+            items.len()
+        )));
+    }
+    Ok(v)
+}
+
+/// Kills the child when dropped before it was waited for.
+struct Reap(Option<Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// [`super::Destination::read_each`] on an SSH host: one session in which
+/// `tar` archives the files named on its input (`./NAME` lines, relative to
+/// the root, no recursion) to its stdout, read here member by member. What
+/// tar says about a file on stderr (`Cannot stat`, `File shrank`, `file
+/// changed as we read it`) makes that file's answer an error; tar's exit
+/// status 1 or 2 is then no failure of the whole.
+pub(super) fn read_each<T>(
+    t: &Target,
+    rels: &[&str],
+    f: &mut dyn FnMut(&str, u64, &mut dyn Read) -> T,
+) -> Result<Vec<std::result::Result<T, String>>> {
+    let u = super::ssh_url(t, &t.path);
+    let script = format!(
+        "cd -- {d} || exit 3; exec tar -cf - --no-recursion -T -",
+        d = q(&t.path)
+    );
+    let mut child = command(t, &script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ctx("run ssh for", &u)?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let input = lines_of(rels.iter().copied(), "./");
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let stderr = drain(child.stderr.take().expect("piped"));
+    let out = child.stdout.take().expect("piped");
+    let mut child = Reap(Some(child));
+    let asked: std::collections::HashSet<&str> = rels.iter().copied().collect();
+    let mut got: std::collections::HashMap<String, std::result::Result<T, String>> =
+        std::collections::HashMap::new();
+    let stream_err = (|| -> io::Result<()> {
+        let mut ar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, out));
+        for e in ar.entries()? {
+            let mut e = e?;
+            let path = e.path()?.to_string_lossy().into_owned();
+            let name = path.strip_prefix("./").unwrap_or(&path).to_string();
+            let Some(rel) = asked.get(name.as_str()).copied() else {
+                continue;
+            };
+            if got.contains_key(&name) {
+                continue;
+            }
+            let r = if e.header().entry_type().is_file() {
+                let size = e.header().size()?;
+                Ok(f(rel, size, &mut e))
+            } else {
+                Err("not a regular file".to_string())
+            };
+            got.insert(name, r);
+        }
+        Ok(())
+    })()
+    .err();
+    let status = child
+        .0
+        .take()
+        .expect("not waited for")
+        .wait()
+        .ctx("wait for ssh for", &u)?;
+    let _ = writer.join();
+    let err = stderr.join().unwrap_or_default();
+    let err_text = String::from_utf8_lossy(&err);
+    // What tar said about each file.
+    let mut said = 0;
+    for line in err_text.lines() {
+        let line = line.trim();
+        for rel in rels {
+            let tag = format!("./{rel}: ");
+            if let Some(i) = line.find(&tag) {
+                said += 1;
+                got.insert(rel.to_string(), Err(line[i + tag.len()..].to_string()));
+            }
+        }
+    }
+    let tar_status = status.code();
+    // tar's 1 (a file changed) and 2 (one could not be read) are answers
+    // about the files it named.
+    let answered = status.success() || (matches!(tar_status, Some(1) | Some(2)) && said > 0);
+    if !answered {
+        return Err(child_error("read", &u, status, &err));
+    }
+    if let Some(e) = stream_err {
+        return Err(Error::msg(format!(
+            "read: {u}: the stream of files from the host is damaged: {e}"
+        )));
+    }
+    Ok(rels
+        .iter()
+        .map(|r| {
+            got.remove(*r)
+                .unwrap_or_else(|| Err("not sent by the remote host".to_string()))
+        })
+        .collect())
 }
 
 /// The remote file's bytes as they arrive; the end of the stream checks
