@@ -1039,3 +1039,118 @@ fn a_failure_after_pg_combinebackup_leaves_no_target_no_tablespace_no_temp_area(
         stderr(&o)
     );
 }
+
+#[test]
+fn list_shows_each_chain_and_a_broken_one_as_unrestorable() {
+    let s = source(18, true);
+    let c = &s.cluster;
+    c.sql(
+        "postgres",
+        "CREATE TABLE t (i int); INSERT INTO t VALUES (1);",
+    );
+    let (full, _) = snap(&s, &[]);
+    c.sql("postgres", "INSERT INTO t VALUES (2)");
+    let (i1, _) = snap(&s, &["--incremental"]);
+    c.sql("postgres", "INSERT INTO t VALUES (3)");
+    let (i2, _) = snap(&s, &["--incremental"]);
+    let o = c
+        .tool("pgb-verify")
+        .arg("--repo")
+        .arg(&s.repo)
+        .arg("--checksums")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    c.sql("postgres", "INSERT INTO t VALUES (4)");
+    let seg = c.sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    wait_archived(c, &s.archive, &seg);
+    let id = |r: &Value| r["id"].as_str().unwrap().to_string();
+    let list = || {
+        let o = Command::new(bin("pgb-list"))
+            .arg("--repo")
+            .arg(&s.repo)
+            .arg("--wal-archive")
+            .arg(&s.archive)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        records(&o.stdout)
+    };
+    let on_tty = || {
+        let cmd = format!(
+            "{} --repo {} --wal-archive {}",
+            bin("pgb-list").display(),
+            sh_quote(&s.repo),
+            sh_quote(&s.archive)
+        );
+        let (code, text, err) = on_terminal(&[], &cmd);
+        assert_eq!(code, 0, "{err}");
+        text
+    };
+    let recs = list();
+    let of = |recs: &[Value], r: &Value| recs.iter().find(|l| l["id"] == r["id"]).cloned().unwrap();
+    let l = of(&recs, &i2);
+    assert_eq!(l["chain"], i1["id"], "{l}");
+    assert_eq!(l["depth"], 2, "{l}");
+    assert_eq!(l["chain_members"], json!([full["id"], i1["id"], i2["id"]]));
+    assert_eq!(l["restorable"], true, "{l}");
+    assert_eq!(l["chain_broken"], Value::Null, "{l}");
+    let f = of(&recs, &full);
+    assert_eq!(
+        (f["depth"].clone(), f["chain"].clone()),
+        (json!(0), Value::Null)
+    );
+    let w = recs
+        .iter()
+        .find(|r| r["type"] == "recovery-window")
+        .unwrap();
+    assert_eq!(w["counted"], json!([full["id"], i1["id"], i2["id"]]), "{w}");
+    let text = on_tty();
+    for want in [
+        "CHAIN".to_string(),
+        format!("incr 1 of chain from {}", id(&full)),
+        format!("incr 2 of chain from {}", id(&full)),
+        format!("{} (incr 2 of chain from {})", id(&i2), id(&full)),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in:\n{text}");
+    }
+
+    // The middle member gone: the newest cannot be restored, and says why;
+    // it opens no recovery window.
+    let loc = location(&i1);
+    fs::remove_dir_all(&loc).unwrap();
+    fs::remove_file(pgb_common::record::sidecar_for(&loc)).unwrap();
+    let recs = list();
+    let l = of(&recs, &i2);
+    assert_eq!(l["restorable"], false, "{l}");
+    assert_eq!(l["depth"], 2, "{l}");
+    let why = l["chain_broken"].as_str().unwrap();
+    assert!(
+        why.contains(&format!(
+            "member {} (parent of {}) is missing",
+            id(&i1),
+            id(&i2)
+        )),
+        "{why}"
+    );
+    let w = recs
+        .iter()
+        .find(|r| r["type"] == "recovery-window")
+        .unwrap();
+    assert_eq!(w["counted"], json!([full["id"]]), "{w}");
+    let nc = &w["not_counted"][0];
+    assert_eq!(nc["id"], i2["id"], "{w}");
+    assert!(
+        nc["reason"].as_str().unwrap().contains("not restorable"),
+        "{w}"
+    );
+    let text = on_tty();
+    for want in [
+        "incr 2, chain BROKEN".to_string(),
+        "UNRESTORABLE".to_string(),
+        format!("not restorable: {}: chain of", id(&i2)),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in:\n{text}");
+    }
+}

@@ -3,9 +3,10 @@
 //! backup_manifest; the WAL tar only of the newest, the only one
 //! pg_combinebackup uses) into a temp area next to the target, then
 //! pg_combinebackup of the chain's major writes the target data directory
-//! (with `--link` on 18 where the target shares the temp area's file
-//! system: the inputs are this run's private copies, never the
-//! repository's), and pg_verifybackup checks that the result holds every
+//! (with `--link` on 18, `--copy-file-range` on 17, where the target
+//! shares the temp area's file system: the inputs are this run's private
+//! copies, never the repository's; no checksums in its manifest, so that
+//! it never reads what it writes), and pg_verifybackup checks that the result holds every
 //! file of the manifest pg_combinebackup wrote, with its size. Shared by pgb-restore and
 //! pgb-verify --restore.
 //!
@@ -150,23 +151,33 @@ pub fn restore_chain(
             .create(&work.0)
             .ctx("create directory", &work.0)?;
     }
-    let mut out = Restored::default();
-    let mut inputs = Vec::new();
-    let mut last_ts: Vec<(u32, PathBuf)> = Vec::new();
-    for (i, m) in chain.iter().enumerate() {
-        let dir = work.0.join(format!("{i}"));
-        std::fs::create_dir(&dir).ctx("create directory", &dir)?;
-        let ts_map: BTreeMap<u32, PathBuf> = layout(m)?
-            .tablespaces
-            .iter()
-            .map(|(oid, _)| (*oid, work.0.join(format!("{i}-tblspc-{oid}"))))
-            .collect();
-        let r = physical::restore(
+    // Every member unpacked (and checked) into its own directory, by a few
+    // threads at once: one takes the full backup, the largest, the others
+    // the incrementals meanwhile. A failure stops the threads at their
+    // next member; the oldest member that failed is the one named. Age
+    // identities cannot be shared between threads (the age crate's are not
+    // Sync): an encrypted chain is unpacked one member at a time.
+    let dirs: Vec<(PathBuf, BTreeMap<u32, PathBuf>)> = chain
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let ts_map = layout(m)?
+                .tablespaces
+                .iter()
+                .map(|(oid, _)| (*oid, work.0.join(format!("{i}-tblspc-{oid}"))))
+                .collect();
+            Ok((work.0.join(format!("{i}")), ts_map))
+        })
+        .collect::<Result<_>>()?;
+    let unpack_one = |i: usize, ids: Option<&crate::crypt::Identities>| -> Result<Restored> {
+        let (m, (dir, ts_map)) = (&chain[i], &dirs[i]);
+        std::fs::create_dir(dir).ctx("create directory", dir)?;
+        physical::restore(
             m,
-            &dir,
+            dir,
             &Options {
                 owner: None,
-                identities: opts.identities,
+                identities: ids,
                 tablespace_map: ts_map.clone(),
                 skip_wal: i + 1 < chain.len(),
             },
@@ -174,7 +185,57 @@ pub fn restore_chain(
         .map_err(|e| match e {
             Error::Damaged(why) => Error::Damaged(format!("chain member {}: {why}", m.id)),
             other => Error::msg(format!("chain member {}: {other}", m.id)),
-        })?;
+        })
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(chain.len());
+    let mut results: Vec<(usize, Result<Restored>)> = Vec::new();
+    if let Some(ids) = opts.identities {
+        for i in 0..chain.len() {
+            let r = unpack_one(i, Some(ids));
+            let stop = r.is_err();
+            results.push((i, r));
+            if stop {
+                break;
+            }
+        }
+    } else {
+        results = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        use std::sync::atomic::Ordering;
+                        let mut done = Vec::new();
+                        while !failed.load(Ordering::Relaxed) {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= chain.len() {
+                                break;
+                            }
+                            let r = unpack_one(i, None);
+                            if r.is_err() {
+                                failed.store(true, Ordering::Relaxed);
+                            }
+                            done.push((i, r));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("an unpacking thread panicked"))
+                .collect()
+        });
+    }
+    results.sort_by_key(|(i, _)| *i);
+    let results_len = results.len();
+    let mut out = Restored::default();
+    for (i, r) in results {
+        let r = r?;
         out.files += r.files;
         out.bytes += r.bytes;
         out.group_access = r.group_access;
@@ -183,26 +244,51 @@ pub fn restore_chain(
         } else {
             out.manifest_checked && r.manifest_checked
         };
-        last_ts = ts_map.into_iter().collect();
-        inputs.push(dir);
     }
+    if failed.into_inner() || results_len < chain.len() {
+        return Err(Error::msg("a chain member was not unpacked"));
+    }
+    let inputs: Vec<PathBuf> = dirs.iter().map(|(d, _)| d.clone()).collect();
+    let last_ts: Vec<(u32, PathBuf)> = dirs
+        .last()
+        .map(|(_, t)| t.clone().into_iter().collect())
+        .unwrap_or_default();
 
     let combine = bindir.join("pg_combinebackup");
     let mut cmd = std::process::Command::new(&combine);
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .arg("--no-sync")
+        // No checksums in the combined manifest: pg_combinebackup would
+        // otherwise read every byte it writes to compute them (CRC32C by
+        // default, where the members' manifests carry SHA256), and a file
+        // needing a checksum is always copied byte by byte, never linked
+        // or copied by the kernel. Nothing reads them: every byte was
+        // checked against its member's record and manifest as it was
+        // unpacked, and the result is checked below for every file and
+        // its size (pg_verifybackup --skip-checksums).
+        .arg("--manifest-checksums=NONE")
         .arg("-o")
         .arg(dest);
     // The inputs are this run's private temp copies, removed afterwards:
     // pg_combinebackup 18 may hard-link their unchanged files into the
     // target instead of copying every byte a second time (--link may leave
     // the inputs modified, which is why it is never used on a repository's
-    // own copies). Only where every output lies on the temp area's file
-    // system, or linking would fail.
+    // own copies); 17 (and 18 where linking is not possible) copies them
+    // in the kernel (copy_file_range: no pass through user space, and a
+    // clone on file systems that share extents). Only where every output
+    // lies on the temp area's file system: neither works across two.
     let major = crate::pgbin::version_of(&combine).and_then(|v| crate::pgbin::major_of(&v));
-    if major.is_some_and(|m| m >= 18) && same_file_system(&work.0, dest, &finals) {
-        cmd.arg("--link");
+    if same_file_system(&work.0, dest, &finals) {
+        match major {
+            Some(m) if m >= 18 => {
+                cmd.arg("--link");
+            }
+            Some(17) => {
+                cmd.arg("--copy-file-range");
+            }
+            _ => {}
+        }
     }
     for (oid, tmp) in &last_ts {
         let to = finals

@@ -11,7 +11,12 @@ use clap::Parser;
 /// Reads the sidecars (.pgb.json) of a repository and prints, per cluster,
 /// kind and database, each artifact: its id, when it was taken and its
 /// age, its size (the sum of its files as stored), whether it is
-/// encrypted, its parent when the record names one (chain), its copies by
+/// encrypted, its parent when the record names one (chain), for physical
+/// backups where it stands in its chain of incrementals (full, or "incr 3
+/// of chain from ID"; the chain resolved and checked link by link as
+/// pgb-restore does, so an incremental whose chain has a member missing or
+/// not matching its child is shown UNRESTORABLE with why, and opens no
+/// recovery window), its copies by
 /// media and site with the 3-2-1 verdict (3 copies counting the original,
 /// 2 media, 1 offsite; as pgb-ship --require 3-2-1 judges it), the last
 /// verification of each method (checksums, structure, manifest, restore)
@@ -170,5 +175,5 @@ pgb\-restore \-\-repo /srv/backups/pg \-\-select reach \e
 .RE
 .fi
 .PP
-A \fBlisting\fR record holds: cluster, kind, database, id, created, age_seconds, size, files, encrypted, chain (the record's parent id, or null), copies (counting the original), copies_by_media, copies_by_site, policy (as pgb\-ship records it: rule, ok, copies, media, offsite, failed), verified (per method the latest: ok, when, duration_ms), last_restore (when, ok, duration_ms, restore_ms), status (\fBok\fR, \fBfailed\fR or \fBunverified\fR), repo, path, and for physical backups wal (timeline, start_lsn, stop_lsn) and ended (created plus duration_ms). A \fBrecovery\-window\fR record holds: cluster, archives, ok (some moment is recoverable), earliest, latest, length_seconds (of the newest range), latest_basis (the newest range's basis), ranges (from, to, length_seconds, backups, last_segment, basis: \fBcommit\fR, one microsecond before the last commit, or \fBarchived\fR, the last segment's modification time, and first_missing when a hole ends it), holes (from, to, first_missing), counted (the physical backups that open ranges), not_counted (id and reason), and with \-\-require\-window required (window, ok).
+A \fBlisting\fR record holds: cluster, kind, database, id, created, age_seconds, size, files, encrypted, chain (the record's parent id, or null), for physical backups depth (0 for a full backup, N for the Nth incremental on it), chain_members (the chain's ids, the full backup first, or null when broken), chain_broken (why the chain cannot be restored, or null) and restorable (false when the chain is broken; true says only that every member is there and matches its child, not that their bytes were checked), copies (counting the original), copies_by_media, copies_by_site, policy (as pgb\-ship records it: rule, ok, copies, media, offsite, failed), verified (per method the latest: ok, when, duration_ms), last_restore (when, ok, duration_ms, restore_ms), status (\fBok\fR, \fBfailed\fR or \fBunverified\fR), repo, path, and for physical backups wal (timeline, start_lsn, stop_lsn) and ended (created plus duration_ms). A \fBrecovery\-window\fR record holds: cluster, archives, ok (some moment is recoverable), earliest, latest, length_seconds (of the newest range), latest_basis (the newest range's basis), ranges (from, to, length_seconds, backups, last_segment, basis: \fBcommit\fR, one microsecond before the last commit, or \fBarchived\fR, the last segment's modification time, and first_missing when a hole ends it), holes (from, to, first_missing), counted (the physical backups that open ranges), not_counted (id and reason), and with \-\-require\-window required (window, ok).
 "#;

@@ -68,6 +68,70 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 
+/// Where a physical backup stands in its chain of incrementals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInfo {
+    /// 0 for a full backup, N for the Nth incremental on it.
+    pub depth: u32,
+    /// The chain's ids, the full backup first and this one last, when
+    /// every member is there and matches its child.
+    pub members: Vec<String>,
+    /// Why the chain cannot be restored (a member missing, a loop, a
+    /// member that does not match its child).
+    pub broken: Option<String>,
+}
+
+impl ChainInfo {
+    /// "full", "incr 3 of chain from ID", or why it is broken.
+    pub fn describe(&self) -> String {
+        match (&self.broken, self.depth, self.members.first()) {
+            (Some(_), d, _) => format!("incr {d}, chain BROKEN"),
+            (None, 0, _) => "full".into(),
+            (None, d, Some(full)) => format!("incr {d} of chain from {full}"),
+            (None, d, None) => format!("incr {d}"),
+        }
+    }
+}
+
+/// The chain of every physical backup among `all`, by id: resolved and
+/// checked link by link as pgb-restore does before restoring it.
+pub fn chains(all: &[Artifact]) -> BTreeMap<String, ChainInfo> {
+    let physical: Vec<Artifact> = all
+        .iter()
+        .filter(|a| a.kind == pgb_common::record::Kind::Physical)
+        .cloned()
+        .collect();
+    let mut out = BTreeMap::new();
+    for a in &physical {
+        let info = match pgb_common::chain::incremental_of(a) {
+            Ok(None) => ChainInfo {
+                depth: 0,
+                members: vec![a.id.clone()],
+                broken: None,
+            },
+            Ok(Some(inc)) => match pgb_common::chain::resolve(a, &physical) {
+                Ok(c) => ChainInfo {
+                    depth: inc.depth,
+                    members: c.into_iter().map(|m| m.id).collect(),
+                    broken: None,
+                },
+                Err(e) => ChainInfo {
+                    depth: inc.depth,
+                    members: Vec::new(),
+                    broken: Some(e.to_string()),
+                },
+            },
+            Err(e) => ChainInfo {
+                depth: 0,
+                members: Vec::new(),
+                broken: Some(e.to_string()),
+            },
+        };
+        out.insert(a.id.clone(), info);
+    }
+    out
+}
+
 /// The parent a record names (incremental backups: pgb-snapshot writes
 /// `incremental.parent`), if any.
 fn chain(a: &Artifact) -> Option<&str> {
@@ -83,8 +147,15 @@ fn chain(a: &Artifact) -> Option<&str> {
 }
 
 /// The `listing` record of `a` at `now`; `media` and `site` label the
-/// original for the 3-2-1 verdict.
-pub fn listing(a: &Artifact, now: DateTime<Utc>, media: &str, site: &str) -> Value {
+/// original for the 3-2-1 verdict; `chain` where it stands in its chain
+/// (physical backups).
+pub fn listing(
+    a: &Artifact,
+    now: DateTime<Utc>,
+    media: &str,
+    site: &str,
+    chain_info: Option<&ChainInfo>,
+) -> Value {
     let size: u64 = a.files.iter().map(|f| f.size).sum();
     let mut by_media: BTreeMap<String, u64> = BTreeMap::from([(media.to_string(), 1)]);
     let mut by_site: BTreeMap<String, u64> = BTreeMap::from([(site.to_string(), 1)]);
@@ -131,6 +202,19 @@ pub fn listing(a: &Artifact, now: DateTime<Utc>, media: &str, site: &str) -> Val
     m.insert("files".into(), a.files.len().into());
     m.insert("encrypted".into(), a.encryption.is_some().into());
     m.insert("chain".into(), chain(a).into());
+    if let Some(c) = chain_info {
+        m.insert("depth".into(), c.depth.into());
+        m.insert(
+            "chain_members".into(),
+            if c.broken.is_some() {
+                Value::Null
+            } else {
+                json!(c.members)
+            },
+        );
+        m.insert("chain_broken".into(), c.broken.clone().into());
+        m.insert("restorable".into(), c.broken.is_none().into());
+    }
     m.insert("copies".into(), policy["copies"].clone());
     m.insert("copies_by_media".into(), json!(by_media));
     m.insert("copies_by_site".into(), json!(by_site));
@@ -179,7 +263,7 @@ mod tests {
         let now = "2026-11-21T12:15:00Z".parse().unwrap();
         let a = artifact(json!({}));
         assert_eq!(status(&a), Status::Unverified);
-        let l = listing(&a, now, "local", "onsite");
+        let l = listing(&a, now, "local", "onsite", None);
         assert_eq!(l["size"], 1024);
         assert_eq!(l["age_seconds"], 3 * 3600);
         assert_eq!(l["ended"], "2026-11-21T09:15:02.500+00:00");
@@ -200,7 +284,7 @@ mod tests {
             "parent": "physical-main-1"
         }));
         assert_eq!(status(&a), Status::Ok);
-        let l = listing(&a, now, "local", "onsite");
+        let l = listing(&a, now, "local", "onsite", None);
         assert_eq!(l["verified"]["checksums"]["when"], "t3");
         assert_eq!(l["last_restore"]["restore_ms"], 7000);
         assert_eq!(l["copies_by_site"], json!({"offsite": 1, "onsite": 2}));
@@ -209,7 +293,7 @@ mod tests {
         assert_eq!(l["chain"], "physical-main-1");
         let inc = artifact(json!({"incremental": {"parent": "physical-main-0", "depth": 1}}));
         assert_eq!(
-            listing(&inc, now, "local", "onsite")["chain"],
+            listing(&inc, now, "local", "onsite", None)["chain"],
             "physical-main-0"
         );
         let a = artifact(json!({"verified": [

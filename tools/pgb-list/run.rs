@@ -15,7 +15,7 @@ use pgb_common::{ExitStatus, RecordWriter};
 use serde_json::{Map, Value};
 
 use crate::cli::Args;
-use crate::listing::{listing, status, Status};
+use crate::listing::{chains, listing, status, Status};
 use crate::window::{window, Window};
 
 pub fn run(args: Args) -> ExitStatus {
@@ -76,6 +76,7 @@ fn try_run(args: Args) -> Result<ExitStatus> {
             args.repo.display()
         )));
     }
+    let chain_of = chains(&all);
     let mut status_out = ExitStatus::Ok;
     for (p, why) in &bad {
         warn(format!("read: {p}: {why}"));
@@ -150,7 +151,13 @@ fn try_run(args: Args) -> Result<ExitStatus> {
             } else {
                 Some(pgb_common::crypt::Identities::load(&args.wal_identity)?)
             };
-            windows.push(window(&c, &clustered, &args.wal_archive, ids.as_ref())?);
+            windows.push(window(
+                &c,
+                &clustered,
+                &args.wal_archive,
+                ids.as_ref(),
+                &chain_of,
+            )?);
         }
     }
     let mut verdicts = Vec::new();
@@ -185,7 +192,13 @@ fn try_run(args: Args) -> Result<ExitStatus> {
             ))?;
         }
         for a in &shown {
-            out.write(&listing(a, now, &args.media, &args.site))?;
+            out.write(&listing(
+                a,
+                now,
+                &args.media,
+                &args.site,
+                chain_of.get(&a.id),
+            ))?;
         }
         for (w, v) in windows.iter().zip(&verdicts) {
             let req = args.require_window.as_deref().zip(*v);
@@ -194,9 +207,9 @@ fn try_run(args: Args) -> Result<ExitStatus> {
     } else {
         let rows: Vec<Value> = shown
             .iter()
-            .map(|a| listing(a, now, &args.media, &args.site))
+            .map(|a| listing(a, now, &args.media, &args.site, chain_of.get(&a.id)))
             .collect();
-        let text = crate::table::render(&rows, &windows, now);
+        let text = crate::table::render(&rows, &windows, now, &chain_of);
         use std::io::Write;
         let mut o = std::io::stdout().lock();
         o.write_all(text.as_bytes())

@@ -6,6 +6,9 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use pgb_common::human::{age, bytes, columns, millis, span};
 use serde_json::Value;
 
+use std::collections::BTreeMap;
+
+use crate::listing::ChainInfo;
 use crate::window::{Basis, Window};
 
 /// A moment to the second in local time (RFC 3339), rounded into the
@@ -51,7 +54,21 @@ fn ms(v: &Value) -> String {
     v.as_u64().map(millis).unwrap_or_else(|| "-".into())
 }
 
-pub fn render(listings: &[Value], windows: &[Window], now: DateTime<Utc>) -> String {
+/// A backup's id, with where it stands in its chain when it is an
+/// incremental ("ID (incr 3 of chain from FULL)").
+fn with_chain(id: &str, chains: &BTreeMap<String, ChainInfo>) -> String {
+    match chains.get(id) {
+        Some(c) if c.depth > 0 => format!("{id} ({})", c.describe()),
+        _ => id.to_string(),
+    }
+}
+
+pub fn render(
+    listings: &[Value],
+    windows: &[Window],
+    now: DateTime<Utc>,
+    chains: &BTreeMap<String, ChainInfo>,
+) -> String {
     let mut out = String::new();
     if listings.is_empty() {
         out.push_str("No artifact matches.\n");
@@ -75,13 +92,29 @@ pub fn render(listings: &[Value], windows: &[Window], now: DateTime<Utc>) -> Str
             k.1.as_str().unwrap_or("?"),
             group.len()
         ));
-        let mut rows = vec![[
+        // Physical backups: where each stands in its chain.
+        let chained = group
+            .iter()
+            .any(|l| l["depth"].as_u64().is_some_and(|d| d > 0));
+        let mut head = vec![
             "ID", "AGE", "SIZE", "ENC", "COPIES", "3-2-1", "STATUS", "RESTORE", "CHECKS",
-        ]
-        .map(String::from)
-        .to_vec()];
-        for l in group {
-            rows.push(vec![
+        ];
+        if chained {
+            head.insert(1, "CHAIN");
+        }
+        let mut rows = vec![head.into_iter().map(String::from).collect::<Vec<_>>()];
+        let mut broken = Vec::new();
+        for l in &group {
+            let id = l["id"].as_str().unwrap_or("?");
+            let chain = chains.get(id);
+            if let Some(why) = chain.and_then(|c| c.broken.as_ref()) {
+                broken.push(format!("  not restorable: {id}: {why}\n"));
+            }
+            let status = match chain {
+                Some(c) if c.broken.is_some() => "UNRESTORABLE".to_string(),
+                _ => l["status"].as_str().unwrap_or("?").to_string(),
+            };
+            let mut row = vec![
                 l["id"].as_str().unwrap_or("?").to_string(),
                 span(Duration::seconds(l["age_seconds"].as_i64().unwrap_or(0))),
                 bytes(l["size"].as_u64().unwrap_or(0)),
@@ -93,12 +126,20 @@ pub fn render(listings: &[Value], windows: &[Window], now: DateTime<Utc>) -> Str
                     "no"
                 }
                 .into(),
-                l["status"].as_str().unwrap_or("?").to_string(),
+                status,
                 ms(&l["last_restore"]["duration_ms"]),
                 checks(l, now),
-            ]);
+            ];
+            if chained {
+                let where_ = chain.map_or_else(|| "-".to_string(), ChainInfo::describe);
+                row.insert(1, where_);
+            }
+            rows.push(row);
         }
         out.push_str(&columns(&rows, "  "));
+        for b in broken {
+            out.push_str(&b);
+        }
         out.push('\n');
     }
     for w in windows {
@@ -118,7 +159,11 @@ pub fn render(listings: &[Value], windows: &[Window], now: DateTime<Utc>) -> Str
                 second(r.to, false),
                 span(r.length()),
                 span(now - r.to),
-                r.backups.join(", ")
+                r.backups
+                    .iter()
+                    .map(|b| with_chain(b, chains))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
             if let Some(m) = &r.first_missing {
                 let next = w.ranges.get(n + 1).map_or_else(

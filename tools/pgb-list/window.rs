@@ -10,7 +10,7 @@ use pgb_common::record::{Artifact, Kind, SCHEMA};
 use pgb_common::walcov::{Coverage, TimelineGoal};
 use serde_json::{json, Value};
 
-use crate::listing::{ended, rfc3339, status, Status};
+use crate::listing::{ended, rfc3339, status, ChainInfo, Status};
 
 /// A stretch of time recovery reaches without a hole.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +136,7 @@ pub fn window(
     all: &[&Artifact],
     archives: &[PathBuf],
     ids: Option<&Identities>,
+    chains: &std::collections::BTreeMap<String, ChainInfo>,
 ) -> Result<Window> {
     let mut roots = Vec::with_capacity(archives.len());
     for dir in archives {
@@ -159,6 +160,11 @@ pub fn window(
         .iter()
         .filter(|a| a.cluster == cluster && a.kind == Kind::Physical)
     {
+        if let Some(why) = chains.get(&a.id).and_then(|c| c.broken.as_ref()) {
+            w.not_counted
+                .push((a.id.clone(), format!("not restorable: {why}")));
+            continue;
+        }
         match status(a) {
             Status::Ok => {}
             Status::Failed => {

@@ -22,9 +22,13 @@ use pgb_common::pg::ConnArgs;
 /// (same system identifier, depths that follow, each child's INCREMENTAL
 /// FROM LSN at its parent's start), every member's stored bytes and
 /// manifest checked as it is unpacked into a temp area beside --pgdata
-/// (tablespaces as pg_tblspc links there), then pg_combinebackup of the
-/// backup's major writes --pgdata (tablespaces where tablespace_map or
-/// --tablespace-map says) and pg_verifybackup checks it; a missing,
+/// (tablespaces as pg_tblspc links there; several members at once unless
+/// encrypted), then pg_combinebackup of the backup's major writes
+/// --pgdata (tablespaces where tablespace_map or --tablespace-map says;
+/// on the temp area's file system it hard-links the temp copies' unchanged
+/// files on 18, copies them with copy_file_range on 17; its manifest
+/// without checksums, as every byte was checked already) and
+/// pg_verifybackup checks that every file is there with its size; a missing,
 /// damaged or swapped member stops the restore naming it before --pgdata
 /// is written, and the record lists the `chain`. Before anything is written it checks that the
 /// WAL archive holds every segment from the backup's start to the target
