@@ -123,7 +123,7 @@ impl OpenedVerified {
 
 /// Opens a stored file as [`open_stored`] does, with every stored byte
 /// (ciphertext and compressed bytes as they are on disk) compared with the
-/// record's size, sha256 and blake3 as it streams.
+/// record's size and blake3 (sha256 when it has no blake3) as it streams.
 pub fn open_verified(
     path: &Path,
     ids: Option<&Identities>,

@@ -45,7 +45,8 @@ use pgb_common::pg::ConnArgs;
 /// (by file time when it cannot be read), or nothing is written; --select
 /// reach makes the same check. Every stored byte
 /// read back (dumps, globals, tar members, manifest) is compared with the
-/// size, sha256 and blake3 the record holds as it streams; a mismatch stops
+/// size and blake3 the record holds (sha256 when a record has no blake3)
+/// as it streams; a mismatch stops
 /// the restore, names the file and exits 1, and a data directory or a
 /// database (-C) this run created is removed again. Logical dumps are
 /// restored into the server given by -d/-h/-p/-U: the set's globals first
