@@ -60,6 +60,14 @@ fn s3_err(op: &str, url: &str, e: object_store::Error) -> Error {
 /// body (`<Error><Code>NoSuchBucket</Code>...`) becomes its code and
 /// message, with the HTTP status; anything else is kept as it is.
 fn explain(text: &str) -> String {
+    // No credentials in the environment or ~/.aws: object_store then asks
+    // the EC2 instance metadata service, whose failure says nothing useful.
+    if text.contains("169.254.169.254") {
+        return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or \
+                AWS_PROFILE with ~/.aws/credentials (the EC2 instance metadata service, \
+                tried last, did not answer)"
+            .to_string();
+    }
     let Some(code) = xml_tag(text, "Code") else {
         return text.to_string();
     };
@@ -612,6 +620,18 @@ pub(super) fn open_read(t: &Target, rel: &str) -> Result<Box<dyn Read + Send>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_credentials_are_named_not_the_metadata_service() {
+        let raw = "Generic S3 error: Error performing PUT \
+                   http://169.254.169.254/latest/api/token in 2ms - Server returned non-2xx \
+                   status code: 403 Forbidden";
+        let e = super::explain(raw);
+        assert!(
+            e.starts_with("no S3 credentials: set AWS_ACCESS_KEY_ID"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn s3_error_bodies_read_as_sentences() {
