@@ -332,6 +332,20 @@ impl S3 {
         ]
     }
 
+    fn try_http(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
+        )?;
+        s.write_all(body)?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)?;
+        Ok(resp)
+    }
+
     /// One plain HTTP request (moto accepts unsigned ones); status and body.
     pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
         assert_eq!(
@@ -339,17 +353,20 @@ impl S3 {
             S3Kind::Moto,
             "s3s-fs takes signed requests only: read its directory"
         );
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.port,
-            body.len()
-        )
-        .unwrap();
-        s.write_all(body).unwrap();
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).unwrap();
+        // A server just started may reset the first connections on a busy
+        // machine: a few tries before the harness gives up.
+        let mut tries = 0;
+        let resp = loop {
+            match self.try_http(method, path, body) {
+                Ok(r) => break r,
+                Err(e) if tries < 20 => {
+                    tries += 1;
+                    eprintln!("moto_server: {method} {path}: {e}; trying again");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("moto_server: {method} {path}: {e}"),
+            }
+        };
         let split = resp
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
