@@ -759,28 +759,13 @@ impl Destination {
                     root.join(dir)
                 };
                 let mut v = Vec::new();
-                let mut stack = vec![base.clone()];
-                while let Some(d) = stack.pop() {
-                    for e in std::fs::read_dir(&d).ctx("list", &d)? {
-                        let e = e.ctx("list", &d)?;
-                        let name = e.file_name();
-                        let name = name.to_string_lossy();
-                        if name.starts_with('.') {
-                            continue;
-                        }
-                        let p = e.path();
-                        let ft = e.file_type().ctx("stat", &p)?;
-                        if ft.is_dir() {
-                            stack.push(p);
-                        } else if ft.is_file() && name.ends_with(suffix) {
-                            let rel = p
-                                .strip_prefix(root)
-                                .map(|r| r.to_string_lossy().into_owned())
-                                .unwrap_or_default();
-                            if let Some(b) = self.read_small(&rel, max)? {
-                                v.push((rel, b));
-                            }
-                        }
+                for p in crate::fs::files_below(&base, suffix)? {
+                    let rel = p
+                        .strip_prefix(root)
+                        .map(|r| r.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if let Some(b) = self.read_small(&rel, max)? {
+                        v.push((rel, b));
                     }
                 }
                 v

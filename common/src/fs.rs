@@ -343,6 +343,32 @@ pub fn create_dir_all_durable(dir: &Path) -> Result<()> {
     }
 }
 
+/// The regular files below `root` whose names end in `suffix`, unsorted.
+/// Hidden names (temp files, locks) and hidden directories are skipped and
+/// symlinks are not followed. How repositories are read as catalogues.
+pub fn files_below(root: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let e = e.ctx("read directory", &dir)?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let p = e.path();
+            let ft = e.file_type().ctx("stat", &p)?;
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() && name.ends_with(suffix) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Reads until `buf` is full or the stream ends; returns how much was read.
 pub fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;

@@ -39,25 +39,7 @@ pub fn sidecars(repo: &Path) -> Result<Vec<PathBuf>> {
         }
         return Ok(out);
     }
-    let mut out = Vec::new();
-    let mut stack = vec![repo.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-            let e = e.ctx("read directory", &dir)?;
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') {
-                continue;
-            }
-            let p = e.path();
-            let ft = e.file_type().ctx("stat", &p)?;
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file() && name.ends_with(".pgb.json") {
-                out.push(p);
-            }
-        }
-    }
+    let mut out = crate::fs::files_below(repo, ".pgb.json")?;
     out.sort();
     Ok(out)
 }

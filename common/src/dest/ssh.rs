@@ -1003,7 +1003,6 @@ pub(super) fn read_tree(
     suffix: &str,
     max: u64,
 ) -> Result<Vec<(String, Vec<u8>)>> {
-    use base64::Engine as _;
     let d = if dir.is_empty() {
         t.path.clone()
     } else {
@@ -1021,10 +1020,16 @@ pub(super) fn read_tree(
         r = q(t.path.trim_end_matches('/')),
         d = q(&d),
     );
-    let out = run(t, "read", &u, &script)?;
+    named_contents(&u, &run(t, "read", &u, &script)?)
+}
+
+/// Lines `BASE64 NAME` (a file's first bytes, then its name) as the remote
+/// scripts of [`read_tree`] and [`read_suffix`] print them.
+fn named_contents(u: &str, out: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    use base64::Engine as _;
     let mut v = Vec::new();
     for line in out.lines() {
-        let Some((b64, rel)) = line.split_once(' ') else {
+        let Some((b64, name)) = line.split_once(' ') else {
             continue;
         };
         let bytes = base64::engine::general_purpose::STANDARD
@@ -1034,7 +1039,7 @@ pub(super) fn read_tree(
                     "{u}: unexpected answer from the remote host: {line:?}"
                 ))
             })?;
-        v.push((rel.to_string(), bytes));
+        v.push((name.to_string(), bytes));
     }
     Ok(v)
 }
@@ -1044,7 +1049,6 @@ pub(super) fn read_suffix(
     suffix: &str,
     max: u64,
 ) -> Result<std::collections::HashMap<String, Vec<u8>>> {
-    use base64::Engine as _;
     let root_url = super::ssh_url(t, &t.path);
     if suffix.contains(['*', '?', '[', '/', '\'', '\\']) {
         return Err(Error::msg(format!("{suffix:?}: not a plain suffix")));
@@ -1056,19 +1060,5 @@ pub(super) fn read_suffix(
         d = q(&t.path),
     );
     let out = run(t, "read", &root_url, &script)?;
-    let mut m = std::collections::HashMap::new();
-    for line in out.lines() {
-        let Some((b64, name)) = line.split_once(' ') else {
-            continue;
-        };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|_| {
-                Error::msg(format!(
-                    "{root_url}: unexpected answer from the remote host: {line:?}"
-                ))
-            })?;
-        m.insert(name.to_string(), bytes);
-    }
-    Ok(m)
+    Ok(named_contents(&root_url, &out)?.into_iter().collect())
 }
