@@ -13,7 +13,9 @@ use crate::crypt::Identities;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::Manifest;
 use crate::record::{Artifact, Kind};
-use crate::unpack::{open_verified, unpack, unpack_holding, OpenedVerified, Owner, HELD};
+use crate::unpack::{
+    open_verified, unpack, unpack_holding, unpack_unhashed, OpenedVerified, Owner, HELD,
+};
 
 /// Which stored file holds what.
 #[derive(Debug, Default)]
@@ -225,7 +227,9 @@ pub fn restore(a: &Artifact, dest: &Path, opts: &Options) -> Result<Restored> {
             }
         }
         let mut o = open_stored_checked(a, &path, name, opts)?;
-        let u = unpack(
+        // pg_wal is not in the manifest; its segments are checked page by
+        // page (pgb-verify) and by the server as it replays them.
+        let u = unpack_unhashed(
             &mut o.reader,
             &wal_dir,
             opts.owner,

@@ -231,6 +231,86 @@ pub fn unpack(r: impl Read, target: &Path, owner: Option<Owner>, what: &str) -> 
     unpack_holding(r, target, owner, what, &[])
 }
 
+/// As [`unpack`], without hashing the files (their `sha256` is empty): for
+/// what no manifest lists (`pg_wal/`, checked page by page elsewhere).
+pub fn unpack_unhashed(
+    r: impl Read,
+    target: &Path,
+    owner: Option<Owner>,
+    what: &str,
+) -> Result<Unpacked> {
+    unpack_inner(r, target, owner, what, &[], false)
+}
+
+/// SHA256 of each file unpacked, computed on a thread of its own from the
+/// very buffers the files were written from (handed over, not copied), so
+/// the manifest check costs the unpacking thread almost nothing when a
+/// second core is free.
+struct FileHasher {
+    to_hash: Option<std::sync::mpsc::SyncSender<Option<Vec<u8>>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+/// Size of the buffers files are unpacked through.
+const UNPACK_BUF: usize = 1 << 18;
+
+impl FileHasher {
+    fn new() -> FileHasher {
+        use std::sync::mpsc::{channel, sync_channel};
+        let (to_hash, rx) = sync_channel::<Option<Vec<u8>>>(16);
+        let (recycle, spare) = channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("pgb-file-sha256".into())
+            .spawn(move || {
+                let mut sums = Vec::new();
+                let mut h = Sha256::new();
+                // `None` ends a file.
+                for msg in rx {
+                    match msg {
+                        Some(buf) => {
+                            h.update(&buf);
+                            let _ = recycle.send(buf);
+                        }
+                        None => sums.push(crate::digest::hex(&h.finalize_reset())),
+                    }
+                }
+                sums
+            })
+            .ok();
+        FileHasher {
+            to_hash: thread.as_ref().map(|_| to_hash),
+            spare,
+            thread,
+        }
+    }
+
+    /// A buffer to read into (a recycled one when the thread returned one).
+    fn buffer(&self) -> Vec<u8> {
+        let mut b = self.spare.try_recv().unwrap_or_default();
+        b.resize(UNPACK_BUF, 0);
+        b
+    }
+
+    /// Hands `buf` (filled to its length) over; `false` when the thread is
+    /// gone.
+    fn send(&self, buf: Vec<u8>) -> bool {
+        self.to_hash
+            .as_ref()
+            .is_some_and(|t| t.send(Some(buf)).is_ok())
+    }
+
+    fn end_file(&self) -> bool {
+        self.to_hash.as_ref().is_some_and(|t| t.send(None).is_ok())
+    }
+
+    /// The files' SHA256s in the order they ended.
+    fn finish(mut self) -> Option<Vec<String>> {
+        drop(self.to_hash.take());
+        self.thread.take()?.join().ok()
+    }
+}
+
 /// Suffix of a file [`unpack_holding`] writes under a held-back name.
 pub const HELD: &str = ".pgb-partial";
 
@@ -245,12 +325,45 @@ pub fn unpack_holding(
     what: &str,
     hold: &[&str],
 ) -> Result<Unpacked> {
+    unpack_inner(r, target, owner, what, hold, true)
+}
+
+fn unpack_inner(
+    r: impl Read,
+    target: &Path,
+    owner: Option<Owner>,
+    what: &str,
+    hold: &[&str],
+    hash: bool,
+) -> Result<Unpacked> {
+    let hasher = hash.then(FileHasher::new);
+    let mut out = unpack_files(r, target, owner, what, hold, hasher.as_ref())?;
+    if let Some(h) = hasher {
+        let sums = h
+            .finish()
+            .filter(|s| s.len() == out.files.len())
+            .ok_or_else(|| Error::msg(format!("{what}: the hashing thread stopped")))?;
+        for (w, sum) in out.files.iter_mut().zip(sums) {
+            w.sha256 = sum;
+        }
+    }
+    Ok(out)
+}
+
+fn unpack_files(
+    r: impl Read,
+    target: &Path,
+    owner: Option<Owner>,
+    what: &str,
+    hold: &[&str],
+    hasher: Option<&FileHasher>,
+) -> Result<Unpacked> {
     let fail = |m: String| Error::msg(format!("{what}: {m}"));
     let mut out = Unpacked::default();
     let mut links: BTreeSet<PathBuf> = BTreeSet::new();
     let mut archive = tar::Archive::new(r);
     let entries = archive.entries().ctx("read", what)?;
-    let mut buf = vec![0u8; 1 << 16];
+    let mut buf = vec![0u8; UNPACK_BUF];
     for entry in entries {
         let mut entry = entry.map_err(|e| fail(format!("read: {e}")))?;
         let raw = entry
@@ -295,24 +408,40 @@ pub fn unpack_holding(
             if let Some(o) = owner {
                 std::os::unix::fs::fchown(&f, Some(o.uid), Some(o.gid)).ctx("chown", &dest)?;
             }
-            let mut h = Sha256::new();
             let mut size = 0u64;
+            let gone = || fail("the hashing thread stopped".into());
             loop {
-                let n = entry
-                    .read(&mut buf)
+                let mut b = match hasher {
+                    Some(h) => h.buffer(),
+                    None => std::mem::take(&mut buf),
+                };
+                let n = crate::fs::read_full(&mut entry, &mut b)
                     .map_err(|e| fail(format!("{}: {}", rel.display(), io_msg(&e))))?;
+                if n > 0 {
+                    f.write_all(&b[..n]).ctx("write", &dest)?;
+                    size += n as u64;
+                }
+                match hasher {
+                    Some(h) => {
+                        b.truncate(n);
+                        if n > 0 && !h.send(b) {
+                            return Err(gone());
+                        }
+                    }
+                    None => buf = b,
+                }
                 if n == 0 {
                     break;
                 }
-                h.update(&buf[..n]);
-                f.write_all(&buf[..n]).ctx("write", &dest)?;
-                size += n as u64;
+            }
+            if hasher.is_some_and(|h| !h.end_file()) {
+                return Err(gone());
             }
             out.bytes += size;
             out.files.push(Written {
                 path: rel.to_string_lossy().into_owned(),
                 size,
-                sha256: crate::digest::hex(&h.finalize()),
+                sha256: String::new(),
             });
         } else if kind.is_symlink() {
             let to = entry
