@@ -170,6 +170,30 @@ fn push_to_a_directory_s3_and_ssh_then_get_from_each_alone(kind: S3Kind) {
         first_line(t.s3.get(&format!("wal/{sums}")).unwrap()),
         local_sums
     );
+    // And the same blake3 of the plaintext, in the line sha256sum skips,
+    // with the blake3 of each archive's own stored file after it.
+    let blake3_lines = |b: Vec<u8>| -> Vec<String> {
+        String::from_utf8(b)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("# blake3 "))
+            .map(str::to_string)
+            .collect()
+    };
+    let local_b3 = blake3_lines(fs::read(t.dir("local").join(&sums)).unwrap());
+    assert!(local_b3[0].ends_with(&format!("  {A}")), "{local_b3:?}");
+    assert!(
+        local_b3[1].ends_with(&format!("  {stored}")),
+        "{local_b3:?}"
+    );
+    for other in [
+        fs::read(t.dir("remote").join(&sums)).unwrap(),
+        t.s3.get(&format!("wal/{sums}")).unwrap(),
+    ] {
+        let b3 = blake3_lines(other);
+        assert_eq!(b3.len(), 2, "{b3:?}");
+        assert_eq!(b3[0], local_b3[0]);
+    }
     // The reference age CLI decrypts what went to S3.
     let enc = t.dir("out").join("from-s3.zst.age");
     fs::write(&enc, t.s3.get(&format!("wal/{stored}")).unwrap()).unwrap();

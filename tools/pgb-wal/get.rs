@@ -22,7 +22,9 @@ use pgb_common::AtomicFile;
 
 use crate::cli::GetArgs;
 use pgb_common::dest::Destination;
-use pgb_common::walarchive::{self as archive, Found, HashReader, Recorded};
+use pgb_common::walarchive::{
+    self as archive, Algos, Found, HashReader, Hashes, MultiHasher, Recorded,
+};
 
 /// Exit status of a real failure of `get`: above 125, so PostgreSQL aborts
 /// recovery instead of taking it for the end of the archive.
@@ -188,7 +190,7 @@ fn locate(dest: &Destination, name: &str) -> Result<Option<Located>> {
 struct Written {
     first_page: Vec<u8>,
     size: u64,
-    sha256: String,
+    hashes: Hashes,
 }
 
 /// Decodes the stored file (decrypt, then decompress) as it streams from
@@ -210,9 +212,22 @@ fn fetch(
         (None, Destination::Dir(_)) => Box::new(File::open(path).ctx("open", path)?),
         (None, _) => archive_dest.open_read(&src.file_name)?,
     };
-    // The stored bytes are hashed apart from the plaintext only when they
-    // differ from it.
-    let mut raw = HashReader::with(BufReader::with_capacity(1 << 20, file), src.zst || src.age);
+    // What the checksum file records is compared: blake3 alone when it is
+    // there, else sha256; nothing without a checksum file (or with a
+    // damaged one, an error below whatever is read). The stored bytes are
+    // hashed apart from the plaintext only when they differ from it.
+    let algos = match &recorded {
+        Recorded::Present(c) => c.cheapest(),
+        Recorded::Absent | Recorded::Bad(_) => Algos::NONE,
+    };
+    let mut raw = HashReader::new(
+        BufReader::with_capacity(1 << 20, file),
+        if src.zst || src.age {
+            algos
+        } else {
+            Algos::NONE
+        },
+    );
     let mut out = AtomicFile::create(dest)?;
     let temp = out.temp_path().to_path_buf();
     let written = {
@@ -254,7 +269,7 @@ fn fetch(
         } else {
             "read"
         };
-        copy_out(&mut decoded, &mut out).map_err(|e| match e {
+        copy_out(&mut decoded, &mut out, algos).map_err(|e| match e {
             CopyError::Read(e) => fail(op, e),
             CopyError::Write(e) => Error::io("write", &temp, e),
         })?
@@ -265,9 +280,9 @@ fn fetch(
     // into place, so a damaged segment never reaches PostgreSQL.
     io::copy(&mut raw, &mut io::sink()).ctx("read", path)?;
     let stored = if src.zst || src.age {
-        raw.hex()
+        raw.finish()
     } else {
-        written.sha256.clone()
+        written.hashes.clone()
     };
     // A segment that is visibly not the one asked for (zero-filled, cut
     // short, renamed) is named as such; anything else wrong is for the
@@ -287,7 +302,7 @@ fn fetch(
             )))
         }
         Recorded::Present(c) => {
-            if let Some(why) = c.mismatch(&src.file_name, &stored, Some(&written.sha256)) {
+            if let Some(why) = c.mismatch(&src.file_name, &stored, Some(&written.hashes)) {
                 return Err(Error::msg(format!(
                     "get: {}: does not match {} ({why}): the file was damaged, replaced \
                      or altered after it was archived",
@@ -309,30 +324,33 @@ enum CopyError {
     Write(io::Error),
 }
 
-/// Copies the decoded stream into the temp file. The plaintext's sha256 is
-/// computed on a thread of its own while the next buffer is read and
-/// written, so checking a segment costs about what copying it does when a
-/// second core is free.
-fn copy_out(r: &mut dyn Read, out: &mut AtomicFile) -> Result<Written, CopyError> {
-    use sha2::{Digest, Sha256};
+/// Copies the decoded stream into the temp file. The plaintext's hashes
+/// (`algos`) are computed on a thread of their own while the next buffer
+/// is read and written.
+fn copy_out(r: &mut dyn Read, out: &mut AtomicFile, algos: Algos) -> Result<Written, CopyError> {
     use std::sync::mpsc::{channel, sync_channel};
     const BUF: usize = 1 << 20;
     let (to_hash, hash_rx) = sync_channel::<Vec<u8>>(2);
     let (recycle, spare) = channel::<Vec<u8>>();
     std::thread::scope(|s| {
-        let hasher = s.spawn(move || {
-            let mut h = Sha256::new();
-            for buf in hash_rx {
-                h.update(&buf);
-                // The copier may be gone already (an error): nothing to do.
-                let _ = recycle.send(buf);
-            }
-            pgb_common::digest::hex(&h.finalize())
+        let hasher = algos.any().then(|| {
+            s.spawn(move || {
+                let mut h = MultiHasher::new(algos);
+                for buf in hash_rx {
+                    h.update(&buf);
+                    // The copier may be gone already (an error): nothing to do.
+                    let _ = recycle.send(buf);
+                }
+                h.finish()
+            })
         });
         let mut first_page = Vec::new();
         let mut size = 0u64;
+        let mut buf = Vec::new();
         let copied = (|| loop {
-            let mut buf = spare.try_recv().unwrap_or_default();
+            if hasher.is_some() {
+                buf = spare.try_recv().unwrap_or_default();
+            }
             buf.resize(BUF, 0);
             let n = read_full(&mut &mut *r, &mut buf).map_err(CopyError::Read)?;
             if n == 0 {
@@ -345,16 +363,18 @@ fn copy_out(r: &mut dyn Read, out: &mut AtomicFile) -> Result<Written, CopyError
             }
             out.write_all(&buf).map_err(CopyError::Write)?;
             size += n as u64;
-            if to_hash.send(buf).is_err() {
+            if hasher.is_some() && to_hash.send(std::mem::take(&mut buf)).is_err() {
                 return Err(CopyError::Read(io::Error::other("hash thread stopped")));
             }
         })();
         drop(to_hash);
-        let sha256 = hasher.join().expect("sha256 thread");
+        let hashes = hasher
+            .map(|h| h.join().expect("hash thread"))
+            .unwrap_or_default();
         copied.map(|()| Written {
             first_page,
             size,
-            sha256,
+            hashes,
         })
     })
 }
