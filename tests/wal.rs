@@ -1090,6 +1090,45 @@ fn checksum_files_record_blake3_and_get_compares_it() {
     }
 }
 
+/// `get` copies a plain segment in the kernel where it can and hashes what
+/// it wrote; from an archive on another file system (tmpfs here, where
+/// the kernel copy is refused) it copies through a buffer, checked alike:
+/// an untouched segment arrives whole, a flipped byte stops it.
+#[test]
+fn get_checks_a_segment_from_another_file_system() {
+    let Ok(shm) = tempfile::Builder::new()
+        .prefix("pgb-walshm.")
+        .tempdir_in("/dev/shm")
+    else {
+        eprintln!("no /dev/shm: skipped");
+        return;
+    };
+    let s = Scratch::new("walxfs");
+    let (src, a) = (s.path.join("src"), shm.path().join("a"));
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(&a).unwrap();
+    let target = s.path.join("RECOVERYXLOG");
+    let (n1, n2) = ("000000010000000000000001", "000000010000000000000002");
+    let mut bytes = Vec::new();
+    for n in [n1, n2] {
+        bytes.push(segment(n, 9));
+        fs::write(src.join(n), bytes.last().unwrap()).unwrap();
+        let o = wal(&[&"push", &src.join(n), &"--archive", &a]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let o = wal(&[&"get", &n1, &target, &"--archive", &a]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(fs::read(&target).unwrap() == bytes[0]);
+    fs::remove_file(&target).unwrap();
+    let mut b = fs::read(a.join(n2)).unwrap();
+    b[SEG_SIZE / 2] ^= 1;
+    fs::write(a.join(n2), b).unwrap();
+    let o = wal(&[&"get", &n2, &target, &"--archive", &a]);
+    assert_eq!(code(&o), FATAL, "{}", stderr(&o));
+    assert!(stderr(&o).contains("blake3 of"), "{}", stderr(&o));
+    assert!(!target.exists());
+}
+
 /// A point-in-time restore with no target over an archive where one byte
 /// in the middle of a segment full of committed rows was flipped after it
 /// was archived. PostgreSQL alone would find the record's CRC wrong, take
