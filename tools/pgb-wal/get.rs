@@ -425,25 +425,63 @@ fn copy_range(from: &File, to: &File, len: usize) -> io::Result<usize> {
     }
 }
 
-/// Bytes copied, then hashed, at a time: small enough that the hash reads
-/// what the copy just wrote from the CPU's cache.
+/// Bytes copied at a time: each is handed to the hash as soon as it is
+/// written, and the last one is all the hash has left to do at the end.
 const CHUNK: usize = 256 << 10;
 
 /// Copies a plain file from an archive directory into the temp file: in
-/// the kernel (`copy_file_range`, as cp does), each chunk then hashed
-/// (`algos`) where it was written, through a mapping of the temp file, so
-/// the hashes are of exactly the bytes PostgreSQL will read. Between file
+/// the kernel (`copy_file_range`, as cp does), while a second thread
+/// hashes (`algos`) each chunk where it was written, through a mapping of
+/// the temp file, so the hashes are of exactly the bytes PostgreSQL will
+/// read and cost little time when a second core is free. Between file
 /// systems that cannot copy in the kernel, through a buffer that is hashed
-/// as it is written. Hashing on a second thread was measured no faster on
-/// two cores: the copy and the hash each keep one busy.
+/// as it is written.
 fn copy_local(src: &File, out: &mut AtomicFile, algos: Algos) -> Result<Written, CopyError> {
+    use std::sync::mpsc::channel;
     let reader = File::open(out.temp_path()).map_err(CopyError::Write)?;
     let expected = src.metadata().map_err(CopyError::Read)?.len() as usize;
-    let mut map: Option<Mapped> = None;
-    let mut h = MultiHasher::new(algos);
+    let (written, rx) = channel::<(usize, usize)>();
+    let (copied, hashes) = std::thread::scope(|s| {
+        let reader = &reader;
+        let hasher = algos
+            .any()
+            .then(|| s.spawn(move || hash_written(reader, expected, rx, algos)));
+        let copied = copy_chunks(src, out.file(), |off, n| {
+            // A hash thread that stopped (an error) says why at its join.
+            let _ = written.send((off, n));
+        });
+        drop(written);
+        let hashes = hasher.map(|h| h.join().expect("hash thread"));
+        (copied, hashes)
+    });
+    let size = match copied? {
+        Some(size) => size,
+        None => return copy_out(&mut &*src, out, algos),
+    };
+    let hashes = hashes.transpose().map_err(CopyError::Read)?;
+    let mut first_page = vec![0u8; 8192];
+    let n = read_full(&mut &reader, &mut first_page).map_err(CopyError::Read)?;
+    first_page.truncate(n);
+    Ok(Written {
+        first_page,
+        size: size as u64,
+        hashes: hashes.unwrap_or_default(),
+    })
+}
+
+/// `copy_file_range` of `src` into `out` to the end, chunk by chunk, each
+/// one told to `done` (offset, length) once written. The size copied, or
+/// `None` when the kernel cannot copy between these files (nothing was
+/// written then).
+fn copy_chunks(
+    src: &File,
+    out: &File,
+    mut done: impl FnMut(usize, usize),
+) -> Result<Option<usize>, CopyError> {
     let mut size = 0usize;
     loop {
-        let n = match copy_range(src, out.file(), CHUNK) {
+        let n = match copy_range(src, out, CHUNK) {
+            Ok(0) => return Ok(Some(size)),
             Ok(n) => n,
             Err(e)
                 if size == 0
@@ -459,7 +497,7 @@ fn copy_local(src: &File, out: &mut AtomicFile, algos: Algos) -> Result<Written,
                         )
                     ) =>
             {
-                return copy_out(&mut &*src, out, algos);
+                return Ok(None)
             }
             Err(e)
                 if matches!(
@@ -471,29 +509,30 @@ fn copy_local(src: &File, out: &mut AtomicFile, algos: Algos) -> Result<Written,
             }
             Err(e) => return Err(CopyError::Read(e)),
         };
-        if n == 0 {
-            break;
-        }
-        if algos.any() {
-            // One mapping of the whole file, made again larger should the
-            // file have grown since it was measured.
-            if map.as_ref().is_none_or(|m| m.len < size + n) {
-                drop(map.take());
-                let want = expected.max((size + n) * 2);
-                map = Some(Mapped::new(&reader, want).map_err(CopyError::Read)?);
-            }
-            h.update(map.as_ref().expect("mapped above").range(size, size + n));
-        }
+        done(size, n);
         size += n;
     }
-    let mut first_page = vec![0u8; 8192];
-    let n = read_full(&mut &reader, &mut first_page).map_err(CopyError::Read)?;
-    first_page.truncate(n);
-    Ok(Written {
-        first_page,
-        size: size as u64,
-        hashes: h.finish(),
-    })
+}
+
+/// Hashes the ranges of `file` named on `ranges` as they are written, in
+/// order, through one mapping of it (made again larger should the file
+/// grow past the `expected` size).
+fn hash_written(
+    file: &File,
+    expected: usize,
+    ranges: std::sync::mpsc::Receiver<(usize, usize)>,
+    algos: Algos,
+) -> io::Result<Hashes> {
+    let mut h = MultiHasher::new(algos);
+    let mut map: Option<Mapped> = None;
+    for (off, n) in ranges {
+        if map.as_ref().is_none_or(|m| m.len < off + n) {
+            drop(map.take());
+            map = Some(Mapped::new(file, expected.max((off + n) * 2))?);
+        }
+        h.update(map.as_ref().expect("mapped above").range(off, off + n));
+    }
+    Ok(h.finish())
 }
 
 enum CopyError {
