@@ -925,6 +925,210 @@ fn every_damage_to_an_archived_segment_is_caught_by_get_and_the_archive_check() 
     }
 }
 
+/// NAME.sha256 records blake3 beside sha256, in lines that are comments to
+/// sha256sum: `sha256sum -c --strict` and `b3sum -c` check a freshly pushed
+/// segment by hand. `get` compares blake3 alone when it is there, so a
+/// checksum file whose blake3 line alone is altered stops it, and the
+/// archive check reports it too; a checksum file of an older pgb-wal (no
+/// blake3 lines) still catches a flipped byte by sha256 and passes an
+/// untouched segment, and an identical re-push adds the blake3 lines.
+#[test]
+fn checksum_files_record_blake3_and_get_compares_it() {
+    let s = Scratch::new("walblake3");
+    let (src, dest) = (s.path.join("src"), s.path.join("pg_wal"));
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(&dest).unwrap();
+    let target = dest.join("RECOVERYXLOG");
+    let seg_name = |i: u32| format!("0000000100000000{i:08X}");
+    for (form, suffix, flags) in [("plain", "", vec![]), ("zst", ".zst", vec!["-Z", "zstd"])] {
+        let a = s.path.join(form);
+        fs::create_dir(&a).unwrap();
+        let push = |name: &str| {
+            let path = src.join(name);
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"push", &path, &"--archive", &a];
+            for f in &flags {
+                args.push(f);
+            }
+            wal(&args)
+        };
+        let get = |name: &str| wal(&[&"get", &name, &target, &"--archive", &a]);
+        let mut bytes = Vec::new();
+        for i in 1..=4 {
+            let name = seg_name(i);
+            bytes.push(segment(&name, 42));
+            fs::write(src.join(&name), &bytes[i as usize - 1]).unwrap();
+            let o = push(&name);
+            assert_eq!(code(&o), 0, "{form}: {}", stderr(&o));
+        }
+        let sums_of = |name: &str| a.join(format!("{name}.sha256"));
+        let text = |name: &str| fs::read_to_string(sums_of(name)).unwrap();
+
+        // The exact lines, checked by hand with the stock tools.
+        let n1 = seg_name(1);
+        let (sha, b3) = stock_sums(&src.join(&n1));
+        let mut want = format!("{sha}  {n1}\n");
+        if form == "zst" {
+            let (zsha, zb3) = stock_sums(&a.join(format!("{n1}.zst")));
+            want.push_str(&format!(
+                "{zsha}  {n1}.zst\n# blake3 {b3}  {n1}\n# blake3 {zb3}  {n1}.zst\n"
+            ));
+        } else {
+            want.push_str(&format!("# blake3 {b3}  {n1}\n"));
+        }
+        assert_eq!(text(&n1), want, "{form}");
+        let mut sha256sum = Command::new("sha256sum");
+        sha256sum.args(["-c", "--strict"]);
+        if form == "zst" {
+            sha256sum.arg("--ignore-missing");
+        }
+        run(sha256sum.arg(format!("{n1}.sha256")).current_dir(&a));
+        if form == "plain" {
+            run(Command::new("sh")
+                .arg("-c")
+                .arg(format!("sed -n 's/^# blake3 //p' {n1}.sha256 | b3sum -c"))
+                .current_dir(&a));
+        }
+
+        // Segment 2: its last blake3 line altered (the stored file's), and
+        // nothing else: get stops.
+        let n2 = seg_name(2);
+        let t = text(&n2);
+        let (head, last) = t.trim_end().rsplit_once('\n').unwrap();
+        let (mark, rest) = last.split_at("# blake3 ".len());
+        let flipped = if rest.starts_with('0') { '1' } else { '0' };
+        fs::write(
+            sums_of(&n2),
+            format!("{head}\n{mark}{flipped}{}\n", &rest[1..]),
+        )
+        .unwrap();
+        let o = get(&n2);
+        assert_eq!(code(&o), FATAL, "{form}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("blake3 of {n2}{suffix} is")),
+            "{form}: {}",
+            stderr(&o)
+        );
+        assert!(!target.exists(), "{form}: nothing written");
+
+        // Segments 3 and 4: checksum files of an older pgb-wal, sha256
+        // lines only. A flipped byte is still caught; an untouched segment
+        // passes.
+        let (n3, n4) = (seg_name(3), seg_name(4));
+        for n in [&n3, &n4] {
+            let old: String = text(n)
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            fs::write(sums_of(n), old).unwrap();
+        }
+        let old4 = text(&n4);
+        let stored3 = a.join(format!("{n3}{suffix}"));
+        let mut b = fs::read(&stored3).unwrap();
+        let i = b.len() / 2 + 3;
+        b[i] ^= 0x10;
+        fs::write(&stored3, b).unwrap();
+        let o = get(&n3);
+        assert_eq!(code(&o), FATAL, "{form}: {}", stderr(&o));
+        // (zstd's own frame checksum may see it first in a .zst.)
+        let seen = ["sha256 of", "decompress"];
+        let n = if form == "zst" { 2 } else { 1 };
+        assert!(
+            seen[..n].iter().any(|w| stderr(&o).contains(w)),
+            "{form}: {}",
+            stderr(&o)
+        );
+        assert!(!target.exists(), "{form}: nothing written");
+        for (n, b) in [(&n1, &bytes[0]), (&n4, &bytes[3])] {
+            let o = get(n);
+            assert_eq!(code(&o), 0, "{form} {n}: {}", stderr(&o));
+            assert!(fs::read(&target).unwrap() == *b, "{form} {n}");
+            fs::remove_file(&target).unwrap();
+        }
+
+        // The full audit compares every checksum recorded.
+        let out = Command::new(bin("pgb-check-archive"))
+            .arg(&a)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let recs = records(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{form}: {recs:?}");
+        let bad: Vec<&serde_json::Value> = recs
+            .iter()
+            .filter(|r| r["type"] == "archive-problem")
+            .collect();
+        let files: Vec<&str> = bad.iter().map(|r| r["file"].as_str().unwrap()).collect();
+        assert_eq!(
+            files,
+            [format!("{n2}{suffix}"), format!("{n3}{suffix}")],
+            "{form}: {recs:?}"
+        );
+        assert_eq!(bad[0]["problem"], "checksum-mismatch", "{form}: {recs:?}");
+        let detail = bad[0]["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("blake3 of {n2}{suffix}")),
+            "{detail}"
+        );
+        let sum = recs.last().unwrap();
+        assert_eq!(sum["checksum_verified_segments"], 2, "{form}: {sum}");
+
+        // An identical re-push brings the older checksum file up to date.
+        let o = push(&n4);
+        assert_eq!(code(&o), 0, "{form}: {}", stderr(&o));
+        assert!(stderr(&o).contains("identical"), "{form}: {}", stderr(&o));
+        let t4 = text(&n4);
+        assert!(t4.starts_with(&old4), "{form}: {t4}");
+        assert_eq!(
+            t4.matches("\n# blake3 ").count(),
+            if form == "zst" { 2 } else { 1 },
+            "{t4}"
+        );
+        let o = get(&n4);
+        assert_eq!(code(&o), 0, "{form}: {}", stderr(&o));
+        fs::remove_file(&target).unwrap();
+    }
+}
+
+/// `get` copies a plain segment in the kernel where it can and hashes what
+/// it wrote; from an archive on another file system (tmpfs here, where
+/// the kernel copy is refused) it copies through a buffer, checked alike:
+/// an untouched segment arrives whole, a flipped byte stops it.
+#[test]
+fn get_checks_a_segment_from_another_file_system() {
+    let Ok(shm) = tempfile::Builder::new()
+        .prefix("pgb-walshm.")
+        .tempdir_in("/dev/shm")
+    else {
+        eprintln!("no /dev/shm: skipped");
+        return;
+    };
+    let s = Scratch::new("walxfs");
+    let (src, a) = (s.path.join("src"), shm.path().join("a"));
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(&a).unwrap();
+    let target = s.path.join("RECOVERYXLOG");
+    let (n1, n2) = ("000000010000000000000001", "000000010000000000000002");
+    let mut bytes = Vec::new();
+    for n in [n1, n2] {
+        bytes.push(segment(n, 9));
+        fs::write(src.join(n), bytes.last().unwrap()).unwrap();
+        let o = wal(&[&"push", &src.join(n), &"--archive", &a]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let o = wal(&[&"get", &n1, &target, &"--archive", &a]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(fs::read(&target).unwrap() == bytes[0]);
+    fs::remove_file(&target).unwrap();
+    let mut b = fs::read(a.join(n2)).unwrap();
+    b[SEG_SIZE / 2] ^= 1;
+    fs::write(a.join(n2), b).unwrap();
+    let o = wal(&[&"get", &n2, &target, &"--archive", &a]);
+    assert_eq!(code(&o), FATAL, "{}", stderr(&o));
+    assert!(stderr(&o).contains("blake3 of"), "{}", stderr(&o));
+    assert!(!target.exists());
+}
+
 /// A point-in-time restore with no target over an archive where one byte
 /// in the middle of a segment full of committed rows was flipped after it
 /// was archived. PostgreSQL alone would find the record's CRC wrong, take

@@ -19,7 +19,8 @@ use pgb_common::crypt::{Identities, SUFFIX as AGE_SUFFIX};
 use pgb_common::dest::{Destination, Listed};
 use pgb_common::error::{IoContext, Result};
 use pgb_common::walarchive::{
-    load_checksums, load_checksums_in, parse_recorded, HashReader, Recorded, CHECKSUM_SUFFIX,
+    load_checksums, load_checksums_in, parse_recorded, Algos, HashReader, Hashes, MultiHasher,
+    Recorded, CHECKSUM_SUFFIX,
 };
 use pgb_common::walhdr::{classify, WalFile};
 use std::collections::HashMap;
@@ -498,8 +499,10 @@ fn check(
         }
         Recorded::Present(c) => Some(c),
     };
+    // Every hash the checksum file records is computed and compared.
+    let algos = sums.map_or(Algos::NONE, |c| c.recorded());
     // Compares what was read in full with the checksum file.
-    let compare = |entry: &mut Entry, stored: &str, plain: Option<&str>| {
+    let compare = |entry: &mut Entry, stored: &Hashes, plain: Option<&Hashes>| {
         if let Some(c) = sums {
             entry.sums = match c.mismatch(name, stored, plain) {
                 Some(why) => Sums::Problem(
@@ -531,9 +534,9 @@ fn check(
                 return Err(io::Error::other(format!("not an age file ({what})")));
             }
             if sums.is_some() {
-                let mut h = HashReader::new(io::Cursor::new(head.to_vec()).chain(f));
+                let mut h = HashReader::new(io::Cursor::new(head.to_vec()).chain(f), algos);
                 io::copy(&mut h, &mut io::sink())?;
-                compare(entry, &h.hex(), None);
+                compare(entry, &h.finish(), None);
             }
         }
         (WalFile::Segment { .. }, true, Some(ids)) if headers_only => match local {
@@ -546,7 +549,7 @@ fn check(
                 entry.data = Ok(page);
             }
             None => {
-                let r = read_whole(f, zst, Some(ids))?;
+                let r = read_whole(f, zst, Some(ids), Algos::NONE)?;
                 entry.size = Some(r.size);
                 entry.data = Ok(r.first_page);
             }
@@ -559,7 +562,7 @@ fn check(
         (WalFile::Segment { .. }, true, Some(_)) | (WalFile::Segment { .. }, false, _)
             if zst || age || sums.is_some() =>
         {
-            let r = read_whole(f, zst, age.then_some(ids).flatten())?;
+            let r = read_whole(f, zst, age.then_some(ids).flatten(), algos)?;
             entry.size = Some(r.size);
             entry.data = Ok(r.first_page);
             let stored = r.stored.unwrap_or_else(|| r.plain.clone());
@@ -593,15 +596,17 @@ fn check(
         }
         (WalFile::History { .. }, false, _) => {
             let mut text = Vec::new();
-            let mut raw = HashReader::with(f, zst);
+            let mut raw = HashReader::new(f, if zst { algos } else { Algos::NONE });
             if zst {
                 zstd::stream::read::Decoder::new(&mut raw)?.read_to_end(&mut text)?;
             } else {
                 (&mut raw).take(1 << 20).read_to_end(&mut text)?;
             }
             io::copy(&mut raw, &mut io::sink())?;
-            let plain = pgb_common::digest::hex(&<sha2::Sha256 as sha2::Digest>::digest(&text));
-            let stored = if zst { raw.hex() } else { plain.clone() };
+            let mut h = MultiHasher::new(algos);
+            h.update(&text);
+            let plain = h.finish();
+            let stored = if zst { raw.finish() } else { plain.clone() };
             compare(entry, &stored, Some(&plain));
             entry.size = Some(len);
             entry.data = Ok(text);
@@ -640,19 +645,26 @@ struct Whole {
     size: u64,
     declared: Option<u64>,
     first_page: Vec<u8>,
-    /// sha256 of the decoded segment, and of the stored bytes when they
-    /// differ from it.
-    plain: String,
-    stored: Option<String>,
+    /// The hashes of the decoded segment, and of the stored bytes when
+    /// they differ from it.
+    plain: Hashes,
+    stored: Option<Hashes>,
 }
 
 /// Reads a stored segment to the end: decrypted with `ids` when given (an
 /// encrypted one), zstd-decoded when `zst`, hashed on the way. A decoding
 /// error (a truncated or altered stream) is an error naming what failed.
-fn read_whole(f: impl Read, zst: bool, ids: Option<&Identities>) -> io::Result<Whole> {
-    use sha2::{Digest, Sha256};
+fn read_whole(
+    f: impl Read,
+    zst: bool,
+    ids: Option<&Identities>,
+    algos: Algos,
+) -> io::Result<Whole> {
     let encoded = zst || ids.is_some();
-    let mut raw = HashReader::with(io::BufReader::with_capacity(1 << 16, f), encoded);
+    let mut raw = HashReader::new(
+        io::BufReader::with_capacity(1 << 16, f),
+        if encoded { algos } else { Algos::NONE },
+    );
     let mut declared = None;
     let explain = |e: io::Error| io::Error::other(pgb_common::crypt::explain(&e));
     let (plain, size, first_page) = {
@@ -674,7 +686,7 @@ fn read_whole(f: impl Read, zst: bool, ids: Option<&Identities>) -> io::Result<W
         } else {
             dec
         };
-        let mut h = Sha256::new();
+        let mut h = MultiHasher::new(algos);
         let mut buf = vec![0u8; 1 << 16];
         let mut first_page = Vec::with_capacity(FIRST_PAGE);
         let mut size = 0u64;
@@ -699,7 +711,7 @@ fn read_whole(f: impl Read, zst: bool, ids: Option<&Identities>) -> io::Result<W
             h.update(&buf[..n]);
             size += n as u64;
         }
-        (pgb_common::digest::hex(&h.finalize()), size, first_page)
+        (h.finish(), size, first_page)
     };
     // What follows the stream counts for the stored checksum.
     io::copy(&mut raw, &mut io::sink())?;
@@ -708,7 +720,7 @@ fn read_whole(f: impl Read, zst: bool, ids: Option<&Identities>) -> io::Result<W
         declared,
         first_page,
         plain,
-        stored: encoded.then(|| raw.hex()),
+        stored: encoded.then(|| raw.finish()),
     })
 }
 

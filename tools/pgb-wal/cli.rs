@@ -22,8 +22,8 @@ use clap::{Parser, Subcommand};
 /// decompression) is fsynced again and counts as success; different
 /// content is an error and the archived file is kept. Segments may be
 /// compressed (NAME.zst) and encrypted with age (NAME.age, NAME.zst.age).
-/// Every archived file gets a checksum file, NAME.sha256, written before
-/// the file appears. `get` fetches a file from the first archive holding
+/// Every archived file gets a checksum file, NAME.sha256 (sha256 and
+/// blake3), written before the file appears. `get` fetches a file from the first archive holding
 /// it (an archive that cannot be asked is skipped with a message), decrypting and decompressing it to a temp name next to the
 /// destination, compares it with NAME.sha256 as it streams, checks a
 /// segment's size and first page header, and only then renames it into
@@ -82,8 +82,8 @@ pub struct PushArgs {
 
     /// Encrypt segments and .partial files to this age recipient (age1...,
     /// ssh-ed25519 or ssh-rsa public key; repeatable). Stored as NAME.age
-    /// or NAME.zst.age; NAME.sha256 beside it holds the sha256 of the
-    /// plaintext and of the stored file, so an identical re-push
+    /// or NAME.zst.age; NAME.sha256 beside it holds the sha256 and blake3
+    /// of the plaintext and of the stored file, so an identical re-push
     /// (PostgreSQL retrying after a crash) is recognised without the
     /// private key. .history and .backup files stay plaintext, so
     /// pgb-check-archive can follow timelines without a key
@@ -132,7 +132,8 @@ pub struct GetArgs {
 
     /// Identity file to decrypt .age files (repeatable; mode 0600, owned by
     /// the running user). The decrypted segment is checked against the
-    /// NAME.sha256 written at push time, as every fetched file is
+    /// NAME.sha256 written at push time (its blake3 lines, or sha256 in one
+    /// written by an older pgb-wal), as every fetched file is
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     pub identity: Vec<PathBuf>,
 
@@ -224,16 +225,18 @@ The general table below holds for \fBpush\fR (and for \fBget\fR's \-\-help; \fBp
 An archive is a directory, \fBssh://[user@]host[:port]/path\fR or \fBs3://bucket/prefix\fR; every kind holds the same files (NAME, NAME.zst, NAME.age or NAME.zst.age, and NAME.sha256) and works with compression, encryption and checksums alike. \fBpush\fR encodes the file once for all remote archives (into a private temp file under TMPDIR), writes NAME.sha256, then creates the stored file where no file of that name is: on an SSH host a temp name beside it, synced, its sha256 computed there and compared, then \fBln\fR (which never replaces) and a sync of the directory; in S3 a HEAD, then a PUT with \fBIf\-None\-Match: *\fR, so that a server with conditional writes refuses to replace an object that appeared meanwhile (with a server that ignores the header, a concurrent writer of the same key between the HEAD and the PUT is not detected: a documented check\-then\-write), and the object read back and compared. A file already there is compared through NAME.sha256 (or by reading it back and decoding it): identical is success, different an error that keeps it. The SSH host needs a POSIX shell and GNU coreutils and findutils; its directory must exist. S3 is configured by AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN), or AWS_PROFILE with ~/.aws/credentials and ~/.aws/config; no secret is ever written to an argument, a record or a message. PGB_SSH_OPTIONS adds ssh arguments (e.g. \-i KEY, or \-o ControlMaster=auto \-o ControlPath=... \-o ControlPersist=60 to reuse one connection across pushes). A remote archive has no lock (a directory has DIR/.pgb.lock): PostgreSQL pushes one file at a time, and two servers must never push into the same archive.
 .PP
 .SS "Checksum files"
-Every file \fBpush\fR archives (segments, .partial, .history and .backup files, in any form) gets a checksum file NAME.sha256 beside it, a small object of its own that any storage can hold, in sha256sum's format: the sha256 of the file as PostgreSQL wrote it, and for a file stored compressed or encrypted a second line with the sha256 of the stored file:
+Every file \fBpush\fR archives (segments, .partial, .history and .backup files, in any form) gets a checksum file NAME.sha256 beside it, a small object of its own that any storage can hold, in sha256sum's format: the sha256 of the file as PostgreSQL wrote it, and for a file stored compressed or encrypted a second line with the sha256 of the stored file; then the blake3 of the same files, in lines that start with \fB#\fR, which sha256sum skips:
 .PP
 .nf
 .RS 4
 <sha256 of the segment>  000000010000000000000003
 <sha256 of the stored file>  000000010000000000000003.zst.age
+# blake3 <blake3 of the segment>  000000010000000000000003
+# blake3 <blake3 of the stored file>  000000010000000000000003.zst.age
 .RE
 .fi
 .PP
-It is written, fsynced and renamed before the archived file is renamed into place, so a published file always has one. \fBget\fR hashes what it reads while it streams it to the temp file beside PostgreSQL's destination and renames it into place only when both checksums match (without an fsync: PostgreSQL fsyncs what it keeps of a restored file itself, and fetches again after a crash); on a mismatch it exits 255, so a point\-in\-time recovery stops at the damage instead of promoting there. A zstd frame or an age chunk proves only that a file decodes, and a page header check sees nothing of a byte changed in the middle of a segment: the checksum file is what catches those. A file with no checksum file (archived by another tool, or by an older pgb\-wal) is still served after the size and page header checks; an identical re\-push records its checksums. A checksum file that names another stored form than the one found (a file recompressed by hand) vouches for the content only. \fBpgb\-check\-archive\fR(1) verifies every file against it too. \fBsha256sum \-c \-\-ignore\-missing NAME.sha256\fR in the archive checks a stored file by hand.
+It is written, fsynced and renamed before the archived file is renamed into place, so a published file always has one. \fBget\fR hashes what it reads while it streams it to the temp file beside PostgreSQL's destination (a plain file in a directory is copied by the kernel, as cp does, and hashed where it was written, on a second thread), with blake3, a third of sha256's cost (sha256 in a checksum file without blake3 lines, written by an older pgb\-wal; nothing without a checksum file), and renames it into place only when the checksums of the stored file and of its content match (without an fsync: PostgreSQL fsyncs what it keeps of a restored file itself, and fetches again after a crash); on a mismatch it exits 255, so a point\-in\-time recovery stops at the damage instead of promoting there. A zstd frame or an age chunk proves only that a file decodes, and a page header check sees nothing of a byte changed in the middle of a segment: the checksum file is what catches those. A file with no checksum file (archived by another tool, or by an older pgb\-wal) is still served after the size and page header checks, unhashed; an identical re\-push records its checksums, and adds the blake3 lines to a checksum file without them. A malformed blake3 line makes the checksum file damaged, as a malformed sha256 line does. A checksum file that names another stored form than the one found (a file recompressed by hand) vouches for the content only. \fBpgb\-check\-archive\fR(1) verifies every file against it too, every checksum recorded. In the archive, \fBsha256sum \-c \-\-ignore\-missing NAME.sha256\fR checks a stored file by hand, and \fBsed \-n 's/^# blake3 //p' NAME.sha256 | b3sum \-c\fR its blake3 (for a compressed or encrypted file, whose plain NAME is not in the archive, add \fB| grep \-v 'NAME$'\fR before b3sum, or decode it to NAME first).
 .PP
 An encrypted segment is stored as NAME.age or NAME.zst.age. Its checksum file is written before the encrypted file is renamed into place, so a push that PostgreSQL repeats after a crash (the segment was archived but the success was never acknowledged) finds it and succeeds without the private key, as it must. Without it (removed, left behind by a copy of the archive that skipped it, or not describing the stored file) \fBpush\fR cannot tell identical from different: it fails, keeps the archived file, and says so, unless \fB\-i\fR lets it decrypt and compare (and then writes NAME.sha256 again). The checksum of the plaintext lets someone who can guess a whole segment confirm the guess; it reveals nothing else (pgb records keep plaintext checksums of encrypted artifacts likewise).
 .PP

@@ -22,7 +22,9 @@ use pgb_common::AtomicFile;
 
 use crate::cli::GetArgs;
 use pgb_common::dest::Destination;
-use pgb_common::walarchive::{self as archive, Found, HashReader, Recorded};
+use pgb_common::walarchive::{
+    self as archive, Algos, Found, HashReader, Hashes, MultiHasher, Recorded,
+};
 
 /// Exit status of a real failure of `get`: above 125, so PostgreSQL aborts
 /// recovery instead of taking it for the end of the archive.
@@ -188,7 +190,7 @@ fn locate(dest: &Destination, name: &str) -> Result<Option<Located>> {
 struct Written {
     first_page: Vec<u8>,
     size: u64,
-    sha256: String,
+    hashes: Hashes,
 }
 
 /// Decodes the stored file (decrypt, then decompress) as it streams from
@@ -205,14 +207,90 @@ fn fetch(
 ) -> Result<()> {
     let shown = archive_dest.url_of(&src.file_name);
     let path = Path::new(&shown);
+    // What the checksum file records is compared: blake3 alone when it is
+    // there, else sha256; nothing without a checksum file (or with a
+    // damaged one, an error below whatever is read). The stored bytes are
+    // hashed apart from the plaintext only when they differ from it.
+    let algos = match &recorded {
+        Recorded::Present(c) => c.cheapest(),
+        Recorded::Absent | Recorded::Bad(_) => Algos::NONE,
+    };
+    let local = matches!(archive_dest, Destination::Dir(_)) && reader.is_none();
+    let (written, stored, mut out) = if local && !src.zst && !src.age {
+        // A plain file in a directory: copied by the kernel, and what was
+        // written hashed where it lies.
+        let f = File::open(path).ctx("open", path)?;
+        let mut out = AtomicFile::create(dest)?;
+        let temp = out.temp_path().to_path_buf();
+        let w = copy_local(&f, &mut out, algos).map_err(|e| match e {
+            CopyError::Read(e) => Error::io("read", path, e),
+            CopyError::Write(e) => Error::io("write", &temp, e),
+        })?;
+        let stored = w.hashes.clone();
+        (w, stored, out)
+    } else {
+        decode(archive_dest, src, path, algos, reader, ids, dest)?
+    };
+    // A segment that is visibly not the one asked for (zero-filled, cut
+    // short, renamed) is named as such; anything else wrong is for the
+    // checksum file to find.
+    if let Some((WalFile::Segment { tli, log, seg }, false)) = classify(name) {
+        check_segment(name, tli, log, seg, &written, path)?;
+    }
+    let sums_path = archive_dest.url_of(&format!("{name}{}", archive::CHECKSUM_SUFFIX));
+    match recorded {
+        Recorded::Absent => {}
+        Recorded::Bad(why) => {
+            return Err(Error::msg(format!(
+                "get: {}: {why}: cannot check {} against it (remove it to fetch the file \
+                 with header checks only)",
+                sums_path,
+                path.display()
+            )))
+        }
+        Recorded::Present(c) => {
+            if let Some(why) = c.mismatch(&src.file_name, &stored, Some(&written.hashes)) {
+                return Err(Error::msg(format!(
+                    "get: {}: does not match {} ({why}): the file was damaged, replaced \
+                     or altered after it was archived",
+                    path.display(),
+                    sums_path,
+                )));
+            }
+        }
+    }
+    out.flush().ctx("write", out.temp_path())?;
+    // PostgreSQL fsyncs what it keeps of a restored file (durable_rename
+    // into pg_wal) and fetches again after a crash: a second fsync here
+    // would only slow recovery down.
+    out.commit_replace_unsynced()
+}
+
+/// Reads the stored file (from `reader`, the file in a directory, or a
+/// remote archive), decrypts and decompresses it into a temp file beside
+/// `dest`, hashing what it reads and what it writes (`algos`).
+fn decode(
+    archive_dest: &Destination,
+    src: &Found,
+    path: &Path,
+    algos: Algos,
+    reader: Option<Box<dyn Read + Send>>,
+    ids: Option<&Identities>,
+    dest: &Path,
+) -> Result<(Written, Hashes, AtomicFile)> {
     let file: Box<dyn Read + Send> = match (reader, archive_dest) {
         (Some(r), _) => r,
         (None, Destination::Dir(_)) => Box::new(File::open(path).ctx("open", path)?),
         (None, _) => archive_dest.open_read(&src.file_name)?,
     };
-    // The stored bytes are hashed apart from the plaintext only when they
-    // differ from it.
-    let mut raw = HashReader::with(BufReader::with_capacity(1 << 20, file), src.zst || src.age);
+    let mut raw = HashReader::new(
+        BufReader::with_capacity(1 << 20, file),
+        if src.zst || src.age {
+            algos
+        } else {
+            Algos::NONE
+        },
+    );
     let mut out = AtomicFile::create(dest)?;
     let temp = out.temp_path().to_path_buf();
     let written = {
@@ -254,7 +332,7 @@ fn fetch(
         } else {
             "read"
         };
-        copy_out(&mut decoded, &mut out).map_err(|e| match e {
+        copy_out(&mut decoded, &mut out, algos).map_err(|e| match e {
             CopyError::Read(e) => fail(op, e),
             CopyError::Write(e) => Error::io("write", &temp, e),
         })?
@@ -265,43 +343,196 @@ fn fetch(
     // into place, so a damaged segment never reaches PostgreSQL.
     io::copy(&mut raw, &mut io::sink()).ctx("read", path)?;
     let stored = if src.zst || src.age {
-        raw.hex()
+        raw.finish()
     } else {
-        written.sha256.clone()
+        written.hashes.clone()
     };
-    // A segment that is visibly not the one asked for (zero-filled, cut
-    // short, renamed) is named as such; anything else wrong is for the
-    // checksum file to find.
-    if let Some((WalFile::Segment { tli, log, seg }, false)) = classify(name) {
-        check_segment(name, tli, log, seg, &written, path)?;
-    }
-    let sums_path = archive_dest.url_of(&format!("{name}{}", archive::CHECKSUM_SUFFIX));
-    match recorded {
-        Recorded::Absent => {}
-        Recorded::Bad(why) => {
-            return Err(Error::msg(format!(
-                "get: {}: {why}: cannot check {} against it (remove it to fetch the file \
-                 with header checks only)",
-                sums_path,
-                path.display()
-            )))
+    Ok((written, stored, out))
+}
+
+/// A read-only mapping of part of a file, unmapped on drop.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    /// Maps the first `len` bytes of `f` (at least one). Pages are faulted
+    /// in as they are read; none past the end of the file may be read,
+    /// which [`copy_local`] never does.
+    fn new(f: &File, len: usize) -> io::Result<Mapped> {
+        use std::os::fd::AsRawFd;
+        let len = len.max(1);
+        // SAFETY: a new read-only mapping of an open file, only read
+        // through `range` and unmapped on drop. The file is the temp file
+        // this process created (0600) and no one else writes it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
         }
-        Recorded::Present(c) => {
-            if let Some(why) = c.mismatch(&src.file_name, &stored, Some(&written.sha256)) {
-                return Err(Error::msg(format!(
-                    "get: {}: does not match {} ({why}): the file was damaged, replaced \
-                     or altered after it was archived",
-                    path.display(),
-                    sums_path,
-                )));
+        Ok(Mapped { ptr, len })
+    }
+
+    /// Bytes `from..to` of the file, which must be within it (written).
+    fn range(&self, from: usize, to: usize) -> &[u8] {
+        assert!(from <= to && to <= self.len, "within the mapping");
+        // SAFETY: in the mapping (checked above), and within the file:
+        // the caller reads only what the copy wrote.
+        unsafe { std::slice::from_raw_parts((self.ptr as *const u8).add(from), to - from) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no longer borrowed.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// `copy_file_range(2)` of up to `len` bytes from `from`'s offset to
+/// `to`'s; how many were copied (0 at the end of `from`).
+fn copy_range(from: &File, to: &File, len: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: a plain syscall on open descriptors; null offsets use
+        // and advance the files' own.
+        let r = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                std::ptr::null_mut(),
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                len,
+                0,
+            )
+        };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Bytes copied at a time: each is handed to the hash as soon as it is
+/// written, and the last one is all the hash has left to do at the end.
+const CHUNK: usize = 256 << 10;
+
+/// Copies a plain file from an archive directory into the temp file: in
+/// the kernel (`copy_file_range`, as cp does), while a second thread
+/// hashes (`algos`) each chunk where it was written, through a mapping of
+/// the temp file, so the hashes are of exactly the bytes PostgreSQL will
+/// read and cost little time when a second core is free. Between file
+/// systems that cannot copy in the kernel, through a buffer that is hashed
+/// as it is written.
+fn copy_local(src: &File, out: &mut AtomicFile, algos: Algos) -> Result<Written, CopyError> {
+    use std::sync::mpsc::channel;
+    let reader = File::open(out.temp_path()).map_err(CopyError::Write)?;
+    let expected = src.metadata().map_err(CopyError::Read)?.len() as usize;
+    let (written, rx) = channel::<(usize, usize)>();
+    let (copied, hashes) = std::thread::scope(|s| {
+        let reader = &reader;
+        let hasher = algos
+            .any()
+            .then(|| s.spawn(move || hash_written(reader, expected, rx, algos)));
+        let copied = copy_chunks(src, out.file(), |off, n| {
+            // A hash thread that stopped (an error) says why at its join.
+            let _ = written.send((off, n));
+        });
+        drop(written);
+        let hashes = hasher.map(|h| h.join().expect("hash thread"));
+        (copied, hashes)
+    });
+    let size = match copied? {
+        Some(size) => size,
+        None => return copy_out(&mut &*src, out, algos),
+    };
+    let hashes = hashes.transpose().map_err(CopyError::Read)?;
+    let mut first_page = vec![0u8; 8192];
+    let n = read_full(&mut &reader, &mut first_page).map_err(CopyError::Read)?;
+    first_page.truncate(n);
+    Ok(Written {
+        first_page,
+        size: size as u64,
+        hashes: hashes.unwrap_or_default(),
+    })
+}
+
+/// `copy_file_range` of `src` into `out` to the end, chunk by chunk, each
+/// one told to `done` (offset, length) once written. The size copied, or
+/// `None` when the kernel cannot copy between these files (nothing was
+/// written then).
+fn copy_chunks(
+    src: &File,
+    out: &File,
+    mut done: impl FnMut(usize, usize),
+) -> Result<Option<usize>, CopyError> {
+    let mut size = 0usize;
+    loop {
+        let n = match copy_range(src, out, CHUNK) {
+            Ok(0) => return Ok(Some(size)),
+            Ok(n) => n,
+            Err(e)
+                if size == 0
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(
+                            libc::EXDEV
+                                | libc::ENOSYS
+                                | libc::EINVAL
+                                | libc::EOPNOTSUPP
+                                | libc::EPERM
+                                | libc::EBADF
+                        )
+                    ) =>
+            {
+                return Ok(None)
             }
-        }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG | libc::EROFS)
+                ) =>
+            {
+                return Err(CopyError::Write(e))
+            }
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        done(size, n);
+        size += n;
     }
-    out.flush().ctx("write", &temp)?;
-    // PostgreSQL fsyncs what it keeps of a restored file (durable_rename
-    // into pg_wal) and fetches again after a crash: a second fsync here
-    // would only slow recovery down.
-    out.commit_replace_unsynced()
+}
+
+/// Hashes the ranges of `file` named on `ranges` as they are written, in
+/// order, through one mapping of it (made again larger should the file
+/// grow past the `expected` size).
+fn hash_written(
+    file: &File,
+    expected: usize,
+    ranges: std::sync::mpsc::Receiver<(usize, usize)>,
+    algos: Algos,
+) -> io::Result<Hashes> {
+    let mut h = MultiHasher::new(algos);
+    let mut map: Option<Mapped> = None;
+    for (off, n) in ranges {
+        if map.as_ref().is_none_or(|m| m.len < off + n) {
+            drop(map.take());
+            map = Some(Mapped::new(file, expected.max((off + n) * 2))?);
+        }
+        h.update(map.as_ref().expect("mapped above").range(off, off + n));
+    }
+    Ok(h.finish())
 }
 
 enum CopyError {
@@ -309,53 +540,31 @@ enum CopyError {
     Write(io::Error),
 }
 
-/// Copies the decoded stream into the temp file. The plaintext's sha256 is
-/// computed on a thread of its own while the next buffer is read and
-/// written, so checking a segment costs about what copying it does when a
-/// second core is free.
-fn copy_out(r: &mut dyn Read, out: &mut AtomicFile) -> Result<Written, CopyError> {
-    use sha2::{Digest, Sha256};
-    use std::sync::mpsc::{channel, sync_channel};
-    const BUF: usize = 1 << 20;
-    let (to_hash, hash_rx) = sync_channel::<Vec<u8>>(2);
-    let (recycle, spare) = channel::<Vec<u8>>();
-    std::thread::scope(|s| {
-        let hasher = s.spawn(move || {
-            let mut h = Sha256::new();
-            for buf in hash_rx {
-                h.update(&buf);
-                // The copier may be gone already (an error): nothing to do.
-                let _ = recycle.send(buf);
-            }
-            pgb_common::digest::hex(&h.finalize())
-        });
-        let mut first_page = Vec::new();
-        let mut size = 0u64;
-        let copied = (|| loop {
-            let mut buf = spare.try_recv().unwrap_or_default();
-            buf.resize(BUF, 0);
-            let n = read_full(&mut &mut *r, &mut buf).map_err(CopyError::Read)?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.truncate(n);
-            if first_page.len() < 8192 {
-                let take = (8192 - first_page.len()).min(n);
-                first_page.extend_from_slice(&buf[..take]);
-            }
-            out.write_all(&buf).map_err(CopyError::Write)?;
-            size += n as u64;
-            if to_hash.send(buf).is_err() {
-                return Err(CopyError::Read(io::Error::other("hash thread stopped")));
-            }
-        })();
-        drop(to_hash);
-        let sha256 = hasher.join().expect("sha256 thread");
-        copied.map(|()| Written {
-            first_page,
-            size,
-            sha256,
-        })
+/// Copies the decoded stream into the temp file, hashing (`algos`) each
+/// buffer between reading and writing it, while it is in the CPU's cache.
+/// (A hash thread was measured slower on two cores.)
+fn copy_out(r: &mut dyn Read, out: &mut AtomicFile, algos: Algos) -> Result<Written, CopyError> {
+    let mut h = MultiHasher::new(algos);
+    let mut buf = vec![0u8; CHUNK];
+    let mut first_page = Vec::new();
+    let mut size = 0u64;
+    loop {
+        let n = read_full(&mut &mut *r, &mut buf).map_err(CopyError::Read)?;
+        if n == 0 {
+            break;
+        }
+        if first_page.len() < 8192 {
+            let take = (8192 - first_page.len()).min(n);
+            first_page.extend_from_slice(&buf[..take]);
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        size += n as u64;
+    }
+    Ok(Written {
+        first_page,
+        size,
+        hashes: h.finish(),
     })
 }
 

@@ -14,7 +14,9 @@ use pgb_common::walhdr::{classify, WalFile};
 use pgb_common::{fsync_dir, AtomicFile, ExitStatus, RepoLock};
 
 use crate::cli::PushArgs;
-use pgb_common::walarchive::{self as archive, Checksums, HashReader, HashWriter, Stored};
+use pgb_common::walarchive::{
+    self as archive, Algos, Checksums, HashReader, HashWriter, Hashes, Stored,
+};
 
 /// zstd level, or no compression.
 fn parse_compress(s: &str) -> Result<Option<i32>> {
@@ -131,7 +133,7 @@ fn encode(src: &Path, len: u64, name: &str, plan: &Plan) -> Result<Encoded> {
         return Ok(Encoded {
             _temp: None,
             path: src.to_path_buf(),
-            sums: Checksums::plain(name, digests.sha256.clone()),
+            sums: Checksums::plain(name, &(&digests).into()),
             stored,
             digests,
         });
@@ -141,7 +143,7 @@ fn encode(src: &Path, len: u64, name: &str, plan: &Plan) -> Result<Encoded> {
         .tempfile()
         .map_err(|e| Error::msg(format!("push: create a temp file in TMPDIR: {e}")))?;
     let tpath = temp.path().to_path_buf();
-    let mut input = HashReader::new(File::open(src).ctx("open", src)?);
+    let mut input = HashReader::new(File::open(src).ctx("open", src)?, Algos::BOTH);
     {
         let out = io::BufWriter::new(temp.as_file());
         let w = match (plan.level, plan.recipients) {
@@ -168,17 +170,13 @@ fn encode(src: &Path, len: u64, name: &str, plan: &Plan) -> Result<Encoded> {
         w.into_inner()
             .map_err(|e| Error::io("write", &tpath, e.into_error()))?;
     }
-    let plain = input.hex();
+    let plain = input.finish();
     let f = File::open(&tpath).ctx("open", &tpath)?;
     let digests = pgb_common::digest::hash_reader(io::BufReader::new(f)).ctx("read", &tpath)?;
     Ok(Encoded {
         _temp: Some(temp),
         path: tpath,
-        sums: Checksums {
-            plain,
-            stored_name: stored.clone(),
-            stored: digests.sha256.clone(),
-        },
+        sums: Checksums::encoded(&stored, &plain, &(&digests).into()),
         stored,
         digests,
     })
@@ -273,15 +271,27 @@ fn settle_remote(
         archive::Recorded::Present(c) => Some(c),
         _ => None,
     };
-    let mut same = None;
-    if let Some(c) = sums.as_ref().filter(|c| c.stored_name == found.file_name) {
-        let mut h = HashReader::new(read(&url)?);
+    let hash_stored = || -> Result<Hashes> {
+        let mut h = HashReader::new(read(&url)?, Algos::BOTH);
         io::copy(&mut h, &mut io::sink())
             .map_err(|e| Error::msg(format!("push: read: {url}: {e}")))?;
-        if h.hex() == c.stored {
-            same = Some(archive::sha256_file(src)? == c.plain);
+        Ok(h.finish())
+    };
+    let mut same = None;
+    // The hashes of the object and of the source, when computed.
+    let mut stored = None;
+    let mut plain = None;
+    if let Some(c) = sums.as_ref().filter(|c| c.stored_name == found.file_name) {
+        let got = hash_stored()?;
+        if got.sha256.as_deref() == Some(c.stored.as_str()) {
+            let p = archive::hash_file(src)?;
+            same = Some(p.sha256 == c.plain);
+            plain = Some(Hashes::from(&p));
+            stored = Some(got);
         }
     }
+    // The checksum file describes the object: only blake3 may be missing.
+    let described = same.is_some();
     let same = match same {
         Some(s) => s,
         None if !found.age => {
@@ -318,25 +328,23 @@ fn settle_remote(
             "push: {url}: already archived with different content (kept, not overwritten)"
         )));
     }
-    // Identical: record its checksums when they are missing or describe
-    // another form, so get and the archive check can compare.
-    let needs = sums
-        .as_ref()
-        .is_none_or(|c| c.stored_name != found.file_name);
+    // Identical: record its checksums when they are missing, describe
+    // another form or lack blake3 (an older pgb-wal's), so get and the
+    // archive check can compare.
+    let needs = !described || sums.as_ref().is_none_or(|c| c.plain_blake3.is_none());
     if needs {
-        let plain = archive::sha256_file(src)?;
-        let mut h = HashReader::new(read(&url)?);
-        io::copy(&mut h, &mut io::sink())
-            .map_err(|e| Error::msg(format!("push: read: {url}: {e}")))?;
-        let stored = h.hex();
+        let plain = match plain {
+            Some(p) => p,
+            None => Hashes::from(&archive::hash_file(src)?),
+        };
         let want = if found.zst || found.age {
-            Checksums {
-                plain,
-                stored_name: found.file_name.clone(),
-                stored,
-            }
+            let stored = match stored {
+                Some(s) => s,
+                None => hash_stored()?,
+            };
+            Checksums::encoded(&found.file_name, &plain, &stored)
         } else {
-            Checksums::plain(name, plain)
+            Checksums::plain(name, &plain)
         };
         let rel = format!("{name}{}", archive::CHECKSUM_SUFFIX);
         dest.put_bytes_replace(archive::checksums_text(name, &want).as_bytes(), &rel)?;
@@ -390,10 +398,10 @@ fn push_one(src: &Path, len: u64, name: &str, dir: &Path, plan: &Plan) -> Result
     let mut out = AtomicFile::create(&target)?;
     let temp = out.temp_path().to_path_buf();
     let input = File::open(src).ctx("open", src)?;
-    // The checksum file records the plaintext's sha256 and, for a file
-    // stored compressed or encrypted, the stored bytes'.
-    let mut input = HashReader::new(input);
-    let w = HashWriter::with(&mut out, zst || age);
+    // The checksum file records the plaintext's sha256 and blake3 and, for
+    // a file stored compressed or encrypted, the stored bytes'.
+    let mut input = HashReader::new(input, Algos::BOTH);
+    let w = HashWriter::new(&mut out, if zst || age { Algos::BOTH } else { Algos::NONE });
     let w = match (plan.level, plan.recipients) {
         (None, None) => {
             let mut w = w;
@@ -419,20 +427,16 @@ fn push_one(src: &Path, len: u64, name: &str, dir: &Path, plan: &Plan) -> Result
                 .ctx("encrypt", &temp)?
         }
     };
-    let stored_sha256 = w.hex();
-    let plain = input.hex();
+    let stored_hashes = w.finish();
+    let plain = input.finish();
     out.flush().ctx("write", &temp)?;
     // Durable before the stored file appears, so that a published file
     // always has it (unless someone removed it): get and the archive check
     // compare what they read with it.
     let sums = if zst || age {
-        Checksums {
-            plain,
-            stored_name: stored.clone(),
-            stored: stored_sha256,
-        }
+        Checksums::encoded(&stored, &plain, &stored_hashes)
     } else {
-        Checksums::plain(name, plain)
+        Checksums::plain(name, &plain)
     };
     archive::write_checksums(dir, name, &sums)?;
     match out.commit() {
@@ -490,15 +494,12 @@ fn settle_existing(
         // The content is PostgreSQL's: record its checksums when the file
         // has none (archived by another tool, or by an older pgb-wal) or
         // ones that do not describe it.
-        let want = Checksums {
-            plain: archive::sha256_file(src)?,
-            stored_name: existing.file_name.clone(),
-            stored: archive::sha256_file(path)?,
-        };
+        let plain = Hashes::from(&archive::hash_file(src)?);
         let want = if existing.zst {
-            want
+            let stored = Hashes::from(&archive::hash_file(path)?);
+            Checksums::encoded(&existing.file_name, &plain, &stored)
         } else {
-            Checksums::plain(name, want.plain)
+            Checksums::plain(name, &plain)
         };
         if archive::read_checksums(dir, name)?.as_ref() != Some(&want) {
             archive::write_checksums(dir, name, &want)?;
@@ -529,8 +530,20 @@ fn same_encrypted(
     let path = &existing.path;
     let sums = archive::read_checksums(dir, name)?;
     if let Some(c) = sums.filter(|c| c.stored_name == existing.file_name) {
-        if archive::sha256_file(path)? == c.stored {
-            return Ok(archive::sha256_file(src)? == c.plain);
+        let stored = archive::hash_file(path)?;
+        if stored.sha256 == c.stored {
+            let plain = archive::hash_file(src)?;
+            let same = plain.sha256 == c.plain;
+            if same && c.plain_blake3.is_none() {
+                // Written by an older pgb-wal: blake3 added, for get.
+                let want = Checksums::encoded(
+                    &existing.file_name,
+                    &Hashes::from(&plain),
+                    &Hashes::from(&stored),
+                );
+                archive::write_checksums(dir, name, &want)?;
+            }
+            return Ok(same);
         }
     }
     let Some(ids) = ids else {
@@ -554,15 +567,12 @@ fn same_encrypted(
     let same = same_streams(src, &mut reader, path, true)?;
     if same {
         // Repair the checksum file, so the next comparison needs no key.
-        archive::write_checksums(
-            dir,
-            name,
-            &Checksums {
-                plain: archive::sha256_file(src)?,
-                stored_name: existing.file_name.clone(),
-                stored: archive::sha256_file(path)?,
-            },
-        )?;
+        let want = Checksums::encoded(
+            &existing.file_name,
+            &Hashes::from(&archive::hash_file(src)?),
+            &Hashes::from(&archive::hash_file(path)?),
+        );
+        archive::write_checksums(dir, name, &want)?;
     }
     Ok(same)
 }
