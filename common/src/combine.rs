@@ -303,7 +303,14 @@ pub fn restore_chain(
     crate::pg::spawn(cmd, "combine the chain")?.wait()?;
     // From here on a failure leaves no combined tablespace behind (the
     // caller empties the target; the locations were empty or absent).
-    let r = finish(dest, &finals, opts, bindir);
+    // The inputs are no longer needed: they are removed (a full backup's
+    // worth of files) while the result is checked and handed over.
+    let r = std::thread::scope(|s| {
+        let cleaner = s.spawn(move || drop(work));
+        let r = finish(dest, &finals, opts, bindir);
+        let _ = cleaner.join();
+        r
+    });
     if r.is_err() {
         for (_, loc) in &finals {
             if loc.is_dir() {
@@ -313,7 +320,6 @@ pub fn restore_chain(
     }
     r?;
     out.tablespaces = finals;
-    drop(work);
     Ok(out)
 }
 
