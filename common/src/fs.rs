@@ -369,6 +369,51 @@ pub fn files_below(root: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// `copy_file_range(2)` of up to `len` bytes from `from`'s offset to
+/// `to`'s; how many were copied (0 at the end of `from`).
+pub fn copy_range(from: &File, to: &File, len: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: plain syscall on descriptors both files keep open; null
+        // offsets mean the files' own positions, which it advances.
+        let r = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                std::ptr::null_mut(),
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                len,
+                0,
+            )
+        };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Whether `copy_range` failed because the kernel cannot copy between
+/// these two files (other file systems, an old kernel, a file system or
+/// descriptor that does not support it): nothing was copied, and a copy
+/// through a buffer will do.
+pub fn kernel_cannot_copy(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EXDEV
+                | libc::ENOSYS
+                | libc::EINVAL
+                | libc::EOPNOTSUPP
+                | libc::EPERM
+                | libc::EBADF
+        )
+    )
+}
+
 /// Reads until `buf` is full or the stream ends; returns how much was read.
 pub fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;

@@ -398,33 +398,6 @@ impl Drop for Mapped {
     }
 }
 
-/// `copy_file_range(2)` of up to `len` bytes from `from`'s offset to
-/// `to`'s; how many were copied (0 at the end of `from`).
-fn copy_range(from: &File, to: &File, len: usize) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    loop {
-        // SAFETY: a plain syscall on open descriptors; null offsets use
-        // and advance the files' own.
-        let r = unsafe {
-            libc::copy_file_range(
-                from.as_raw_fd(),
-                std::ptr::null_mut(),
-                to.as_raw_fd(),
-                std::ptr::null_mut(),
-                len,
-                0,
-            )
-        };
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 /// Bytes copied at a time: each is handed to the hash as soon as it is
 /// written, and the last one is all the hash has left to do at the end.
 const CHUNK: usize = 256 << 10;
@@ -480,25 +453,10 @@ fn copy_chunks(
 ) -> Result<Option<usize>, CopyError> {
     let mut size = 0usize;
     loop {
-        let n = match copy_range(src, out, CHUNK) {
+        let n = match pgb_common::fs::copy_range(src, out, CHUNK) {
             Ok(0) => return Ok(Some(size)),
             Ok(n) => n,
-            Err(e)
-                if size == 0
-                    && matches!(
-                        e.raw_os_error(),
-                        Some(
-                            libc::EXDEV
-                                | libc::ENOSYS
-                                | libc::EINVAL
-                                | libc::EOPNOTSUPP
-                                | libc::EPERM
-                                | libc::EBADF
-                        )
-                    ) =>
-            {
-                return Ok(None)
-            }
+            Err(e) if size == 0 && pgb_common::fs::kernel_cannot_copy(&e) => return Ok(None),
             Err(e)
                 if matches!(
                     e.raw_os_error(),

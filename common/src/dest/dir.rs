@@ -150,33 +150,6 @@ impl Read for ReadBack {
     }
 }
 
-/// `copy_file_range(2)` of up to `len` bytes from `from`'s offset to
-/// `to`'s; how many were copied (0 at the end of `from`).
-fn copy_range(from: &File, to: &File, len: usize) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    loop {
-        // SAFETY: plain syscall on descriptors both files keep open; null
-        // offsets mean the files' own positions, which it advances.
-        let r = unsafe {
-            libc::copy_file_range(
-                from.as_raw_fd(),
-                std::ptr::null_mut(),
-                to.as_raw_fd(),
-                std::ptr::null_mut(),
-                len,
-                0,
-            )
-        };
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 /// Tells the kernel `f` is read sequentially (a larger readahead), as cp does.
 fn sequential(f: &File) {
     use std::os::fd::AsRawFd;
@@ -240,16 +213,9 @@ fn copy_and_read_back(
             // otherwise read and write.
             let mut n = 0;
             if in_kernel {
-                match copy_range(input, out.file(), BUF) {
+                match crate::fs::copy_range(input, out.file(), BUF) {
                     Ok(k) => n = k,
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
-                        ) =>
-                    {
-                        in_kernel = false
-                    }
+                    Err(e) if crate::fs::kernel_cannot_copy(&e) => in_kernel = false,
                     Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                         return Err(Error::io("write", &temp, e))
                     }
