@@ -458,6 +458,21 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// The JSON records a tool printed on stdout; every line must be one.
+/// Runs pgb-check-archive with `args`: its exit status (-1 when killed),
+/// its records and its stderr.
+pub fn run_check_archive(args: &[&dyn AsRef<OsStr>]) -> (i32, Vec<Value>, String) {
+    let out = Command::new(bin("pgb-check-archive"))
+        .args(args.iter().map(|a| a.as_ref()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        records(&out.stdout),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn records(stdout: &[u8]) -> Vec<Value> {
     let text = std::str::from_utf8(stdout).expect("stdout is UTF-8");
     assert!(

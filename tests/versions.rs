@@ -14,8 +14,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::util::*;
 
 /// The segment files of an archive (no checksum or other side files).
@@ -52,19 +50,6 @@ fn switch(c: &Cluster, dir: &Path) {
          SELECT pg_walfile_name(pg_switch_wal());",
     );
     wait_archived(c, dir, &name);
-}
-
-fn check_archive(dir: &Path) -> (i32, Vec<Value>, String) {
-    let out = Command::new(bin("pgb-check-archive"))
-        .arg(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        records(&out.stdout),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn major_of(version: &str) -> u32 {
@@ -218,7 +203,7 @@ fn whole_toolkit_on(major: u32) {
     }
 
     // The archive this major wrote is healthy by pgb-check-archive...
-    let (code, recs_a, err) = check_archive(&archive);
+    let (code, recs_a, err) = run_check_archive(&[&archive]);
     assert_eq!(code, 0, "{recs_a:?} {err}");
     let segs = segments(&archive);
     assert!(segs.len() >= 5, "{segs:?}");
@@ -236,7 +221,7 @@ fn whole_toolkit_on(major: u32) {
     let mut b = fs::read(copy.join(&foreign)).unwrap();
     b[24] ^= 0x01; // xlp_sysid in the long header
     fs::write(copy.join(&foreign), b).unwrap();
-    let (code, recs_b, err) = check_archive(&copy);
+    let (code, recs_b, err) = run_check_archive(&[&copy]);
     assert_eq!(code, 1, "{recs_b:?} {err}");
     let named = |file: &str| {
         recs_b

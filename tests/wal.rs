@@ -880,16 +880,8 @@ fn every_damage_to_an_archived_segment_is_caught_by_get_and_the_archive_check() 
             assert!(names(&dest).is_empty(), "{form} {what}: no temp left");
         }
 
-        let out = Command::new(bin("pgb-check-archive"))
-            .arg(&a)
-            .arg("-i")
-            .arg(&id)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let recs = records(&out.stdout);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{form}: {err} {recs:?}");
+        let (status, recs, err) = run_check_archive(&[&a, &"-i", &id]);
+        assert_eq!(status, 1, "{form}: {err} {recs:?}");
         let mut bad: Vec<String> = recs
             .iter()
             .filter(|r| r["type"] == "archive-problem")
@@ -907,14 +899,7 @@ fn every_damage_to_an_archived_segment_is_caught_by_get_and_the_archive_check() 
 
         // --headers-only (the five-minute watch) reads no segment in full:
         // nothing is compared, and it says so.
-        let out = Command::new(bin("pgb-check-archive"))
-            .arg(&a)
-            .args(["--headers-only", "-i"])
-            .arg(&id)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let recs = records(&out.stdout);
+        let (_, recs, _) = run_check_archive(&[&a, &"--headers-only", &"-i", &id]);
         let sum = recs.last().unwrap();
         assert_eq!(sum["checksum_verified_segments"], 0, "{form}: {sum}");
         if form == "plain" {
@@ -1047,13 +1032,8 @@ fn checksum_files_record_blake3_and_get_compares_it() {
         }
 
         // The full audit compares every checksum recorded.
-        let out = Command::new(bin("pgb-check-archive"))
-            .arg(&a)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let recs = records(&out.stdout);
-        assert_eq!(out.status.code(), Some(1), "{form}: {recs:?}");
+        let (status, recs, _) = run_check_archive(&[&a]);
+        assert_eq!(status, 1, "{form}: {recs:?}");
         let bad: Vec<&serde_json::Value> = recs
             .iter()
             .filter(|r| r["type"] == "archive-problem")
@@ -1232,13 +1212,8 @@ fn an_archive_of_unknown_page_magic_is_a_problem_never_a_pass() {
         fs::write(s.path.join(n), b).unwrap();
         assert_eq!(code(&wal(&[&"push", &s.path.join(n), &"--archive", &a])), 0);
     }
-    let out = Command::new(bin("pgb-check-archive"))
-        .arg(&a)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let recs = records(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{recs:?}");
+    let (status, recs, _) = run_check_archive(&[&a]);
+    assert_eq!(status, 1, "{recs:?}");
     let bad: Vec<(&str, &str)> = recs
         .iter()
         .filter(|r| r["type"] == "archive-problem")
