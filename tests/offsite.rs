@@ -59,6 +59,28 @@ impl Archives {
         format!("s3://{}/wal", self.s3.bucket)
     }
 
+    /// A storage-layer destination for `url` set up as the tools set theirs
+    /// up: the harness's ssh options and S3 endpoint, and its S3
+    /// credentials in this process's environment (the same every S3 test
+    /// hands its children).
+    fn destination(&self, url: &str) -> pgb_common::dest::Destination {
+        for (k, v) in self.s3.env() {
+            if k != "AWS_ENDPOINT_URL" {
+                std::env::set_var(k, v);
+            }
+        }
+        let opts: Vec<String> = self
+            .sshd
+            .client_options()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let mut d = pgb_common::dest::Destination::parse_url(url).unwrap();
+        d.add_ssh_options(&opts);
+        d.set_s3_endpoint(Some(&self.s3.endpoint()));
+        d
+    }
+
     fn env(&self) -> Vec<(&'static str, String)> {
         let mut e = self.s3.env();
         e.push(("PGB_SSH_OPTIONS", self.sshd.client_options()));
@@ -684,25 +706,10 @@ fn the_storage_layer_behaves_the_same_in_a_directory_on_ssh_and_in_s3(kind: S3Ki
     use pgb_common::dest::{Created, Destination, Readback};
     use std::io::Read;
     let t = Archives::start_with(kind);
-    // The tools read credentials from the environment; these are the
-    // harness's, the same every S3 test hands its children.
-    for (k, v) in t.s3.env() {
-        if k != "AWS_ENDPOINT_URL" {
-            std::env::set_var(k, v);
-        }
-    }
-    let opts: Vec<String> = t
-        .sshd
-        .client_options()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
     let kinds = [t.local(), t.ssh(), format!("s3://{}/conf", t.s3.bucket)];
     let src = t.dir("src");
     for (i, url) in kinds.iter().enumerate() {
-        let mut d = Destination::parse_url(url).unwrap();
-        d.add_ssh_options(&opts);
-        d.set_s3_endpoint(Some(&t.s3.endpoint()));
+        let d = t.destination(url);
         assert!(d.list("", "").unwrap().is_empty(), "{url}: empty at first");
         // Neighbours in name order on both sides of the prefix.
         for n in ["e1", "f", "f00", "f01", "f29", "fz", "g1"] {
@@ -805,15 +812,13 @@ fn the_storage_layer_behaves_the_same_in_a_directory_on_ssh_and_in_s3(kind: S3Ki
     // A root that is not there: an error for a directory and on the host
     // (an unmounted disk), only empty for an S3 prefix.
     let gone = t.dir("gone");
-    let mut ssh_gone = Destination::parse_url(&t.sshd.url(&gone)).unwrap();
-    ssh_gone.add_ssh_options(&opts);
+    let ssh_gone = t.destination(&t.sshd.url(&gone));
     assert!(Destination::parse_url(&gone.display().to_string())
         .unwrap()
         .list("", "")
         .is_err());
     assert!(ssh_gone.list("", "").is_err());
-    let mut s3_other = Destination::parse_url(&format!("s3://{}/none", t.s3.bucket)).unwrap();
-    s3_other.set_s3_endpoint(Some(&t.s3.endpoint()));
+    let s3_other = t.destination(&format!("s3://{}/none", t.s3.bucket));
     assert!(s3_other.list("", "").unwrap().is_empty());
 }
 
@@ -826,17 +831,6 @@ fn the_storage_layer_behaves_the_same_in_a_directory_on_ssh_and_in_s3(kind: S3Ki
 fn read_tree_finds_the_same_sidecars_in_a_directory_on_ssh_and_in_s3() {
     use pgb_common::dest::Destination;
     let t = Archives::start();
-    for (k, v) in t.s3.env() {
-        if k != "AWS_ENDPOINT_URL" {
-            std::env::set_var(k, v);
-        }
-    }
-    let opts: Vec<String> = t
-        .sshd
-        .client_options()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
     let kinds = [t.local(), t.ssh(), format!("s3://{}/tree", t.s3.bucket)];
     let files = [
         ("main/physical/b1/base.tar.zst", "tar"),
@@ -851,9 +845,7 @@ fn read_tree_finds_the_same_sidecars_in_a_directory_on_ssh_and_in_s3() {
         ("top.pgb.json.old", "{}"),
     ];
     for url in &kinds {
-        let mut d = Destination::parse_url(url).unwrap();
-        d.add_ssh_options(&opts);
-        d.set_s3_endpoint(Some(&t.s3.endpoint()));
+        let d = t.destination(url);
         if let Destination::Dir(root) = &d {
             for (rel, _) in files {
                 fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
