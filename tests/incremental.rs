@@ -67,6 +67,17 @@ fn snap(s: &Source, args: &[&str]) -> (Value, String) {
     (recs.remove(0), stderr(&o))
 }
 
+/// A full backup, then `changes[0]`, an incremental, `changes[1]` and a
+/// second incremental: the three records, oldest first.
+fn chain_of_three(s: &Source, changes: [&str; 2]) -> (Value, Value, Value) {
+    let (full, _) = snap(s, &[]);
+    s.cluster.sql("postgres", changes[0]);
+    let (i1, _) = snap(s, &["--incremental"]);
+    s.cluster.sql("postgres", changes[1]);
+    let (i2, _) = snap(s, &["--incremental"]);
+    (full, i1, i2)
+}
+
 fn restore(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     let mut c = Command::new(bin("pgb-restore"));
     for a in args {
@@ -331,11 +342,10 @@ fn a_deleted_damaged_or_swapped_member_stops_the_restore_naming_it() {
         "postgres",
         "CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 100);",
     );
-    let (full, _) = snap(&s, &[]);
-    c.sql("postgres", "INSERT INTO t VALUES (101)");
-    let (i1, _) = snap(&s, &["--incremental"]);
-    c.sql("postgres", "INSERT INTO t VALUES (102)");
-    let (i2, _) = snap(&s, &["--incremental"]);
+    let (full, i1, i2) = chain_of_three(
+        &s,
+        ["INSERT INTO t VALUES (101)", "INSERT INTO t VALUES (102)"],
+    );
     assert_eq!(i2["incremental"]["depth"], 2);
     // Another full backup, to swap in for the first.
     let (other, _) = snap(&s, &[]);
@@ -549,11 +559,8 @@ fn prune_keeps_every_ancestor_of_a_kept_incremental_and_their_wal() {
         "postgres",
         "INSERT INTO t VALUES (2); SELECT pg_switch_wal();",
     );
-    let (full, _) = snap(&s, &[]);
-    c.sql("postgres", "INSERT INTO t VALUES (3)");
-    let (i1, _) = snap(&s, &["--incremental"]);
-    c.sql("postgres", "INSERT INTO t VALUES (4)");
-    let (i2, _) = snap(&s, &["--incremental"]);
+    let (full, i1, i2) =
+        chain_of_three(&s, ["INSERT INTO t VALUES (3)", "INSERT INTO t VALUES (4)"]);
     assert_eq!(i2["incremental"]["depth"], 2);
     c.sql("postgres", "INSERT INTO t VALUES (5)");
     let seg = c.sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
@@ -640,11 +647,13 @@ fn verify_checks_a_chain_and_test_restores_through_it() {
         "postgres",
         "CREATE TABLE t (i int); INSERT INTO t SELECT generate_series(1, 100);",
     );
-    let (full, _) = snap(&s, &[]);
-    c.sql("postgres", "INSERT INTO t VALUES (101)");
-    let (i1, _) = snap(&s, &["--incremental"]);
-    c.sql("postgres", "DROP TABLE t; CREATE TABLE u (i int);");
-    let (i2, _) = snap(&s, &["--incremental"]);
+    let (full, i1, i2) = chain_of_three(
+        &s,
+        [
+            "INSERT INTO t VALUES (101)",
+            "DROP TABLE t; CREATE TABLE u (i int);",
+        ],
+    );
 
     // The cheap levels (checksums, structure, manifest: INCREMENTAL.*
     // files are listed in an incremental's manifest like any other).
@@ -1084,11 +1093,8 @@ fn list_shows_each_chain_and_a_broken_one_as_unrestorable() {
         "postgres",
         "CREATE TABLE t (i int); INSERT INTO t VALUES (1);",
     );
-    let (full, _) = snap(&s, &[]);
-    c.sql("postgres", "INSERT INTO t VALUES (2)");
-    let (i1, _) = snap(&s, &["--incremental"]);
-    c.sql("postgres", "INSERT INTO t VALUES (3)");
-    let (i2, _) = snap(&s, &["--incremental"]);
+    let (full, i1, i2) =
+        chain_of_three(&s, ["INSERT INTO t VALUES (2)", "INSERT INTO t VALUES (3)"]);
     let o = c
         .tool("pgb-verify")
         .arg("--repo")
