@@ -257,17 +257,15 @@ enum Background {
 const CHUNK: usize = 256 << 10;
 
 impl Background {
-    fn new(sha256: bool) -> Background {
+    /// sha256 and blake3 of what is handed over, on a thread of its own
+    /// (inline where no thread can be started).
+    fn new() -> Background {
         let (to_hash, rx) = sync_channel::<Vec<u8>>(4);
         let (recycle, spare) = channel::<Vec<u8>>();
         let spawned = std::thread::Builder::new()
             .name("pgb-hash".into())
             .spawn(move || {
-                let mut h = if sha256 {
-                    Hasher::new()
-                } else {
-                    Hasher::blake3_only()
-                };
+                let mut h = Hasher::new();
                 for buf in rx {
                     h.update(&buf);
                     // The reader may be gone already: nothing to do.
@@ -282,11 +280,7 @@ impl Background {
                 spare,
                 hasher,
             },
-            Err(_) => Background::Inline(Box::new(if sha256 {
-                Hasher::new()
-            } else {
-                Hasher::blake3_only()
-            })),
+            Err(_) => Background::Inline(Box::new(Hasher::new())),
         }
     }
 
@@ -413,7 +407,7 @@ pub fn verifying<R: Read>(inner: R, want: Expected) -> (VerifyingReader<R>, Veri
     // what blake3 itself costs (measured on restores); sha256, three times
     // dearer, is worth a thread.
     let hashing = if want.blake3.is_empty() {
-        Background::new(true)
+        Background::new()
     } else {
         Background::Inline(Box::new(Hasher::blake3_only()))
     };
