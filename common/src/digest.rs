@@ -280,7 +280,7 @@ impl Background {
                 spare,
                 hasher,
             },
-            Err(_) => Background::Inline(Box::new(Hasher::new())),
+            Err(_) => Background::Inline(Box::default()),
         }
     }
 
